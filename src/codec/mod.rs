@@ -1,0 +1,4 @@
+//! Wire formats: JSON (replay files, optional on Kafka) and Avro (Kafka default).
+
+pub mod avro;
+pub mod json;

@@ -1,0 +1,728 @@
+//! Typed settings: TOML file, then `LEADFLOW__SECTION__KEY` environment overrides. Unknown
+//! keys are rejected; every invalid value fails with the key path, the value and what is
+//! allowed.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::NaiveDate;
+use chrono_tz::Tz;
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::Deserialize;
+
+use crate::model::calendar::{parse_hours, Calendar, WEEKDAYS};
+use crate::model::event::{CrmType, Source};
+use crate::model::funnel::Stage;
+use crate::model::matcher::Matcher;
+use crate::model::rules::{
+    EngagementRule, EventPattern, FitRule, FitTest, Funnel, Grade, Ruleset, SlaPolicy, Until,
+};
+use crate::model::score::Decay;
+
+/// Environment variables with this prefix (then `__`) override file settings.
+pub const ENV_PREFIX: &str = "LEADFLOW";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    /// The file could not be read or parsed as TOML.
+    Source(String),
+    /// A key has the wrong type, is unknown, or is missing.
+    Shape { key: String, message: String },
+    /// A value is well-typed but not allowed.
+    Invalid {
+        key: String,
+        value: String,
+        allowed: String,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Source(m) => write!(f, "config error: {m}"),
+            ConfigError::Shape { key, message } => {
+                write!(f, "config error at `{key}`: {message}")
+            }
+            ConfigError::Invalid {
+                key,
+                value,
+                allowed,
+            } => write!(
+                f,
+                "config error at `{key}`: invalid value {value}: {allowed}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn invalid(
+    key: impl Into<String>,
+    value: impl fmt::Debug,
+    allowed: impl Into<String>,
+) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        value: format!("{value:?}"),
+        allowed: allowed.into(),
+    }
+}
+
+// ---- raw shape (what serde reads) ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    scoring: RawScoring,
+    funnel: RawFunnel,
+    #[serde(default)]
+    sla: Vec<RawSla>,
+    #[serde(default)]
+    calendars: BTreeMap<String, RawCalendar>,
+    #[serde(default)]
+    clock: RawClock,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawScoring {
+    half_life: Option<String>,
+    min: Option<f64>,
+    max: Option<f64>,
+    #[serde(default)]
+    grades: Vec<RawGrade>,
+    #[serde(default)]
+    engagement: Vec<RawRule>,
+    #[serde(default)]
+    fit: Vec<RawFit>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGrade {
+    grade: String,
+    min: f64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    name: String,
+    source: String,
+    #[serde(rename = "type")]
+    event_type: String,
+    #[serde(rename = "where", default)]
+    conditions: BTreeMap<String, String>,
+    points: f64,
+    cooldown: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFit {
+    name: String,
+    attribute: String,
+    #[serde(rename = "match")]
+    matcher: Option<String>,
+    gte: Option<f64>,
+    lt: Option<f64>,
+    points: f64,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFunnel {
+    mql_threshold: f64,
+    #[serde(default)]
+    mql_min_fit: f64,
+    #[serde(default = "yes")]
+    recycle_reset: bool,
+    #[serde(default)]
+    fast_track: Vec<RawPattern>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPattern {
+    source: String,
+    #[serde(rename = "type")]
+    event_type: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSla {
+    name: String,
+    stage: String,
+    within: String,
+    warn_before: Option<String>,
+    calendar: Option<String>,
+    until: RawUntil,
+}
+
+enum RawUntil {
+    Keyword(String),
+    Events(Vec<RawPattern>),
+}
+
+impl<'de> Deserialize<'de> for RawUntil {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawUntil;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("\"stage_exit\" or a list of { source, type }")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawUntil, E> {
+                Ok(RawUntil::Keyword(v.to_string()))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawUntil, A::Error> {
+                let mut out = Vec::new();
+                while let Some(p) = seq.next_element::<RawPattern>()? {
+                    out.push(p);
+                }
+                Ok(RawUntil::Events(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCalendar {
+    timezone: String,
+    #[serde(default)]
+    hours: BTreeMap<String, String>,
+    #[serde(default)]
+    holidays: Vec<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawClock {
+    grace: Option<String>,
+}
+
+// ---- validated settings ----
+
+/// Everything a run needs, validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub rules: Arc<Ruleset>,
+    pub calendars: Vec<Arc<Calendar>>,
+    /// Ticks are appended at `now - grace` (Kafka mode).
+    pub clock_grace_ms: i64,
+}
+
+impl Settings {
+    /// Loads a TOML file with environment overrides from the process environment.
+    pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Source(format!("cannot read {}: {e}", path.display())))?;
+        Self::from_sources(&text, None)
+    }
+
+    /// Parses TOML text; `env` replaces the process environment when given (tests).
+    pub fn from_sources(
+        toml: &str,
+        env: Option<HashMap<String, String>>,
+    ) -> Result<Settings, ConfigError> {
+        let cfg = config::Config::builder()
+            .add_source(config::File::from_str(toml, config::FileFormat::Toml))
+            .add_source(
+                config::Environment::with_prefix(ENV_PREFIX)
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true)
+                    .source(env),
+            )
+            .build()
+            .map_err(|e| ConfigError::Source(e.to_string()))?;
+        let raw: RawConfig = serde_path_to_error::deserialize(cfg).map_err(|e| {
+            let key = e.path().to_string();
+            ConfigError::Shape {
+                key,
+                message: e.into_inner().to_string(),
+            }
+        })?;
+        validate(raw)
+    }
+
+    /// Parses TOML text without environment overrides.
+    pub fn from_toml(toml: &str) -> Result<Settings, ConfigError> {
+        Self::from_sources(toml, Some(HashMap::new()))
+    }
+
+    /// A few lines for `check-config`.
+    pub fn summary(&self) -> String {
+        use std::fmt::Write;
+        let r = &self.rules;
+        let mut s = String::new();
+        let hl = r
+            .decay
+            .half_life_ms
+            .map_or("none".to_string(), |h| fmt_ms(h as i64));
+        let _ = writeln!(
+            s,
+            "scoring: {} engagement rules, {} fit rules, {} grades, half-life {hl}",
+            r.engagement.len(),
+            r.fit.len(),
+            r.grades.len()
+        );
+        let _ = writeln!(
+            s,
+            "funnel: mql_threshold {}, mql_min_fit {}, recycle_reset {}, {} fast tracks",
+            r.funnel.mql_threshold,
+            r.funnel.mql_min_fit,
+            r.funnel.recycle_reset,
+            r.funnel.fast_track.len()
+        );
+        let _ = writeln!(s, "sla policies: {}", r.sla.len());
+        for p in &r.sla {
+            let until = match &p.until {
+                Until::StageExit => "stage_exit".to_string(),
+                Until::Events(ev) => ev
+                    .iter()
+                    .map(|e| format!("{}/{}", e.source, e.event_type))
+                    .collect::<Vec<_>>()
+                    .join(" | "),
+            };
+            let _ = writeln!(
+                s,
+                "  {}: stage {}, within {}{}{}, until {until}",
+                p.name,
+                p.stage,
+                fmt_ms(p.within_ms),
+                p.warn_before_ms
+                    .map_or(String::new(), |w| format!(", warn {} before", fmt_ms(w))),
+                p.calendar
+                    .as_ref()
+                    .map_or(String::new(), |c| format!(", calendar {}", c.name)),
+            );
+        }
+        let _ = writeln!(s, "calendars: {}", self.calendars.len());
+        for c in &self.calendars {
+            let open_days = c.week.iter().filter(|d| !d.is_empty()).count();
+            let _ = writeln!(
+                s,
+                "  {}: {}, open {open_days} days a week, {} holidays",
+                c.name,
+                c.tz.name(),
+                c.holidays.len()
+            );
+        }
+        let _ = writeln!(s, "clock: grace {}", fmt_ms(self.clock_grace_ms));
+        s
+    }
+}
+
+fn fmt_ms(ms: i64) -> String {
+    humantime::format_duration(Duration::from_millis(ms.max(0) as u64)).to_string()
+}
+
+const DURATION_HELP: &str = "a duration such as 90s, 15m, 4h or 30d";
+
+fn parse_duration(key: &str, text: &str) -> Result<i64, ConfigError> {
+    let d = humantime::parse_duration(text)
+        .map_err(|e| invalid(key, text, format!("expected {DURATION_HELP} ({e})")))?;
+    i64::try_from(d.as_millis()).map_err(|_| invalid(key, text, "duration is too long"))
+}
+
+fn positive_duration(key: &str, text: &str) -> Result<i64, ConfigError> {
+    let ms = parse_duration(key, text)?;
+    if ms <= 0 {
+        return Err(invalid(
+            key,
+            text,
+            format!("expected {DURATION_HELP}, greater than 0"),
+        ));
+    }
+    Ok(ms)
+}
+
+fn parse_source(key: &str, text: &str) -> Result<Source, ConfigError> {
+    Source::parse(text).ok_or_else(|| invalid(key, text, "allowed: web, email, crm"))
+}
+
+fn crm_types() -> String {
+    CrmType::ALL.map(CrmType::as_str).join(", ")
+}
+
+/// A type for `source`; `*` only where `wildcard` is allowed. crm types must be known.
+fn parse_type(
+    key: &str,
+    source: Source,
+    text: &str,
+    wildcard: bool,
+) -> Result<Option<String>, ConfigError> {
+    if text == "*" && wildcard {
+        return Ok(None);
+    }
+    if text.is_empty() || text == "*" {
+        return Err(invalid(key, text, "expected an event type name"));
+    }
+    if source == Source::Crm && CrmType::parse(text).is_none() {
+        return Err(invalid(
+            key,
+            text,
+            format!("crm types are: {}", crm_types()),
+        ));
+    }
+    Ok(Some(text.to_string()))
+}
+
+fn parse_pattern(key: &str, p: &RawPattern) -> Result<EventPattern, ConfigError> {
+    let source = parse_source(&format!("{key}.source"), &p.source)?;
+    let event_type =
+        parse_type(&format!("{key}.type"), source, &p.event_type, false)?.unwrap_or_default();
+    Ok(EventPattern { source, event_type })
+}
+
+fn finite(key: &str, x: f64) -> Result<f64, ConfigError> {
+    if x.is_finite() {
+        Ok(x)
+    } else {
+        Err(invalid(key, x, "expected a finite number"))
+    }
+}
+
+fn unique_name(
+    key: &str,
+    name: &str,
+    seen: &mut HashSet<String>,
+    what: &str,
+) -> Result<(), ConfigError> {
+    if name.trim().is_empty() {
+        return Err(invalid(
+            key,
+            name,
+            format!("a {what} name must not be empty"),
+        ));
+    }
+    if !seen.insert(name.to_string()) {
+        return Err(invalid(key, name, format!("{what} names must be unique")));
+    }
+    Ok(())
+}
+
+fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
+    let s = raw.scoring;
+    let half_life_ms = s
+        .half_life
+        .as_deref()
+        .map(|h| positive_duration("scoring.half_life", h))
+        .transpose()?
+        .map(|ms| ms as f64);
+    if let Some(min) = s.min {
+        finite("scoring.min", min)?;
+    }
+    if let Some(max) = s.max {
+        finite("scoring.max", max)?;
+    }
+    if let (Some(min), Some(max)) = (s.min, s.max) {
+        if min > max {
+            return Err(invalid(
+                "scoring.min",
+                min,
+                format!("must not exceed scoring.max ({max})"),
+            ));
+        }
+    }
+    let decay = Decay {
+        half_life_ms,
+        min: s.min,
+        max: s.max,
+    };
+
+    let mut grades = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, g) in s.grades.iter().enumerate() {
+        let key = format!("scoring.grades[{i}]");
+        unique_name(&format!("{key}.grade"), &g.grade, &mut seen, "grade")?;
+        let min = finite(&format!("{key}.min"), g.min)?;
+        if let Some(prev) = grades.last().map(|p: &Grade| p.min) {
+            if min >= prev {
+                return Err(invalid(
+                    format!("{key}.min"),
+                    min,
+                    format!("grades are listed highest first: must be below {prev}"),
+                ));
+            }
+        }
+        grades.push(Grade {
+            grade: g.grade.clone(),
+            min,
+        });
+    }
+
+    let mut engagement = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, r) in s.engagement.iter().enumerate() {
+        let key = format!("scoring.engagement[{i}]");
+        unique_name(
+            &format!("{key}.name"),
+            &r.name,
+            &mut seen,
+            "engagement rule",
+        )?;
+        let source = parse_source(&format!("{key}.source"), &r.source)?;
+        let event_type = parse_type(&format!("{key}.type"), source, &r.event_type, true)?;
+        let mut conditions = Vec::new();
+        for (attr, m) in &r.conditions {
+            let m = Matcher::parse(m).map_err(|e| invalid(format!("{key}.where.{attr}"), m, e))?;
+            conditions.push((attr.clone(), m));
+        }
+        let points = finite(&format!("{key}.points"), r.points)?;
+        let cooldown_ms = r
+            .cooldown
+            .as_deref()
+            .map(|c| positive_duration(&format!("{key}.cooldown"), c))
+            .transpose()?;
+        engagement.push(EngagementRule {
+            name: r.name.clone(),
+            source,
+            event_type,
+            conditions,
+            points,
+            cooldown_ms,
+        });
+    }
+    if engagement.len() > u16::MAX as usize {
+        return Err(invalid(
+            "scoring.engagement",
+            engagement.len(),
+            "at most 65535 rules",
+        ));
+    }
+
+    let mut fit = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, r) in s.fit.iter().enumerate() {
+        let key = format!("scoring.fit[{i}]");
+        unique_name(&format!("{key}.name"), &r.name, &mut seen, "fit rule")?;
+        if r.attribute.is_empty() {
+            return Err(invalid(
+                format!("{key}.attribute"),
+                &r.attribute,
+                "an attribute name",
+            ));
+        }
+        let test = match (&r.matcher, r.gte, r.lt) {
+            (Some(m), None, None) => FitTest::Match(
+                Matcher::parse(m).map_err(|e| invalid(format!("{key}.match"), m, e))?,
+            ),
+            (None, gte, lt) if gte.is_some() || lt.is_some() => {
+                if let Some(g) = gte {
+                    finite(&format!("{key}.gte"), g)?;
+                }
+                if let Some(l) = lt {
+                    finite(&format!("{key}.lt"), l)?;
+                }
+                if let (Some(g), Some(l)) = (gte, lt) {
+                    if g >= l {
+                        return Err(invalid(
+                            format!("{key}.lt"),
+                            l,
+                            format!("must be above gte ({g})"),
+                        ));
+                    }
+                }
+                FitTest::Range { gte, lt }
+            }
+            (Some(m), _, _) => {
+                return Err(invalid(
+                    format!("{key}.match"),
+                    m,
+                    "a fit rule has either `match` or numeric bounds `gte`/`lt`, not both",
+                ))
+            }
+            (None, _, _) => {
+                return Err(ConfigError::Shape {
+                    key,
+                    message: "a fit rule needs `match` or at least one of `gte`, `lt`".into(),
+                })
+            }
+        };
+        let points = finite(&format!("{key}.points"), r.points)?;
+        fit.push(FitRule {
+            name: r.name.clone(),
+            attribute: r.attribute.clone(),
+            test,
+            points,
+        });
+    }
+
+    let f = raw.funnel;
+    let mut fast_track = Vec::new();
+    for (i, p) in f.fast_track.iter().enumerate() {
+        fast_track.push(parse_pattern(&format!("funnel.fast_track[{i}]"), p)?);
+    }
+    let funnel = Funnel {
+        mql_threshold: finite("funnel.mql_threshold", f.mql_threshold)?,
+        mql_min_fit: finite("funnel.mql_min_fit", f.mql_min_fit)?,
+        recycle_reset: f.recycle_reset,
+        fast_track,
+    };
+
+    let mut calendars: BTreeMap<String, Arc<Calendar>> = BTreeMap::new();
+    for (name, c) in &raw.calendars {
+        calendars.insert(name.clone(), Arc::new(build_calendar(name, c)?));
+    }
+
+    let mut sla = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, p) in raw.sla.iter().enumerate() {
+        let key = format!("sla[{i}]");
+        unique_name(&format!("{key}.name"), &p.name, &mut seen, "sla policy")?;
+        if p.name.contains('/') {
+            // The name is part of `sla_event_id`, which uses `/` as its separator.
+            return Err(invalid(
+                format!("{key}.name"),
+                &p.name,
+                "must not contain `/`",
+            ));
+        }
+        let stage = Stage::parse(&p.stage).ok_or_else(|| {
+            invalid(
+                format!("{key}.stage"),
+                &p.stage,
+                format!("allowed: {}", Stage::ALL.map(Stage::as_str).join(", ")),
+            )
+        })?;
+        let within_ms = positive_duration(&format!("{key}.within"), &p.within)?;
+        let warn_before_ms = match &p.warn_before {
+            Some(w) => {
+                let ms = parse_duration(&format!("{key}.warn_before"), w)?;
+                if ms >= within_ms {
+                    return Err(invalid(
+                        format!("{key}.warn_before"),
+                        w,
+                        format!("must be shorter than within ({})", p.within),
+                    ));
+                }
+                Some(ms)
+            }
+            None => None,
+        };
+        let calendar = match &p.calendar {
+            Some(name) => Some(calendars.get(name).cloned().ok_or_else(|| {
+                let known: Vec<&str> = calendars.keys().map(String::as_str).collect();
+                invalid(
+                    format!("{key}.calendar"),
+                    name,
+                    if known.is_empty() {
+                        "no calendars are defined ([calendars.NAME])".to_string()
+                    } else {
+                        format!("defined calendars: {}", known.join(", "))
+                    },
+                )
+            })?),
+            None => None,
+        };
+        let until = match &p.until {
+            RawUntil::Keyword(k) if k == "stage_exit" => Until::StageExit,
+            RawUntil::Keyword(k) => {
+                return Err(invalid(
+                    format!("{key}.until"),
+                    k,
+                    "\"stage_exit\" or a list of { source, type }",
+                ))
+            }
+            RawUntil::Events(list) if list.is_empty() => {
+                return Err(invalid(
+                    format!("{key}.until"),
+                    "[]",
+                    "a list with at least one { source, type }, or \"stage_exit\"",
+                ))
+            }
+            RawUntil::Events(list) => Until::Events(
+                list.iter()
+                    .enumerate()
+                    .map(|(j, e)| parse_pattern(&format!("{key}.until[{j}]"), e))
+                    .collect::<Result<_, _>>()?,
+            ),
+        };
+        sla.push(SlaPolicy {
+            name: p.name.clone(),
+            stage,
+            within_ms,
+            warn_before_ms,
+            calendar,
+            until,
+        });
+    }
+    if sla.len() > u16::MAX as usize {
+        return Err(invalid("sla", sla.len(), "at most 65535 policies"));
+    }
+
+    let clock_grace_ms = match &raw.clock.grace {
+        Some(g) => parse_duration("clock.grace", g)?,
+        None => 30_000,
+    };
+
+    let rules = Ruleset::new(engagement, decay, fit, grades, funnel, sla);
+    Ok(Settings {
+        rules: Arc::new(rules),
+        calendars: calendars.into_values().collect(),
+        clock_grace_ms,
+    })
+}
+
+fn build_calendar(name: &str, c: &RawCalendar) -> Result<Calendar, ConfigError> {
+    let key = format!("calendars.{name}");
+    let tz = Tz::from_str(&c.timezone).map_err(|_| {
+        invalid(
+            format!("{key}.timezone"),
+            &c.timezone,
+            "an IANA time zone name such as America/New_York, Europe/Berlin or UTC",
+        )
+    })?;
+    let mut week: [Vec<_>; 7] = Default::default();
+    for (day, hours) in &c.hours {
+        let idx = WEEKDAYS.iter().position(|d| d == day).ok_or_else(|| {
+            invalid(
+                format!("{key}.hours"),
+                day,
+                format!("weekday keys are: {}", WEEKDAYS.join(", ")),
+            )
+        })?;
+        week[idx] = parse_hours(hours).map_err(|e| {
+            invalid(
+                format!("{key}.hours.{day}"),
+                hours,
+                format!("expected \"HH:MM-HH:MM\" (several separated by commas): {e}"),
+            )
+        })?;
+    }
+    let mut holidays = std::collections::BTreeSet::new();
+    for (i, h) in c.holidays.iter().enumerate() {
+        let d = NaiveDate::parse_from_str(h, "%Y-%m-%d")
+            .map_err(|_| invalid(format!("{key}.holidays[{i}]"), h, "a local date YYYY-MM-DD"))?;
+        holidays.insert(d);
+    }
+    let cal = Calendar {
+        name: name.to_string(),
+        tz,
+        week,
+        holidays,
+    };
+    if !cal.has_open_time() {
+        return Err(invalid(
+            format!("{key}.hours"),
+            &c.hours,
+            "a calendar needs opening hours on at least one weekday",
+        ));
+    }
+    Ok(cal)
+}

@@ -1,0 +1,10 @@
+//! leadflow: lead scoring, funnel stages and SLA clocks over event streams.
+//!
+//! `model` and `engine` are pure and deterministic; `config`, `codec` and `replay` are the
+//! adapters that feed them.
+
+pub mod codec;
+pub mod config;
+pub mod engine;
+pub mod model;
+pub mod replay;

@@ -1,0 +1,300 @@
+//! Business-hours calendars (SPEC §6): weekly opening hours in an IANA time zone, minus
+//! holidays. SLA durations with a calendar count only open time.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Datelike, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone};
+use chrono_tz::Tz;
+
+const MINUTES_PER_DAY: u32 = 24 * 60;
+/// How far ahead business time is searched (days). A calendar with some opening hours finds
+/// one within a week unless holidays cover it, and holidays are a finite list.
+const SEARCH_DAYS: u32 = 366 * 30;
+
+/// Opening range within one local day, in minutes since local midnight; `close` may be 1440.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Range {
+    pub open: u32,
+    pub close: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct Calendar {
+    pub name: String,
+    pub tz: Tz,
+    /// Index 0 = Monday.
+    pub week: [Vec<Range>; 7],
+    pub holidays: BTreeSet<NaiveDate>,
+}
+
+pub const WEEKDAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+
+/// Parses `"09:00-17:00"` or several ranges `"09:00-12:00,13:00-17:00"` (ascending, not
+/// overlapping). `24:00` is allowed as a closing time.
+pub fn parse_hours(text: &str) -> Result<Vec<Range>, String> {
+    let mut out: Vec<Range> = Vec::new();
+    for part in text.split(',') {
+        let part = part.trim();
+        let (a, b) = part
+            .split_once('-')
+            .ok_or_else(|| format!("{part:?} is not a range HH:MM-HH:MM"))?;
+        let open = parse_hhmm(a.trim())?;
+        let close = parse_hhmm(b.trim())?;
+        if open >= close {
+            return Err(format!("{part:?} opens at or after it closes"));
+        }
+        if open == MINUTES_PER_DAY {
+            return Err(format!("{part:?} opens at 24:00"));
+        }
+        if let Some(prev) = out.last() {
+            if open < prev.close {
+                return Err(format!(
+                    "{part:?} overlaps or precedes the range before it (ranges must ascend)"
+                ));
+            }
+        }
+        out.push(Range { open, close });
+    }
+    Ok(out)
+}
+
+fn parse_hhmm(s: &str) -> Result<u32, String> {
+    let bad = || format!("{s:?} is not a time HH:MM between 00:00 and 24:00");
+    let (h, m) = s.split_once(':').ok_or_else(bad)?;
+    if h.len() != 2 || m.len() != 2 {
+        return Err(bad());
+    }
+    let h: u32 = h.parse().map_err(|_| bad())?;
+    let m: u32 = m.parse().map_err(|_| bad())?;
+    if m >= 60 || h > 24 || (h == 24 && m != 0) {
+        return Err(bad());
+    }
+    Ok(h * 60 + m)
+}
+
+impl Calendar {
+    /// The instant (ms) reached by adding `business_ms` of open time to `start`. A start outside
+    /// business hours counts from the next opening; an amount that ends exactly at a closing
+    /// time ends there. `None` only when the times leave chrono's range (hostile input) or
+    /// no open time exists in the search window.
+    pub fn add_business(&self, start: i64, business_ms: i64) -> Option<i64> {
+        let mut remaining = business_ms.max(0);
+        let start_utc = DateTime::from_timestamp_millis(start)?;
+        let mut date = start_utc.with_timezone(&self.tz).date_naive();
+        // A range can begin on the previous local day only if it closed at 24:00 after a DST
+        // change; starting one day early is cheap and covers it.
+        date = date.pred_opt()?;
+        for _ in 0..SEARCH_DAYS {
+            if !self.holidays.contains(&date) {
+                let day = &self.week[date.weekday().num_days_from_monday() as usize];
+                for r in day {
+                    let open = self.local_ms(date, r.open)?;
+                    let close = self.local_ms(date, r.close)?;
+                    if close <= start {
+                        continue;
+                    }
+                    let from = open.max(start);
+                    let available = close - from;
+                    if remaining <= available {
+                        return Some(from + remaining);
+                    }
+                    remaining -= available;
+                }
+            }
+            date = date.succ_opt()?;
+        }
+        None
+    }
+
+    /// Local wall time `minutes` after midnight of `date` as a UTC instant (ms). A local time
+    /// skipped by a DST change maps to the first instant after the gap; a repeated one to the
+    /// earlier instant.
+    fn local_ms(&self, date: NaiveDate, minutes: u32) -> Option<i64> {
+        let (date, minutes) = if minutes >= MINUTES_PER_DAY {
+            (date.succ_opt()?, minutes - MINUTES_PER_DAY)
+        } else {
+            (date, minutes)
+        };
+        let mut naive = NaiveDateTime::new(
+            date,
+            NaiveTime::from_hms_opt(minutes / 60, minutes % 60, 0)?,
+        );
+        // DST gaps are at most a few hours; step minute by minute to the first valid time.
+        for _ in 0..(MINUTES_PER_DAY) {
+            match self.tz.from_local_datetime(&naive) {
+                LocalResult::Single(t) => return Some(t.timestamp_millis()),
+                LocalResult::Ambiguous(a, _) => return Some(a.timestamp_millis()),
+                LocalResult::None => naive += chrono::Duration::minutes(1),
+            }
+        }
+        None
+    }
+
+    pub fn has_open_time(&self) -> bool {
+        self.week.iter().any(|d| !d.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(s: &str) -> i64 {
+        DateTime::parse_from_rfc3339(s)
+            .expect("valid rfc3339")
+            .timestamp_millis()
+    }
+
+    fn nine_to_five(tz: Tz, holidays: &[&str]) -> Calendar {
+        let day = parse_hours("09:00-17:00").expect("valid hours");
+        Calendar {
+            name: "t".into(),
+            tz,
+            week: [
+                day.clone(),
+                day.clone(),
+                day.clone(),
+                day.clone(),
+                day,
+                vec![],
+                vec![],
+            ],
+            holidays: holidays
+                .iter()
+                .map(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").expect("date"))
+                .collect(),
+        }
+    }
+
+    const H: i64 = 3_600_000;
+
+    #[test]
+    fn inside_hours_adds_plainly() {
+        let c = nine_to_five(chrono_tz::America::New_York, &[]);
+        // Mon 2026-11-23 09:45 EST + 4h = 13:45 EST
+        let s = ms("2026-11-23T09:45:00-05:00");
+        assert_eq!(
+            c.add_business(s, 4 * H),
+            Some(ms("2026-11-23T13:45:00-05:00"))
+        );
+    }
+
+    #[test]
+    fn friday_evening_rolls_over_the_weekend() {
+        let c = nine_to_five(chrono_tz::America::New_York, &[]);
+        let s = ms("2026-11-20T16:30:00-05:00");
+        assert_eq!(
+            c.add_business(s, 4 * H),
+            Some(ms("2026-11-23T12:30:00-05:00"))
+        );
+        assert_eq!(
+            c.add_business(s, 3 * H),
+            Some(ms("2026-11-23T11:30:00-05:00"))
+        );
+    }
+
+    #[test]
+    fn start_before_opening_counts_from_opening() {
+        let c = nine_to_five(chrono_tz::America::New_York, &[]);
+        let s = ms("2026-11-24T08:00:00-05:00");
+        assert_eq!(
+            c.add_business(s, 4 * H),
+            Some(ms("2026-11-24T13:00:00-05:00"))
+        );
+        // Zero business time from outside hours is the next opening.
+        assert_eq!(c.add_business(s, 0), Some(ms("2026-11-24T09:00:00-05:00")));
+    }
+
+    #[test]
+    fn ending_exactly_at_closing_stays_at_closing() {
+        let c = nine_to_five(chrono_tz::America::New_York, &[]);
+        let s = ms("2026-11-24T13:00:00-05:00");
+        assert_eq!(
+            c.add_business(s, 4 * H),
+            Some(ms("2026-11-24T17:00:00-05:00"))
+        );
+    }
+
+    #[test]
+    fn holidays_are_skipped() {
+        // Thanksgiving 2026-11-26 (Thu) closed: Wed 15:00 + 4h = Fri 11:00.
+        let c = nine_to_five(chrono_tz::America::New_York, &["2026-11-26"]);
+        let s = ms("2026-11-25T15:00:00-05:00");
+        assert_eq!(
+            c.add_business(s, 4 * H),
+            Some(ms("2026-11-27T11:00:00-05:00"))
+        );
+    }
+
+    #[test]
+    fn dst_end_in_new_york() {
+        // DST ends Sun 2026-11-01. Fri 2026-10-30 16:00 EDT (20:00Z) + 2h business
+        // = Mon 2026-11-02 10:00 EST (15:00Z): the offset of each opening is its own.
+        let c = nine_to_five(chrono_tz::America::New_York, &[]);
+        let s = ms("2026-10-30T16:00:00-04:00");
+        assert_eq!(
+            c.add_business(s, 2 * H),
+            Some(ms("2026-11-02T10:00:00-05:00"))
+        );
+        assert_eq!(ms("2026-11-02T10:00:00-05:00") - s, (2 * 24 + 19) * H);
+    }
+
+    #[test]
+    fn dst_start_in_berlin() {
+        // DST starts Sun 2026-03-29 in Europe/Berlin: Fri 2026-03-27 16:00 CET (15:00Z) + 2h
+        // = Mon 10:00 CEST (08:00Z).
+        let c = nine_to_five(chrono_tz::Europe::Berlin, &[]);
+        let s = ms("2026-03-27T16:00:00+01:00");
+        assert_eq!(
+            c.add_business(s, 2 * H),
+            Some(ms("2026-03-30T10:00:00+02:00"))
+        );
+    }
+
+    #[test]
+    fn opening_inside_a_dst_gap_opens_after_the_gap() {
+        // 2026-03-08 in New York: 02:00-03:00 does not exist.
+        let mut c = nine_to_five(chrono_tz::America::New_York, &[]);
+        c.week[6] = parse_hours("02:30-04:00").expect("valid");
+        let s = ms("2026-03-08T00:00:00-05:00");
+        // Opens 03:00 EDT (07:00Z), one hour of business time to 04:00 EDT.
+        assert_eq!(
+            c.add_business(s, 30 * 60_000),
+            Some(ms("2026-03-08T03:30:00-04:00"))
+        );
+    }
+
+    #[test]
+    fn split_days_and_midnight_close() {
+        let mut c = nine_to_five(chrono_tz::UTC, &[]);
+        c.week[0] = parse_hours("09:00-12:00, 13:00-24:00").expect("valid");
+        let s = ms("2026-11-23T11:00:00Z");
+        assert_eq!(c.add_business(s, 2 * H), Some(ms("2026-11-23T14:00:00Z")));
+        // 1h before lunch + 11h to midnight: ends exactly at Monday's 24:00 close.
+        assert_eq!(c.add_business(s, 12 * H), Some(ms("2026-11-24T00:00:00Z")));
+        assert_eq!(c.add_business(s, 13 * H), Some(ms("2026-11-24T10:00:00Z")));
+    }
+
+    #[test]
+    fn hostile_times_do_not_panic() {
+        let c = nine_to_five(chrono_tz::UTC, &[]);
+        assert_eq!(c.add_business(i64::MAX, H), None);
+        assert!(c.add_business(0, H).is_some());
+    }
+
+    #[test]
+    fn hours_syntax_is_checked() {
+        assert!(parse_hours("9-17").is_err());
+        assert!(parse_hours("17:00-09:00").is_err());
+        assert!(parse_hours("09:00-12:00,11:00-13:00").is_err());
+        assert!(parse_hours("09:60-10:00").is_err());
+        assert!(parse_hours("24:00-24:00").is_err());
+        assert_eq!(
+            parse_hours("00:00-24:00").expect("valid"),
+            vec![Range {
+                open: 0,
+                close: 1440
+            }]
+        );
+    }
+}

@@ -1,0 +1,358 @@
+//! The logical input event (SPEC §2) and its validation.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Longest accepted `lead_key`, in bytes (SPEC §2).
+pub const MAX_LEAD_KEY_BYTES: usize = 256;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    Web,
+    Email,
+    Crm,
+}
+
+impl Source {
+    pub const ALL: [Source; 3] = [Source::Web, Source::Email, Source::Crm];
+
+    pub fn parse(s: &str) -> Option<Source> {
+        match s {
+            "web" => Some(Source::Web),
+            "email" => Some(Source::Email),
+            "crm" => Some(Source::Crm),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Web => "web",
+            Source::Email => "email",
+            Source::Crm => "crm",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The closed set of CRM event types; any other crm type is invalid input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CrmType {
+    LeadUpsert,
+    OwnerAssigned,
+    SalesAccepted,
+    SalesRejected,
+    SalesActivity,
+    Recycled,
+    Disqualified,
+    OpportunityCreated,
+    OpportunityWon,
+    OpportunityLost,
+}
+
+impl CrmType {
+    pub const ALL: [CrmType; 10] = [
+        CrmType::LeadUpsert,
+        CrmType::OwnerAssigned,
+        CrmType::SalesAccepted,
+        CrmType::SalesRejected,
+        CrmType::SalesActivity,
+        CrmType::Recycled,
+        CrmType::Disqualified,
+        CrmType::OpportunityCreated,
+        CrmType::OpportunityWon,
+        CrmType::OpportunityLost,
+    ];
+
+    pub fn parse(s: &str) -> Option<CrmType> {
+        CrmType::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CrmType::LeadUpsert => "lead_upsert",
+            CrmType::OwnerAssigned => "owner_assigned",
+            CrmType::SalesAccepted => "sales_accepted",
+            CrmType::SalesRejected => "sales_rejected",
+            CrmType::SalesActivity => "sales_activity",
+            CrmType::Recycled => "recycled",
+            CrmType::Disqualified => "disqualified",
+            CrmType::OpportunityCreated => "opportunity_created",
+            CrmType::OpportunityWon => "opportunity_won",
+            CrmType::OpportunityLost => "opportunity_lost",
+        }
+    }
+}
+
+/// Known web and email types. Other web/email types are accepted (rules may name them).
+pub const KNOWN_WEB_TYPES: [&str; 6] = [
+    "page_view",
+    "form_submit",
+    "content_download",
+    "webinar_attended",
+    "demo_request",
+    "chat_started",
+];
+pub const KNOWN_EMAIL_TYPES: [&str; 7] = [
+    "delivered",
+    "open",
+    "click",
+    "reply",
+    "bounce",
+    "unsubscribe",
+    "spam_report",
+];
+
+/// A validated event. Attributes keep their input order; keys are unique.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    pub event_id: String,
+    pub lead_key: String,
+    pub occurred_at: i64,
+    pub source: Source,
+    pub event_type: String,
+    /// `Some` exactly when `source` is crm.
+    pub crm: Option<CrmType>,
+    pub attributes: Vec<(String, String)>,
+}
+
+impl Event {
+    pub fn attribute(&self, name: &str) -> Option<&str> {
+        self.attributes
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Why an input was rejected. `code()` is a short, bounded label (for metrics and DLQ headers).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Invalid {
+    /// The bytes could not be decoded at all (not JSON, not Avro of the expected schema...).
+    Undecodable(String),
+    MissingField(&'static str),
+    EmptyField(&'static str),
+    WrongType {
+        field: String,
+        expected: &'static str,
+    },
+    NegativeTime(i64),
+    UnknownSource(String),
+    UnknownCrmType(String),
+    LeadKeyTooLong(usize),
+}
+
+impl Invalid {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Invalid::Undecodable(_) => "undecodable",
+            Invalid::MissingField(_) => "missing_field",
+            Invalid::EmptyField(_) => "empty_field",
+            Invalid::WrongType { .. } => "wrong_type",
+            Invalid::NegativeTime(_) => "negative_time",
+            Invalid::UnknownSource(_) => "unknown_source",
+            Invalid::UnknownCrmType(_) => "unknown_crm_type",
+            Invalid::LeadKeyTooLong(_) => "lead_key_too_long",
+        }
+    }
+}
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Invalid::Undecodable(why) => write!(f, "undecodable input: {why}"),
+            Invalid::MissingField(name) => write!(f, "missing required field `{name}`"),
+            Invalid::EmptyField(name) => write!(f, "required field `{name}` is empty"),
+            Invalid::WrongType { field, expected } => {
+                write!(f, "field `{field}` must be {expected}")
+            }
+            Invalid::NegativeTime(t) => write!(f, "occurred_at must be >= 0, got {t}"),
+            Invalid::UnknownSource(s) => {
+                write!(f, "unknown source {s:?} (allowed: web, email, crm)")
+            }
+            Invalid::UnknownCrmType(t) => write!(
+                f,
+                "unknown crm type {t:?} (allowed: {})",
+                CrmType::ALL.map(CrmType::as_str).join(", ")
+            ),
+            Invalid::LeadKeyTooLong(n) => write!(
+                f,
+                "lead_key is {n} bytes, longer than the maximum {MAX_LEAD_KEY_BYTES}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Invalid {}
+
+/// Decoded but not yet validated fields, filled by the JSON and Avro decoders.
+#[derive(Clone, Debug, Default)]
+pub struct EventFields {
+    pub event_id: Option<String>,
+    pub lead_key: Option<String>,
+    pub occurred_at: Option<i64>,
+    pub source: Option<String>,
+    pub event_type: Option<String>,
+    pub attributes: Vec<(String, String)>,
+}
+
+impl EventFields {
+    /// Applies the rules of SPEC §2. Checks run in field order so the reason is stable.
+    pub fn validate(self) -> Result<Event, Invalid> {
+        let event_id = required(self.event_id, "event_id")?;
+        let lead_key = required(self.lead_key, "lead_key")?;
+        if lead_key.len() > MAX_LEAD_KEY_BYTES {
+            return Err(Invalid::LeadKeyTooLong(lead_key.len()));
+        }
+        let occurred_at = self
+            .occurred_at
+            .ok_or(Invalid::MissingField("occurred_at"))?;
+        if occurred_at < 0 {
+            return Err(Invalid::NegativeTime(occurred_at));
+        }
+        let source_text = required(self.source, "source")?;
+        let source = Source::parse(&source_text).ok_or(Invalid::UnknownSource(source_text))?;
+        let event_type = required(self.event_type, "type")?;
+        let crm = match source {
+            Source::Crm => Some(
+                CrmType::parse(&event_type)
+                    .ok_or_else(|| Invalid::UnknownCrmType(event_type.clone()))?,
+            ),
+            _ => None,
+        };
+        let mut attributes = self.attributes;
+        dedup_keep_last(&mut attributes);
+        Ok(Event {
+            event_id,
+            lead_key,
+            occurred_at,
+            source,
+            event_type,
+            crm,
+            attributes,
+        })
+    }
+}
+
+fn required(v: Option<String>, name: &'static str) -> Result<String, Invalid> {
+    match v {
+        None => Err(Invalid::MissingField(name)),
+        Some(s) if s.is_empty() => Err(Invalid::EmptyField(name)),
+        Some(s) => Ok(s),
+    }
+}
+
+/// Later duplicates of a key win, as with a JSON object or an Avro map.
+fn dedup_keep_last(attrs: &mut Vec<(String, String)>) {
+    if attrs.len() < 2 {
+        return;
+    }
+    let mut i = 0;
+    while i < attrs.len() {
+        if attrs[i + 1..].iter().any(|(k, _)| *k == attrs[i].0) {
+            attrs.remove(i);
+        } else {
+            i += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields() -> EventFields {
+        EventFields {
+            event_id: Some("e1".into()),
+            lead_key: Some("a@b.c".into()),
+            occurred_at: Some(5),
+            source: Some("web".into()),
+            event_type: Some("page_view".into()),
+            attributes: vec![],
+        }
+    }
+
+    #[test]
+    fn valid_event_passes() {
+        let e = fields().validate().expect("valid");
+        assert_eq!(e.source, Source::Web);
+        assert_eq!(e.crm, None);
+    }
+
+    #[test]
+    fn each_rule_of_spec_2_rejects() {
+        let mut f = fields();
+        f.event_id = None;
+        assert_eq!(f.validate(), Err(Invalid::MissingField("event_id")));
+        let mut f = fields();
+        f.lead_key = Some(String::new());
+        assert_eq!(f.validate(), Err(Invalid::EmptyField("lead_key")));
+        let mut f = fields();
+        f.lead_key = Some("x".repeat(257));
+        assert_eq!(f.validate(), Err(Invalid::LeadKeyTooLong(257)));
+        let mut f = fields();
+        f.lead_key = Some("x".repeat(256));
+        assert!(f.validate().is_ok());
+        let mut f = fields();
+        f.occurred_at = Some(-1);
+        assert_eq!(f.validate(), Err(Invalid::NegativeTime(-1)));
+        let mut f = fields();
+        f.occurred_at = Some(0);
+        assert!(f.validate().is_ok());
+        let mut f = fields();
+        f.source = Some("fax".into());
+        assert_eq!(f.validate(), Err(Invalid::UnknownSource("fax".into())));
+        let mut f = fields();
+        f.event_type = None;
+        assert_eq!(f.validate(), Err(Invalid::MissingField("type")));
+        let mut f = fields();
+        f.source = Some("crm".into());
+        f.event_type = Some("teleport".into());
+        assert_eq!(
+            f.validate(),
+            Err(Invalid::UnknownCrmType("teleport".into()))
+        );
+    }
+
+    #[test]
+    fn unknown_web_and_email_types_are_accepted() {
+        let mut f = fields();
+        f.event_type = Some("custom_thing".into());
+        assert!(f.validate().is_ok());
+        let mut f = fields();
+        f.source = Some("email".into());
+        f.event_type = Some("forwarded".into());
+        assert!(f.validate().is_ok());
+    }
+
+    #[test]
+    fn every_crm_type_round_trips() {
+        for c in CrmType::ALL {
+            assert_eq!(CrmType::parse(c.as_str()), Some(c));
+        }
+    }
+
+    #[test]
+    fn duplicate_attribute_keys_keep_the_last() {
+        let mut f = fields();
+        f.attributes = vec![
+            ("a".into(), "1".into()),
+            ("b".into(), "2".into()),
+            ("a".into(), "3".into()),
+        ];
+        let e = f.validate().expect("valid");
+        assert_eq!(e.attribute("a"), Some("3"));
+        assert_eq!(e.attributes.len(), 2);
+    }
+}

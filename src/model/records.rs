@@ -1,0 +1,70 @@
+//! Output records (SPEC §7).
+
+use serde::{Deserialize, Serialize};
+
+use super::funnel::Stage;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Transition {
+    pub transition_id: String,
+    pub lead_key: String,
+    pub from_stage: Stage,
+    pub to_stage: Stage,
+    pub reason: String,
+    pub occurred_at: i64,
+    pub trigger_event_id: String,
+    pub engagement: f64,
+    pub fit: f64,
+    pub grade: String,
+    pub owner_id: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SlaKind {
+    Warning,
+    Breach,
+    Met,
+}
+
+impl SlaKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SlaKind::Warning => "warning",
+            SlaKind::Breach => "breach",
+            SlaKind::Met => "met",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SlaRecord {
+    pub sla_event_id: String,
+    pub lead_key: String,
+    pub policy: String,
+    pub kind: SlaKind,
+    pub stage: Stage,
+    pub started_at: i64,
+    pub deadline: i64,
+    pub at: i64,
+    pub response_ms: Option<i64>,
+    pub on_time: Option<bool>,
+    pub owner_id: Option<String>,
+}
+
+/// One output record; serialized with a `"record"` field naming its kind (replay's JSONL).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "record", rename_all = "lowercase")]
+pub enum Output {
+    Transition(Transition),
+    Sla(SlaRecord),
+}
+
+impl Output {
+    pub fn lead_key(&self) -> &str {
+        match self {
+            Output::Transition(t) => &t.lead_key,
+            Output::Sla(s) => &s.lead_key,
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! The compiled definition the engine runs: scoring, funnel and SLA policies. Built and
+//! validated by `config`; pure data here.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::calendar::Calendar;
+use super::event::{Event, Source};
+use super::funnel::Stage;
+use super::matcher::Matcher;
+use super::score::Decay;
+
+#[derive(Clone, Debug)]
+pub struct EngagementRule {
+    pub name: String,
+    pub source: Source,
+    /// `None` is `*` (any type).
+    pub event_type: Option<String>,
+    pub conditions: Vec<(String, Matcher)>,
+    pub points: f64,
+    pub cooldown_ms: Option<i64>,
+}
+
+impl EngagementRule {
+    /// Whether the rule's `where` conditions hold for the event (source/type are pre-indexed).
+    pub fn conditions_hold(&self, ev: &Event) -> bool {
+        self.conditions
+            .iter()
+            .all(|(attr, m)| ev.attribute(attr).is_some_and(|v| m.is_match(v)))
+    }
+}
+
+#[derive(Clone, Debug)]
+pub enum FitTest {
+    Match(Matcher),
+    /// The attribute parsed as a finite decimal number must lie in `[gte, lt)`.
+    Range {
+        gte: Option<f64>,
+        lt: Option<f64>,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct FitRule {
+    pub name: String,
+    pub attribute: String,
+    pub test: FitTest,
+    pub points: f64,
+}
+
+impl FitRule {
+    pub fn matches(&self, value: Option<&str>) -> bool {
+        let Some(value) = value else { return false };
+        match &self.test {
+            FitTest::Match(m) => m.is_match(value),
+            FitTest::Range { gte, lt } => match parse_decimal(value) {
+                Some(x) => gte.is_none_or(|g| x >= g) && lt.is_none_or(|l| x < l),
+                None => false,
+            },
+        }
+    }
+}
+
+/// `250`, `-3.5`, `1e3`; not `inf`, `NaN` or hex. Surrounding spaces are tolerated.
+pub fn parse_decimal(s: &str) -> Option<f64> {
+    let s = s.trim();
+    let plausible = !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-'));
+    if !plausible {
+        return None;
+    }
+    s.parse::<f64>().ok().filter(|x| x.is_finite())
+}
+
+#[derive(Clone, Debug)]
+pub struct Grade {
+    pub grade: String,
+    pub min: f64,
+}
+
+/// `(source, type)` pair used by fast tracks and SLA `until` lists.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventPattern {
+    pub source: Source,
+    pub event_type: String,
+}
+
+impl EventPattern {
+    pub fn matches(&self, ev: &Event) -> bool {
+        self.source == ev.source && self.event_type == ev.event_type
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Funnel {
+    pub mql_threshold: f64,
+    pub mql_min_fit: f64,
+    pub recycle_reset: bool,
+    pub fast_track: Vec<EventPattern>,
+}
+
+#[derive(Clone, Debug)]
+pub enum Until {
+    StageExit,
+    Events(Vec<EventPattern>),
+}
+
+#[derive(Clone, Debug)]
+pub struct SlaPolicy {
+    pub name: String,
+    pub stage: Stage,
+    pub within_ms: i64,
+    pub warn_before_ms: Option<i64>,
+    pub calendar: Option<Arc<Calendar>>,
+    pub until: Until,
+}
+
+impl SlaPolicy {
+    /// Adds `ms` of (business, where a calendar is set) time to `start`.
+    pub fn offset(&self, start: i64, ms: i64) -> i64 {
+        match &self.calendar {
+            Some(cal) => cal
+                .add_business(start, ms)
+                // Only reachable with times outside chrono's range; plain time keeps it total.
+                .unwrap_or_else(|| start.saturating_add(ms)),
+            None => start.saturating_add(ms),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Ruleset {
+    pub engagement: Vec<EngagementRule>,
+    pub decay: Decay,
+    pub fit: Vec<FitRule>,
+    /// Highest minimum first.
+    pub grades: Vec<Grade>,
+    pub funnel: Funnel,
+    pub sla: Vec<SlaPolicy>,
+    /// `sla_rank[i]`: position of policy i when policies are sorted by name (timer tie order).
+    pub sla_rank: Vec<u16>,
+    /// Policies by the stage they start on.
+    sla_by_stage: [Vec<u16>; 8],
+    /// Per source: type -> rule indices (ascending, wildcards merged in).
+    by_type: [HashMap<String, Vec<u16>>; 3],
+    /// Per source: rules with type `*`, for types no rule names.
+    wildcard: [Vec<u16>; 3],
+}
+
+/// Fallback grade when no configured grade's minimum is reached.
+pub const DEFAULT_GRADE: &str = "D";
+
+impl Ruleset {
+    /// Builds the lookup indexes. Callers (config) have validated names and sizes.
+    pub fn new(
+        engagement: Vec<EngagementRule>,
+        decay: Decay,
+        fit: Vec<FitRule>,
+        grades: Vec<Grade>,
+        funnel: Funnel,
+        sla: Vec<SlaPolicy>,
+    ) -> Ruleset {
+        let mut by_type: [HashMap<String, Vec<u16>>; 3] = Default::default();
+        let mut wildcard: [Vec<u16>; 3] = Default::default();
+        for (i, r) in engagement.iter().enumerate() {
+            if r.event_type.is_none() {
+                wildcard[r.source.index()].push(i as u16);
+            }
+        }
+        for (i, r) in engagement.iter().enumerate() {
+            if let Some(t) = &r.event_type {
+                let src = r.source.index();
+                by_type[src]
+                    .entry(t.clone())
+                    .or_insert_with(|| wildcard[src].clone())
+                    .push(i as u16);
+            }
+        }
+        for list in by_type.iter_mut().flat_map(|m| m.values_mut()) {
+            list.sort_unstable();
+            list.dedup();
+        }
+        let mut order: Vec<usize> = (0..sla.len()).collect();
+        order.sort_by(|&a, &b| sla[a].name.cmp(&sla[b].name));
+        let mut sla_rank = vec![0u16; sla.len()];
+        for (rank, &i) in order.iter().enumerate() {
+            sla_rank[i] = rank as u16;
+        }
+        let mut sla_by_stage: [Vec<u16>; 8] = Default::default();
+        for (i, p) in sla.iter().enumerate() {
+            sla_by_stage[p.stage.index()].push(i as u16);
+        }
+        Ruleset {
+            engagement,
+            decay,
+            fit,
+            grades,
+            funnel,
+            sla,
+            sla_rank,
+            sla_by_stage,
+            by_type,
+            wildcard,
+        }
+    }
+
+    /// Indices of the engagement rules whose source and type fit, in config order.
+    pub fn candidate_rules(&self, source: Source, event_type: &str) -> &[u16] {
+        let src = source.index();
+        match self.by_type[src].get(event_type) {
+            Some(list) => list,
+            None => &self.wildcard[src],
+        }
+    }
+
+    pub fn policies_for(&self, stage: Stage) -> &[u16] {
+        &self.sla_by_stage[stage.index()]
+    }
+
+    /// Index into `grades`, or `None` for the default grade.
+    pub fn grade_for(&self, fit: f64) -> Option<u8> {
+        self.grades
+            .iter()
+            .position(|g| fit >= g.min)
+            .map(|i| i as u8)
+    }
+
+    pub fn grade_name(&self, grade: Option<u8>) -> &str {
+        grade
+            .and_then(|i| self.grades.get(i as usize))
+            .map_or(DEFAULT_GRADE, |g| g.grade.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimals_parse_strictly() {
+        assert_eq!(parse_decimal("250"), Some(250.0));
+        assert_eq!(parse_decimal("1e3"), Some(1000.0));
+        assert_eq!(parse_decimal("-3.5"), Some(-3.5));
+        assert_eq!(parse_decimal(" 42 "), Some(42.0));
+        for bad in ["", "inf", "NaN", "infinity", "0x10", "12 people", "1e999"] {
+            assert_eq!(parse_decimal(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn range_bounds_are_half_open() {
+        let r = FitRule {
+            name: "mid".into(),
+            attribute: "employees".into(),
+            test: FitTest::Range {
+                gte: Some(200.0),
+                lt: Some(2000.0),
+            },
+            points: 1.0,
+        };
+        assert!(!r.matches(Some("199")));
+        assert!(r.matches(Some("200")));
+        assert!(r.matches(Some("1999.5")));
+        assert!(!r.matches(Some("2000")));
+        assert!(!r.matches(Some("lots")));
+        assert!(!r.matches(None));
+    }
+}
