@@ -250,7 +250,10 @@ impl Settings {
             .build()
             .map_err(|e| ConfigError::Source(e.to_string()))?;
         let raw: RawConfig = serde_path_to_error::deserialize(cfg).map_err(|e| {
-            let key = e.path().to_string();
+            let key = match e.path().to_string() {
+                root if root == "." => "the top level".to_string(),
+                path => path,
+            };
             ConfigError::Shape {
                 key,
                 message: e.into_inner().to_string(),

@@ -18,6 +18,13 @@ impl Matcher {
     /// Parses a matcher; the error says what is wrong with the pattern.
     pub fn parse(text: &str) -> Result<Matcher, String> {
         if let Some(pattern) = text.strip_prefix("glob:") {
+            // Shell users expect classes and alternatives; matching them literally would be a
+            // silent surprise, so they are refused.
+            if let Some(c) = pattern.chars().find(|c| matches!(c, '[' | ']' | '{' | '}')) {
+                return Err(format!(
+                    "glob pattern {pattern:?} uses {c:?}: globs support only * and ?; use regex: for classes or alternatives"
+                ));
+            }
             let re = Regex::new(&glob_to_regex(pattern))
                 .map_err(|e| format!("glob pattern {pattern:?} does not compile: {e}"))?;
             Ok(Matcher::Glob {
@@ -102,6 +109,12 @@ mod tests {
         let title = m("regex:(?i)\\b(vp|director)\\b");
         assert!(title.is_match("VP Marketing"));
         assert!(!title.is_match("Student"));
+    }
+
+    #[test]
+    fn glob_classes_are_refused() {
+        let err = Matcher::parse("glob:U[SK]").expect_err("must fail");
+        assert!(err.contains("only * and ?"), "{err}");
     }
 
     #[test]

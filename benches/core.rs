@@ -1,0 +1,116 @@
+//! Micro-benchmarks of the pure core and the codecs: engine apply on a realistic mix, JSON line
+//! decode, Avro input decode. Run: `cargo bench --bench core`.
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+
+use leadflow::codec::{avro, json};
+use leadflow::config::Settings;
+use leadflow::engine::PartitionState;
+use leadflow::model::event::{Event, EventFields, Source};
+
+const CONFIG: &str = include_str!("../examples/config.toml");
+
+/// A deterministic mix: mostly web and email engagement, some CRM, over `leads` leads.
+fn events(n: usize, leads: u64) -> Vec<Event> {
+    let mix: [(&str, &str, &[(&str, &str)]); 8] = [
+        ("web", "page_view", &[("url", "https://x.io/pricing")]),
+        ("web", "page_view", &[("url", "https://x.io/blog")]),
+        ("web", "content_download", &[]),
+        ("email", "open", &[]),
+        ("email", "click", &[("campaign", "nov")]),
+        ("crm", "lead_upsert", &[("title", "VP Sales"), ("employees", "500"), ("country", "US")]),
+        ("crm", "sales_accepted", &[]),
+        ("crm", "sales_activity", &[]),
+    ];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut t = 1_794_837_600_000i64;
+    (0..n)
+        .map(|i| {
+            // xorshift: cheap, deterministic
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            t += (x % 2000) as i64;
+            let (s, ty, attrs) = mix[(x >> 20) as usize % mix.len()];
+            EventFields {
+                event_id: Some(format!("e{i}")),
+                lead_key: Some(format!("lead{}@x.io", (x >> 32) % leads)),
+                occurred_at: Some(t),
+                source: Some(s.into()),
+                event_type: Some(ty.into()),
+                attributes: attrs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            }
+            .validate()
+            .expect("bench events are valid")
+        })
+        .collect()
+}
+
+fn engine(c: &mut Criterion) {
+    let rules = Settings::from_toml(CONFIG).expect("example config").rules;
+    let evs = events(100_000, 10_000);
+    let mut g = c.benchmark_group("engine");
+    g.throughput(Throughput::Elements(evs.len() as u64));
+    g.sample_size(10);
+    g.bench_function("apply_100k_events_10k_leads", |b| {
+        b.iter_batched(
+            || PartitionState::new(Arc::clone(&rules)),
+            |mut st| {
+                let mut out = Vec::with_capacity(64);
+                for e in &evs {
+                    st.apply(e, &mut out);
+                    out.clear();
+                }
+                st
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
+fn codecs(c: &mut Criterion) {
+    let evs = events(1_000, 100);
+    let lines: Vec<Vec<u8>> = evs
+        .iter()
+        .map(|e| {
+            let attrs: serde_json::Map<String, serde_json::Value> = e
+                .attributes
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                .collect();
+            serde_json::to_vec(&serde_json::json!({
+                "event_id": e.event_id, "lead_key": e.lead_key, "occurred_at": e.occurred_at,
+                "source": e.source.as_str(), "type": e.event_type, "attributes": attrs,
+            }))
+            .expect("json")
+        })
+        .collect();
+    let datums: Vec<(Source, Vec<u8>)> = evs
+        .iter()
+        .map(|e| (e.source, avro::encode_input(e, avro::Framing::Plain, 0).expect("avro")))
+        .collect();
+    let mut g = c.benchmark_group("decode");
+    g.throughput(Throughput::Elements(lines.len() as u64));
+    g.bench_function("json_line_1k", |b| {
+        b.iter(|| {
+            for l in &lines {
+                black_box(json::decode_event(l).ok());
+            }
+        })
+    });
+    g.bench_function("avro_input_1k", |b| {
+        b.iter(|| {
+            for (s, d) in &datums {
+                black_box(avro::decode_input(*s, d, avro::Framing::Plain).ok());
+            }
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, engine, codecs);
+criterion_main!(benches);

@@ -1,0 +1,55 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use leadflow::config::Settings;
+use leadflow::engine::PartitionState;
+use leadflow::model::event::{Event, EventFields};
+use leadflow::model::records::Output;
+
+pub const H: i64 = 3_600_000;
+pub const DAY: i64 = 24 * H;
+
+/// A validated event; panics on invalid input (tests build valid events on purpose).
+pub fn ev(id: &str, lead: &str, t: i64, source: &str, ty: &str, attrs: &[(&str, &str)]) -> Event {
+    EventFields {
+        event_id: Some(id.into()),
+        lead_key: Some(lead.into()),
+        occurred_at: Some(t),
+        source: Some(source.into()),
+        event_type: Some(ty.into()),
+        attributes: attrs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    }
+    .validate()
+    .expect("test event is valid")
+}
+
+pub fn state(toml: &str) -> PartitionState {
+    let s = Settings::from_toml(toml).unwrap_or_else(|e| panic!("test config: {e}"));
+    PartitionState::new(Arc::clone(&s.rules))
+}
+
+/// Applies events in order, returning all records.
+pub fn run(state: &mut PartitionState, events: &[Event]) -> Vec<Output> {
+    let mut out = Vec::new();
+    for e in events {
+        state.apply(e, &mut out);
+    }
+    out
+}
+
+/// `../shared/examples` when present (the authoritative copy), else the repo's `examples/`.
+pub fn examples_dir() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let shared = root.join("../shared/examples");
+    if shared.join("expected.jsonl").exists() {
+        shared
+    } else {
+        root.join("examples")
+    }
+}

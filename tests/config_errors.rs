@@ -1,0 +1,180 @@
+//! Every invalid setting fails at load with the key path, the value and what is allowed.
+
+use std::collections::HashMap;
+
+use leadflow::config::Settings;
+
+fn example() -> String {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/config.toml");
+    std::fs::read_to_string(dir).expect("examples/config.toml")
+}
+
+/// Loads `toml` and returns the error text, failing the test if it loads.
+fn error_of(toml: &str) -> String {
+    match Settings::from_toml(toml) {
+        Ok(_) => panic!("config should be rejected:\n{toml}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn assert_mentions(msg: &str, parts: &[&str]) {
+    for p in parts {
+        assert!(msg.contains(p), "error {msg:?} should mention {p:?}");
+    }
+}
+
+#[test]
+fn the_example_config_loads() {
+    let s = Settings::from_toml(&example()).expect("example loads");
+    assert_eq!(s.rules.engagement.len(), 8);
+    assert_eq!(s.rules.fit.len(), 4);
+    assert_eq!(s.rules.sla.len(), 2);
+    assert_eq!(s.clock_grace_ms, 30_000);
+}
+
+#[test]
+fn bad_duration() {
+    let msg = error_of(&example().replace("cooldown = \"6h\"", "cooldown = \"6 parsecs\""));
+    assert_mentions(
+        &msg,
+        &[
+            "scoring.engagement[4].cooldown",
+            "6 parsecs",
+            "duration such as",
+        ],
+    );
+    let msg = error_of(&example().replace("half_life = \"14d\"", "half_life = \"0s\""));
+    assert_mentions(&msg, &["scoring.half_life", "greater than 0"]);
+}
+
+#[test]
+fn bad_regex_and_glob() {
+    let msg = error_of(&example().replace("regex:@(rivalco|othervendor)", "regex:@(rivalco"));
+    assert_mentions(
+        &msg,
+        &[
+            "scoring.engagement[7].where.email",
+            "invalid regular expression",
+        ],
+    );
+    let msg = error_of(&example().replace("glob:U?", "glob:U[SK]"));
+    assert_mentions(&msg, &["scoring.fit[3].match", "U[SK]", "only * and ?"]);
+}
+
+#[test]
+fn unknown_calendar_stage_and_timezone() {
+    let msg = error_of(&example().replace("calendar = \"us_east\"", "calendar = \"us_west\""));
+    assert_mentions(
+        &msg,
+        &["sla[0].calendar", "us_west", "defined calendars: us_east"],
+    );
+    let msg = error_of(&example().replace("stage = \"sal\"", "stage = \"salsa\""));
+    assert_mentions(&msg, &["sla[1].stage", "salsa", "new, mql, sal"]);
+    let msg = error_of(&example().replace("America/New_York", "America/Gotham"));
+    assert_mentions(
+        &msg,
+        &["calendars.us_east.timezone", "America/Gotham", "IANA"],
+    );
+}
+
+#[test]
+fn warn_before_must_be_shorter_than_within() {
+    let msg = error_of(&example().replace("warn_before = \"1h\"", "warn_before = \"4h\""));
+    assert_mentions(&msg, &["sla[0].warn_before", "4h", "shorter than within"]);
+}
+
+#[test]
+fn malformed_business_hours() {
+    let msg = error_of(&example().replace("mon = \"09:00-17:00\"", "mon = \"9 to 5\""));
+    assert_mentions(
+        &msg,
+        &["calendars.us_east.hours.mon", "9 to 5", "HH:MM-HH:MM"],
+    );
+    let msg = error_of(&example().replace("mon = \"09:00-17:00\"", "monday = \"09:00-17:00\""));
+    assert_mentions(&msg, &["calendars.us_east.hours", "monday", "mon, tue"]);
+    let msg = error_of(&example().replace("\"2026-11-26\"", "\"26/11/2026\""));
+    assert_mentions(
+        &msg,
+        &["calendars.us_east.holidays[0]", "26/11/2026", "YYYY-MM-DD"],
+    );
+}
+
+#[test]
+fn duplicate_names() {
+    let msg = error_of(&example().replace("name = \"any_page\"", "name = \"pricing_page\""));
+    assert_mentions(
+        &msg,
+        &["scoring.engagement[1].name", "pricing_page", "unique"],
+    );
+    let msg =
+        error_of(&example().replace("name = \"sal_first_touch\"", "name = \"mql_follow_up\""));
+    assert_mentions(&msg, &["sla[1].name", "mql_follow_up", "unique"]);
+}
+
+#[test]
+fn unknown_keys_and_wrong_types() {
+    let msg = error_of(&example().replace("points = 25", "points = 25\npointz = 3"));
+    assert_mentions(&msg, &["scoring.engagement[2]", "unknown field `pointz`"]);
+    let msg = error_of(&example().replace("points = 25", "points = \"lots\""));
+    assert_mentions(&msg, &["scoring.engagement[2].points", "lots"]);
+    let msg = error_of(&example().replace("[clock]", "[clocks]"));
+    assert_mentions(&msg, &["unknown field `clocks`"]);
+}
+
+#[test]
+fn crm_types_sources_and_until_are_checked() {
+    let msg = error_of(&example().replace(
+        "{ source = \"crm\", type = \"sales_activity\" }",
+        "{ source = \"crm\", type = \"phone_call\" }",
+    ));
+    assert_mentions(
+        &msg,
+        &["sla[1].until[0].type", "phone_call", "sales_activity"],
+    );
+    let msg = error_of(&example().replace(
+        "source = \"web\", type = \"demo_request\"",
+        "source = \"fax\", type = \"demo_request\"",
+    ));
+    assert_mentions(
+        &msg,
+        &["funnel.fast_track[0].source", "fax", "web, email, crm"],
+    );
+    let msg = error_of(&example().replace("until = \"stage_exit\"", "until = \"forever\""));
+    assert_mentions(&msg, &["sla[0].until", "forever", "stage_exit"]);
+}
+
+#[test]
+fn grades_must_descend_and_fit_rules_need_one_test() {
+    let msg =
+        error_of(&example().replace("{ grade = \"B\", min = 40 }", "{ grade = \"B\", min = 70 }"));
+    assert_mentions(&msg, &["scoring.grades[1].min", "70", "highest first"]);
+    let msg = error_of(&example().replace("gte = 2000", "match = \"x\"\ngte = 2000"));
+    assert_mentions(&msg, &["scoring.fit[2].match", "not both"]);
+}
+
+#[test]
+fn environment_overrides_file_values_and_are_validated() {
+    let env = |k: &str, v: &str| Some(HashMap::from([(k.to_string(), v.to_string())]));
+    let s = Settings::from_sources(&example(), env("LEADFLOW__FUNNEL__MQL_THRESHOLD", "80"))
+        .expect("override loads");
+    assert_eq!(s.rules.funnel.mql_threshold, 80.0);
+    let s =
+        Settings::from_sources(&example(), env("LEADFLOW__CLOCK__GRACE", "45s")).expect("loads");
+    assert_eq!(s.clock_grace_ms, 45_000);
+    let err = Settings::from_sources(&example(), env("LEADFLOW__CLOCK__GRACE", "soon"))
+        .expect_err("bad env value")
+        .to_string();
+    assert_mentions(&err, &["clock.grace", "soon"]);
+    let err = Settings::from_sources(&example(), env("LEADFLOW__FUNNEL__MQL_TRESHOLD", "1"))
+        .expect_err("typo in env key")
+        .to_string();
+    assert_mentions(&err, &["unknown field `mql_treshold`"]);
+}
+
+#[test]
+fn missing_required_settings() {
+    let msg = error_of("[scoring]\nhalf_life = \"1d\"\n");
+    assert_mentions(&msg, &["the top level", "missing", "funnel"]);
+    let msg = error_of("[funnel]\nmql_min_fit = 3\n");
+    assert_mentions(&msg, &["`funnel`", "missing", "mql_threshold"]);
+}

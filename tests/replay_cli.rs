@@ -1,0 +1,206 @@
+//! `leadflow replay` and `leadflow check-config` as a user runs them: the real binary on the
+//! conformance example.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn leadflow(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_leadflow"))
+        .args(args)
+        .output()
+        .expect("the leadflow binary runs")
+}
+
+fn replay(extra: &[&str]) -> Output {
+    let dir = common::examples_dir();
+    let config = dir.join("config.toml");
+    let input = dir.join("input.jsonl");
+    let mut args = vec![
+        "replay",
+        "--config",
+        config.to_str().expect("utf-8 path"),
+        input.to_str().expect("utf-8 path"),
+    ];
+    args.extend_from_slice(extra);
+    leadflow(&args)
+}
+
+fn records(text: &str) -> Vec<Value> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("each output line is JSON"))
+        .collect()
+}
+
+/// JSON equality with numbers compared after rounding to 4 decimals.
+fn same(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            let (x, y) = (
+                x.as_f64().unwrap_or(f64::NAN),
+                y.as_f64().unwrap_or(f64::NAN),
+            );
+            ((x * 1e4).round() - (y * 1e4).round()).abs() < 0.5
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(v, w)| same(v, w))
+        }
+        _ => a == b,
+    }
+}
+
+#[test]
+fn conformance_example_matches_expected_record_by_record() {
+    let out = replay(&[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let expected_text = std::fs::read_to_string(common::examples_dir().join("expected.jsonl"))
+        .expect("expected.jsonl");
+    let expected = records(&expected_text);
+    let actual = records(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(actual.len(), expected.len(), "record count");
+    for (i, (e, a)) in expected.iter().zip(&actual).enumerate() {
+        assert!(
+            same(e, a),
+            "record {}:\n  expected {e}\n  actual   {a}",
+            i + 1
+        );
+    }
+}
+
+#[test]
+fn invalid_lines_are_reported_with_line_numbers_and_summarized() {
+    let out = replay(&[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for (line, reason) in [
+        (42, "missing required field `lead_key`"),
+        (43, "unknown source \"fax\""),
+        (44, "unknown crm type \"teleport\""),
+        (45, "occurred_at must be >= 0"),
+        (46, "invalid JSON"),
+        (47, "`attributes.employees` must be a string"),
+    ] {
+        let wanted = format!("line {line}: ");
+        let hit = stderr
+            .lines()
+            .find(|l| l.contains(&wanted))
+            .unwrap_or_else(|| panic!("no report for line {line} in:\n{stderr}"));
+        assert!(hit.contains(reason), "line {line}: {hit}");
+    }
+    assert!(stderr.contains("47 lines, 41 events"), "{stderr}");
+    assert!(
+        stderr.contains("6 invalid, 5 leads, 23 records"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("mql=5 sal=2 sql=1 won=1 recycled=1 (rejected: 1)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("warning=5 breach=4 met=4"), "{stderr}");
+}
+
+#[test]
+fn replay_is_byte_identical_across_runs_and_output_file_matches_stdout() {
+    let a = replay(&[]);
+    let b = replay(&[]);
+    assert_eq!(a.stdout, b.stdout);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("out.jsonl");
+    let c = replay(&["--output", path.to_str().expect("utf-8")]);
+    assert!(c.status.success());
+    assert!(c.stdout.is_empty());
+    assert_eq!(std::fs::read(&path).expect("output written"), a.stdout);
+}
+
+#[test]
+fn until_fires_the_timers_due_before_it() {
+    // di@deltafreight.com re-enters mql at 1801065600000 (Wed 2027-01-27 11:00 EST): its
+    // follow-up warning (14:00 EST) and breach (15:00 EST) are pending at the end of input.
+    let out = replay(&["--until", "1802000000000"]);
+    let all = records(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(all.len(), 25);
+    let ids: Vec<&str> = all[23..]
+        .iter()
+        .map(|r| r["sla_event_id"].as_str().expect("sla record"))
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "di@deltafreight.com/s/mql_follow_up/2/warning",
+            "di@deltafreight.com/s/mql_follow_up/2/breach"
+        ]
+    );
+    // Before the warning is due, nothing more fires.
+    let out = replay(&["--until", "1801065600001"]);
+    assert_eq!(records(&String::from_utf8_lossy(&out.stdout)).len(), 23);
+}
+
+#[test]
+fn check_config_summarizes_or_names_the_bad_key() {
+    let cfg = common::examples_dir().join("config.toml");
+    let out = leadflow(&["check-config", cfg.to_str().expect("utf-8")]);
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("8 engagement rules, 4 fit rules"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("mql_follow_up: stage mql"), "{stdout}");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("bad.toml");
+    let text = std::fs::read_to_string(&cfg).expect("config");
+    std::fs::write(
+        &bad,
+        text.replace("within = \"4h\"", "within = \"4 fortnights\""),
+    )
+    .expect("write");
+    let out = leadflow(&["check-config", bad.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("sla[0].within") && stderr.contains("4 fortnights"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn missing_input_file_is_a_clear_error() {
+    let cfg = common::examples_dir().join("config.toml");
+    let out = leadflow(&[
+        "replay",
+        "--config",
+        cfg.to_str().expect("utf-8"),
+        "/nonexistent/x.jsonl",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("opening /nonexistent/x.jsonl"));
+}
+
+#[test]
+fn repo_examples_are_the_shared_ones() {
+    // The README's demo uses the repo copy; it must not drift from the contract.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shared = root.join("../shared/examples");
+    if !shared.exists() {
+        return; // a clone without ../shared has only the repo copy
+    }
+    for f in ["config.toml", "input.jsonl", "expected.jsonl"] {
+        let a = std::fs::read(root.join("examples").join(f)).expect("repo copy");
+        let b = std::fs::read(shared.join(f)).expect("shared copy");
+        assert!(
+            a == b,
+            "examples/{f} differs from ../shared/examples/{f}: copy it again"
+        );
+    }
+}
