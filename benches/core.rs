@@ -13,15 +13,30 @@ use leadflow::model::event::{Event, EventFields, Source};
 
 const CONFIG: &str = include_str!("../examples/config.toml");
 
+/// (source, type, attributes) of one kind of event in the mix.
+type Kind = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+);
+
 /// A deterministic mix: mostly web and email engagement, some CRM, over `leads` leads.
 fn events(n: usize, leads: u64) -> Vec<Event> {
-    let mix: [(&str, &str, &[(&str, &str)]); 8] = [
+    let mix: [Kind; 8] = [
         ("web", "page_view", &[("url", "https://x.io/pricing")]),
         ("web", "page_view", &[("url", "https://x.io/blog")]),
         ("web", "content_download", &[]),
         ("email", "open", &[]),
         ("email", "click", &[("campaign", "nov")]),
-        ("crm", "lead_upsert", &[("title", "VP Sales"), ("employees", "500"), ("country", "US")]),
+        (
+            "crm",
+            "lead_upsert",
+            &[
+                ("title", "VP Sales"),
+                ("employees", "500"),
+                ("country", "US"),
+            ],
+        ),
         ("crm", "sales_accepted", &[]),
         ("crm", "sales_activity", &[]),
     ];
@@ -41,7 +56,10 @@ fn events(n: usize, leads: u64) -> Vec<Event> {
                 occurred_at: Some(t),
                 source: Some(s.into()),
                 event_type: Some(ty.into()),
-                attributes: attrs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                attributes: attrs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
             }
             .validate()
             .expect("bench events are valid")
@@ -91,7 +109,12 @@ fn codecs(c: &mut Criterion) {
         .collect();
     let datums: Vec<(Source, Vec<u8>)> = evs
         .iter()
-        .map(|e| (e.source, avro::encode_input(e, avro::Framing::Plain, 0).expect("avro")))
+        .map(|e| {
+            (
+                e.source,
+                avro::encode_input(e, avro::Framing::Plain, 0).expect("avro"),
+            )
+        })
         .collect();
     let mut g = c.benchmark_group("decode");
     g.throughput(Throughput::Elements(lines.len() as u64));
