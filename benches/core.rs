@@ -50,17 +50,14 @@ fn events(n: usize, leads: u64) -> Vec<Event> {
             x ^= x << 17;
             t += (x % 2000) as i64;
             let (s, ty, attrs) = mix[(x >> 20) as usize % mix.len()];
-            EventFields {
-                event_id: Some(format!("e{i}")),
-                lead_key: Some(format!("lead{}@x.io", (x >> 32) % leads)),
-                occurred_at: Some(t),
-                source: Some(s.into()),
-                event_type: Some(ty.into()),
-                attributes: attrs
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-            }
+            EventFields::from_parts(
+                &format!("e{i}"),
+                &format!("lead{}@x.io", (x >> 32) % leads),
+                t,
+                s,
+                ty,
+                attrs,
+            )
             .validate()
             .expect("bench events are valid")
         })

@@ -122,6 +122,26 @@ fn read_datum(schema: &Schema, datum: &[u8]) -> Result<Value, Invalid> {
     Ok(value)
 }
 
+/// Moves a field common to the input and internal schemas into `ev`; `map_field` names the
+/// string map that holds the attributes. Returns any other field's value.
+fn take_common(ev: &mut EventFields, name: &str, map_field: &str, value: Value) -> Option<Value> {
+    match (name, value) {
+        ("event_id", Value::String(s)) => ev.event_id = Some(s),
+        ("lead_key", Value::String(s)) => ev.lead_key = Some(s),
+        ("type", Value::String(s)) => ev.event_type = Some(s),
+        ("occurred_at", Value::Long(t) | Value::TimestampMillis(t)) => ev.occurred_at = Some(t),
+        (n, Value::Map(m)) if n == map_field => {
+            for (k, v) in m {
+                if let Value::String(s) = v {
+                    ev.attributes.push((k, s));
+                }
+            }
+        }
+        (_, other) => return Some(other),
+    }
+    None
+}
+
 /// Decodes an input message of `source`'s schema into a validated event. Typed fields become
 /// attributes of the same name and override `properties` entries with that name.
 pub fn decode_input(source: Source, bytes: &[u8], framing: Framing) -> Result<Event, Invalid> {
@@ -138,24 +158,12 @@ pub fn decode_input(source: Source, bytes: &[u8], framing: Framing) -> Result<Ev
     };
     let mut typed = Vec::new();
     for (name, value) in fields {
-        match (name.as_str(), value) {
-            ("event_id", Value::String(s)) => ev.event_id = Some(s),
-            ("lead_key", Value::String(s)) => ev.lead_key = Some(s),
-            ("type", Value::String(s)) => ev.event_type = Some(s),
-            ("occurred_at", Value::Long(t) | Value::TimestampMillis(t)) => ev.occurred_at = Some(t),
-            ("properties", Value::Map(m)) => {
-                for (k, v) in m {
-                    if let Value::String(s) = v {
-                        ev.attributes.push((k, s));
-                    }
-                }
-            }
-            (_, Value::Union(_, inner)) => match *inner {
+        if let Some(Value::Union(_, inner)) = take_common(&mut ev, &name, "properties", value) {
+            match *inner {
                 Value::String(s) => typed.push((name, s)),
                 Value::Long(n) => typed.push((name, n.to_string())),
                 _ => {}
-            },
-            _ => {}
+            }
         }
     }
     ev.attributes
@@ -282,20 +290,8 @@ pub fn decode_internal(bytes: &[u8]) -> Result<InternalRecord, Invalid> {
     }
     let mut ev = EventFields::default();
     for (name, value) in fields {
-        match (name.as_str(), value) {
-            ("event_id", Value::String(s)) => ev.event_id = Some(s),
-            ("lead_key", Value::String(s)) => ev.lead_key = Some(s),
-            ("type", Value::String(s)) => ev.event_type = Some(s),
-            ("source", Value::Enum(_, s)) => ev.source = Some(s),
-            ("occurred_at", Value::Long(t) | Value::TimestampMillis(t)) => ev.occurred_at = Some(t),
-            ("attributes", Value::Map(m)) => {
-                for (k, v) in m {
-                    if let Value::String(s) = v {
-                        ev.attributes.push((k, s));
-                    }
-                }
-            }
-            _ => {}
+        if let Some(Value::Enum(_, s)) = take_common(&mut ev, &name, "attributes", value) {
+            ev.source = Some(s);
         }
     }
     ev.attributes.sort();

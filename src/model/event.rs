@@ -208,6 +208,28 @@ pub struct EventFields {
 }
 
 impl EventFields {
+    /// Fields from borrowed parts (generators, tests); still to be validated.
+    pub fn from_parts(
+        event_id: &str,
+        lead_key: &str,
+        occurred_at: i64,
+        source: &str,
+        event_type: &str,
+        attributes: &[(&str, &str)],
+    ) -> EventFields {
+        EventFields {
+            event_id: Some(event_id.to_string()),
+            lead_key: Some(lead_key.to_string()),
+            occurred_at: Some(occurred_at),
+            source: Some(source.to_string()),
+            event_type: Some(event_type.to_string()),
+            attributes: attributes
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
     /// Applies the rules of SPEC §2. Checks run in field order so the reason is stable.
     pub fn validate(self) -> Result<Event, Invalid> {
         let event_id = required(self.event_id, "event_id")?;

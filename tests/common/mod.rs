@@ -14,19 +14,9 @@ pub const DAY: i64 = 24 * H;
 
 /// A validated event; panics on invalid input (tests build valid events on purpose).
 pub fn ev(id: &str, lead: &str, t: i64, source: &str, ty: &str, attrs: &[(&str, &str)]) -> Event {
-    EventFields {
-        event_id: Some(id.into()),
-        lead_key: Some(lead.into()),
-        occurred_at: Some(t),
-        source: Some(source.into()),
-        event_type: Some(ty.into()),
-        attributes: attrs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-    }
-    .validate()
-    .expect("test event is valid")
+    EventFields::from_parts(id, lead, t, source, ty, attrs)
+        .validate()
+        .expect("test event is valid")
 }
 
 pub fn state(toml: &str) -> PartitionState {
