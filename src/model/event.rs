@@ -154,6 +154,22 @@ pub enum Invalid {
 }
 
 impl Invalid {
+    pub const CODES: [&'static str; 8] = [
+        "undecodable",
+        "missing_field",
+        "empty_field",
+        "wrong_type",
+        "negative_time",
+        "unknown_source",
+        "unknown_crm_type",
+        "lead_key_too_long",
+    ];
+
+    /// The static code equal to `s`, if it is one of `CODES`.
+    pub fn code_from_str(s: &str) -> Option<&'static str> {
+        Self::CODES.into_iter().find(|c| *c == s)
+    }
+
     pub fn code(&self) -> &'static str {
         match self {
             Invalid::Undecodable(_) => "undecodable",
@@ -356,6 +372,27 @@ mod tests {
         f.source = Some("email".into());
         f.event_type = Some("forwarded".into());
         assert!(f.validate().is_ok());
+    }
+
+    #[test]
+    fn every_reason_code_is_listed() {
+        let all = [
+            Invalid::Undecodable(String::new()),
+            Invalid::MissingField("x"),
+            Invalid::EmptyField("x"),
+            Invalid::WrongType {
+                field: String::new(),
+                expected: "",
+            },
+            Invalid::NegativeTime(-1),
+            Invalid::UnknownSource(String::new()),
+            Invalid::UnknownCrmType(String::new()),
+            Invalid::LeadKeyTooLong(0),
+        ];
+        for i in &all {
+            assert_eq!(Invalid::code_from_str(i.code()), Some(i.code()));
+        }
+        assert_eq!(all.len(), Invalid::CODES.len());
     }
 
     #[test]

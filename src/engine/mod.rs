@@ -2,6 +2,10 @@
 //! output records (SPEC §3–§7). No I/O, no wall clock: time comes only from events and from
 //! `advance`.
 
+mod snapshot;
+
+pub use snapshot::SnapshotError;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
