@@ -7,4 +7,5 @@ pub mod codec;
 pub mod config;
 pub mod engine;
 pub mod model;
+pub mod partition;
 pub mod replay;
