@@ -6,6 +6,9 @@
 pub mod codec;
 pub mod config;
 pub mod engine;
+pub mod kafka;
 pub mod model;
 pub mod partition;
 pub mod replay;
+pub mod service;
+pub mod snapshot;

@@ -2,6 +2,8 @@ use std::fs::File;
 use std::io::{self, BufReader, BufWriter, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -9,6 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use leadflow::config::Settings;
 use leadflow::engine::PartitionState;
+use leadflow::kafka::dev::DevBroker;
 use leadflow::replay;
 
 #[derive(Parser)]
@@ -43,6 +46,24 @@ enum Command {
         /// Config file (TOML).
         config: PathBuf,
     },
+    /// Run the service: ingest and state stages against the configured Kafka brokers.
+    Run {
+        /// Config file (TOML); LEADFLOW__SECTION__KEY environment variables override it.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Start a local Kafka-protocol broker (librdkafka's mock cluster) with leadflow's topics.
+    DevBroker {
+        /// Config whose [topics] to create (defaults when omitted).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Bootstrap port on 127.0.0.1 (default: the mock's own random port).
+        #[arg(long)]
+        port: Option<u16>,
+        /// Partitions of every topic.
+        #[arg(long, default_value_t = 3)]
+        partitions: i32,
+    },
 }
 
 fn main() -> ExitCode {
@@ -57,6 +78,12 @@ fn main() -> ExitCode {
         Command::CheckConfig { config } => load_settings(&config).map(|s| {
             print!("{}: ok\n{}", config.display(), s.summary());
         }),
+        Command::Run { config } => cmd_run(config),
+        Command::DevBroker {
+            config,
+            port,
+            partitions,
+        } => cmd_dev_broker(config, port, partitions),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -135,5 +162,56 @@ fn cmd_replay(
     }
     drop(writer);
     eprint!("{}", summary.render());
+    Ok(())
+}
+
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LEADFLOW_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .try_init();
+}
+
+/// A flag set by SIGTERM or SIGINT.
+fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .context("installing signal handlers")?;
+    }
+    Ok(stop)
+}
+
+fn cmd_run(config: PathBuf) -> anyhow::Result<()> {
+    let settings = load_settings(&config)?;
+    init_logs();
+    let stop = stop_flag()?;
+    leadflow::service::run(&settings, stop, leadflow::service::ServiceStats::default())
+}
+
+fn cmd_dev_broker(
+    config: Option<PathBuf>,
+    port: Option<u16>,
+    partitions: i32,
+) -> anyhow::Result<()> {
+    let settings = match &config {
+        Some(p) => load_settings(p)?,
+        None => Settings::from_toml("[funnel]\nmql_threshold = 100\n")?,
+    };
+    init_logs();
+    let stop = stop_flag()?;
+    let broker = DevBroker::start(&settings.service.topics, partitions.max(1), port)?;
+    println!("{}", broker.bootstrap());
+    tracing::info!(
+        bootstrap = broker.bootstrap(),
+        partitions,
+        topics = ?settings.service.topics.all(),
+        "dev broker running; Ctrl-C stops it"
+    );
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     Ok(())
 }

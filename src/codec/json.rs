@@ -3,11 +3,28 @@
 
 use serde_json::Value;
 
-use crate::model::event::{Event, EventFields, Invalid};
+use crate::model::event::{Event, EventFields, Invalid, Source};
 use crate::model::records::Output;
 
 /// Decodes one JSON object into a validated event.
 pub fn decode_event(bytes: &[u8]) -> Result<Event, Invalid> {
+    decode(bytes, None)
+}
+
+/// Decodes a JSON message from a source's topic: a missing `source` is the topic's; another
+/// source is invalid.
+pub fn decode_event_from(topic_source: Source, bytes: &[u8]) -> Result<Event, Invalid> {
+    let ev = decode(bytes, Some(topic_source))?;
+    if ev.source != topic_source {
+        return Err(Invalid::SourceMismatch {
+            found: ev.source,
+            topic: topic_source,
+        });
+    }
+    Ok(ev)
+}
+
+fn decode(bytes: &[u8], default_source: Option<Source>) -> Result<Event, Invalid> {
     let value: Value = serde_json::from_slice(bytes)
         .map_err(|e| Invalid::Undecodable(format!("invalid JSON: {e}")))?;
     let Value::Object(mut obj) = value else {
@@ -21,6 +38,9 @@ pub fn decode_event(bytes: &[u8]) -> Result<Event, Invalid> {
         event_type: string_field(&mut obj, "type")?,
         attributes: Vec::new(),
     };
+    if fields.source.is_none() {
+        fields.source = default_source.map(|s| s.as_str().to_string());
+    }
     fields.occurred_at = match obj.remove("occurred_at") {
         None | Some(Value::Null) => None,
         Some(Value::Number(n)) => match n.as_i64() {
@@ -90,7 +110,21 @@ pub fn write_record(out: &mut Vec<u8>, rec: &Output) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::event::Source;
+
+    #[test]
+    fn topic_source_fills_in_and_must_agree() {
+        let no_source = br#"{"event_id":"e","lead_key":"k","occurred_at":1,"type":"open"}"#;
+        let e = decode_event_from(Source::Email, no_source).expect("valid");
+        assert_eq!(e.source, Source::Email);
+        let crm_on_web =
+            br#"{"event_id":"e","lead_key":"k","occurred_at":1,"source":"crm","type":"recycled"}"#;
+        let err = decode_event_from(Source::Web, crm_on_web).expect_err("mismatch");
+        assert_eq!(err.code(), "source_mismatch");
+        assert!(
+            decode_event(no_source).is_err(),
+            "replay lines need a source"
+        );
+    }
 
     #[test]
     fn decodes_a_full_event() {

@@ -208,6 +208,11 @@ impl PartitionState {
         self.timers.len()
     }
 
+    /// When the earliest pending warning or breach is due.
+    pub fn next_due(&self) -> Option<i64> {
+        self.timers.first().map(|t| t.due)
+    }
+
     pub fn rules(&self) -> &Ruleset {
         &self.rules
     }

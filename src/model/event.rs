@@ -151,10 +151,15 @@ pub enum Invalid {
     UnknownSource(String),
     UnknownCrmType(String),
     LeadKeyTooLong(usize),
+    /// A JSON message names another source than the topic it arrived on.
+    SourceMismatch {
+        found: Source,
+        topic: Source,
+    },
 }
 
 impl Invalid {
-    pub const CODES: [&'static str; 8] = [
+    pub const CODES: [&'static str; 9] = [
         "undecodable",
         "missing_field",
         "empty_field",
@@ -163,6 +168,7 @@ impl Invalid {
         "unknown_source",
         "unknown_crm_type",
         "lead_key_too_long",
+        "source_mismatch",
     ];
 
     /// The static code equal to `s`, if it is one of `CODES`.
@@ -180,6 +186,7 @@ impl Invalid {
             Invalid::UnknownSource(_) => "unknown_source",
             Invalid::UnknownCrmType(_) => "unknown_crm_type",
             Invalid::LeadKeyTooLong(_) => "lead_key_too_long",
+            Invalid::SourceMismatch { .. } => "source_mismatch",
         }
     }
 }
@@ -205,6 +212,12 @@ impl fmt::Display for Invalid {
             Invalid::LeadKeyTooLong(n) => write!(
                 f,
                 "lead_key is {n} bytes, longer than the maximum {MAX_LEAD_KEY_BYTES}"
+            ),
+            Invalid::SourceMismatch { found, topic } => write!(
+                f,
+                "source {found:?} does not match the topic's source {topic:?}",
+                found = found.as_str(),
+                topic = topic.as_str()
             ),
         }
     }
@@ -388,6 +401,10 @@ mod tests {
             Invalid::UnknownSource(String::new()),
             Invalid::UnknownCrmType(String::new()),
             Invalid::LeadKeyTooLong(0),
+            Invalid::SourceMismatch {
+                found: Source::Web,
+                topic: Source::Crm,
+            },
         ];
         for i in &all {
             assert_eq!(Invalid::code_from_str(i.code()), Some(i.code()));

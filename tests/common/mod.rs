@@ -43,3 +43,4 @@ pub fn examples_dir() -> PathBuf {
         root.join("examples")
     }
 }
+pub mod kafka;

@@ -23,6 +23,10 @@ use crate::model::rules::{
 };
 use crate::model::score::Decay;
 
+mod service;
+
+pub use service::{InputFormat, OutputFormat, Service, Topics};
+
 /// Environment variables with this prefix (then `__`) override file settings.
 pub const ENV_PREFIX: &str = "LEADFLOW";
 
@@ -87,6 +91,16 @@ struct RawConfig {
     calendars: BTreeMap<String, RawCalendar>,
     #[serde(default)]
     clock: RawClock,
+    #[serde(default)]
+    kafka: service::RawKafka,
+    #[serde(default)]
+    topics: service::RawTopics,
+    #[serde(default)]
+    formats: service::RawFormats,
+    #[serde(default)]
+    snapshots: service::RawSnapshots,
+    #[serde(default)]
+    run: service::RawRun,
 }
 
 #[derive(Deserialize, Default)]
@@ -223,6 +237,8 @@ pub struct Settings {
     pub calendars: Vec<Arc<Calendar>>,
     /// Ticks are appended at `now - grace` (Kafka mode).
     pub clock_grace_ms: i64,
+    /// Kafka service settings (defaults when absent).
+    pub service: Service,
 }
 
 impl Settings {
@@ -336,13 +352,13 @@ fn fmt_ms(ms: i64) -> String {
 
 const DURATION_HELP: &str = "a duration such as 90s, 15m, 4h or 30d";
 
-fn parse_duration(key: &str, text: &str) -> Result<i64, ConfigError> {
+pub(crate) fn parse_duration(key: &str, text: &str) -> Result<i64, ConfigError> {
     let d = humantime::parse_duration(text)
         .map_err(|e| invalid(key, text, format!("expected {DURATION_HELP} ({e})")))?;
     i64::try_from(d.as_millis()).map_err(|_| invalid(key, text, "duration is too long"))
 }
 
-fn positive_duration(key: &str, text: &str) -> Result<i64, ConfigError> {
+pub(crate) fn positive_duration(key: &str, text: &str) -> Result<i64, ConfigError> {
     let ms = parse_duration(key, text)?;
     if ms <= 0 {
         return Err(invalid(
@@ -674,11 +690,13 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         None => 30_000,
     };
 
+    let service = service::validate(raw.kafka, raw.topics, raw.formats, raw.snapshots, raw.run)?;
     let rules = Ruleset::new(engagement, decay, fit, grades, funnel, sla);
     Ok(Settings {
         rules: Arc::new(rules),
         calendars: calendars.into_values().collect(),
         clock_grace_ms,
+        service,
     })
 }
 

@@ -1,0 +1,247 @@
+//! Settings of the Kafka service (`leadflow run`, `demo`, `dev-broker`): brokers, topics,
+//! formats, snapshots and timings. Every key has a default, so a scoring-only config (as used
+//! by `replay`) is also a valid service config for a local broker.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::{invalid, parse_duration, positive_duration, ConfigError};
+use crate::model::event::Source;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawKafka {
+    brokers: Option<String>,
+    client_id: Option<String>,
+    ingest_group: Option<String>,
+    state_group: Option<String>,
+    connect_timeout: Option<String>,
+    #[serde(default)]
+    properties: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTopics {
+    web: Option<String>,
+    email: Option<String>,
+    crm: Option<String>,
+    internal: Option<String>,
+    transitions: Option<String>,
+    sla: Option<String>,
+    dlq: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFormats {
+    web: Option<String>,
+    email: Option<String>,
+    crm: Option<String>,
+    output: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSnapshots {
+    dir: Option<String>,
+    interval: Option<String>,
+    retain: Option<u32>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRun {
+    drain_timeout: Option<String>,
+    tick_interval: Option<String>,
+    batch_size: Option<u32>,
+}
+
+/// How the messages of an input topic are encoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InputFormat {
+    Avro,
+    AvroConfluent,
+    Json,
+}
+
+/// How output records are encoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputFormat {
+    Avro,
+    Json,
+}
+
+#[derive(Clone, Debug)]
+pub struct Topics {
+    pub web: String,
+    pub email: String,
+    pub crm: String,
+    pub internal: String,
+    pub transitions: String,
+    pub sla: String,
+    pub dlq: String,
+}
+
+impl Topics {
+    pub fn input(&self, source: Source) -> &str {
+        match source {
+            Source::Web => &self.web,
+            Source::Email => &self.email,
+            Source::Crm => &self.crm,
+        }
+    }
+
+    /// Every topic the service reads or writes.
+    pub fn all(&self) -> [&str; 7] {
+        [
+            &self.web,
+            &self.email,
+            &self.crm,
+            &self.internal,
+            &self.transitions,
+            &self.sla,
+            &self.dlq,
+        ]
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Service {
+    pub brokers: String,
+    pub client_id: String,
+    pub ingest_group: String,
+    pub state_group: String,
+    pub connect_timeout_ms: i64,
+    /// Extra librdkafka properties for every client (security, tuning).
+    pub properties: BTreeMap<String, String>,
+    pub topics: Topics,
+    /// Input formats, indexed by `Source::index`.
+    pub input_formats: [InputFormat; 3],
+    pub output_format: OutputFormat,
+    pub snapshot_dir: PathBuf,
+    pub snapshot_interval_ms: i64,
+    pub snapshot_retain: u32,
+    pub drain_timeout_ms: i64,
+    /// 0 disables ticks.
+    pub tick_interval_ms: i64,
+    pub batch_size: u32,
+}
+
+fn input_format(key: &str, v: Option<&str>) -> Result<InputFormat, ConfigError> {
+    match v.unwrap_or("avro") {
+        "avro" => Ok(InputFormat::Avro),
+        "avro-confluent" => Ok(InputFormat::AvroConfluent),
+        "json" => Ok(InputFormat::Json),
+        other => Err(invalid(key, other, "allowed: avro, avro-confluent, json")),
+    }
+}
+
+fn topic(key: &str, v: Option<String>, default: &str) -> Result<String, ConfigError> {
+    let name = v.unwrap_or_else(|| default.to_string());
+    let legal = !name.is_empty()
+        && name.len() <= 249
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if !legal {
+        return Err(invalid(
+            key,
+            &name,
+            "a Kafka topic name: 1 to 249 of [a-zA-Z0-9._-]",
+        ));
+    }
+    Ok(name)
+}
+
+fn non_empty(key: &str, v: Option<String>, default: &str) -> Result<String, ConfigError> {
+    let s = v.unwrap_or_else(|| default.to_string());
+    if s.trim().is_empty() {
+        return Err(invalid(key, &s, "must not be empty"));
+    }
+    Ok(s)
+}
+
+pub(super) fn validate(
+    kafka: RawKafka,
+    topics: RawTopics,
+    formats: RawFormats,
+    snapshots: RawSnapshots,
+    run: RawRun,
+) -> Result<Service, ConfigError> {
+    let topics = Topics {
+        web: topic("topics.web", topics.web, "leads.web")?,
+        email: topic("topics.email", topics.email, "leads.email")?,
+        crm: topic("topics.crm", topics.crm, "leads.crm")?,
+        internal: topic("topics.internal", topics.internal, "leadflow.events")?,
+        transitions: topic(
+            "topics.transitions",
+            topics.transitions,
+            "leads.transitions",
+        )?,
+        sla: topic("topics.sla", topics.sla, "leads.sla")?,
+        dlq: topic("topics.dlq", topics.dlq, "leads.dlq")?,
+    };
+    let names = topics.all();
+    for (i, a) in names.iter().enumerate() {
+        if names[..i].contains(a) {
+            return Err(invalid(
+                "topics",
+                a,
+                "each topic must be distinct (a topic cannot serve two roles)",
+            ));
+        }
+    }
+    let output_format = match formats.output.as_deref().unwrap_or("avro") {
+        "avro" => OutputFormat::Avro,
+        "json" => OutputFormat::Json,
+        other => return Err(invalid("formats.output", other, "allowed: avro, json")),
+    };
+    let retain = snapshots.retain.unwrap_or(3);
+    if retain == 0 {
+        return Err(invalid(
+            "snapshots.retain",
+            retain,
+            "keep at least 1 snapshot",
+        ));
+    }
+    let batch_size = run.batch_size.unwrap_or(2000);
+    if batch_size == 0 {
+        return Err(invalid("run.batch_size", batch_size, "at least 1"));
+    }
+    Ok(Service {
+        brokers: non_empty("kafka.brokers", kafka.brokers, "localhost:9092")?,
+        client_id: non_empty("kafka.client_id", kafka.client_id, "leadflow")?,
+        ingest_group: non_empty("kafka.ingest_group", kafka.ingest_group, "leadflow-ingest")?,
+        state_group: non_empty("kafka.state_group", kafka.state_group, "leadflow-state")?,
+        connect_timeout_ms: positive_duration(
+            "kafka.connect_timeout",
+            kafka.connect_timeout.as_deref().unwrap_or("30s"),
+        )?,
+        properties: kafka.properties,
+        topics,
+        input_formats: [
+            input_format("formats.web", formats.web.as_deref())?,
+            input_format("formats.email", formats.email.as_deref())?,
+            input_format("formats.crm", formats.crm.as_deref())?,
+        ],
+        output_format,
+        snapshot_dir: PathBuf::from(snapshots.dir.unwrap_or_else(|| "leadflow-snapshots".into())),
+        snapshot_interval_ms: positive_duration(
+            "snapshots.interval",
+            snapshots.interval.as_deref().unwrap_or("10s"),
+        )?,
+        snapshot_retain: retain,
+        drain_timeout_ms: positive_duration(
+            "run.drain_timeout",
+            run.drain_timeout.as_deref().unwrap_or("15s"),
+        )?,
+        tick_interval_ms: parse_duration(
+            "run.tick_interval",
+            run.tick_interval.as_deref().unwrap_or("1s"),
+        )?,
+        batch_size,
+    })
+}

@@ -1,0 +1,74 @@
+//! Startup checks: the brokers answer, every topic exists, and the output topics have the
+//! internal topic's partition count.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
+use crate::config::Service;
+
+#[derive(Clone, Debug)]
+pub struct Layout {
+    pub internal_partitions: i32,
+}
+
+/// Topic name -> partition count, retrying until the brokers answer or the timeout passes.
+pub fn topic_partitions(svc: &Service) -> anyhow::Result<BTreeMap<String, i32>> {
+    let consumer: BaseConsumer = super::client_config(svc)
+        .create()
+        .context("creating the metadata client")?;
+    let deadline = Instant::now() + Duration::from_millis(svc.connect_timeout_ms as u64);
+    loop {
+        match consumer.fetch_metadata(None, Duration::from_secs(5)) {
+            Ok(md) => {
+                return Ok(md
+                    .topics()
+                    .iter()
+                    .filter(|t| t.error().is_none())
+                    .map(|t| (t.name().to_string(), t.partitions().len() as i32))
+                    .collect())
+            }
+            Err(e) if Instant::now() >= deadline => anyhow::bail!(
+                "cannot reach the Kafka brokers at {} within {}s: {e}",
+                svc.brokers,
+                svc.connect_timeout_ms / 1000
+            ),
+            Err(_) => std::thread::sleep(Duration::from_millis(500)),
+        }
+    }
+}
+
+/// Checks the topic layout and returns the internal partition count.
+pub fn check(svc: &Service) -> anyhow::Result<Layout> {
+    let found = topic_partitions(svc)?;
+    let t = &svc.topics;
+    let missing: Vec<&str> = t
+        .all()
+        .into_iter()
+        .filter(|name| !found.contains_key(*name))
+        .collect();
+    if !missing.is_empty() {
+        anyhow::bail!(
+            "missing Kafka topics: {} (create them first; leadflow does not create topics. \
+             leads.transitions and leads.sla need as many partitions as {})",
+            missing.join(", "),
+            t.internal
+        );
+    }
+    let internal = found[&t.internal];
+    for out in [&t.transitions, &t.sla] {
+        if found[out] != internal {
+            anyhow::bail!(
+                "topic {out} has {} partitions but the internal topic {} has {internal}: \
+                 output topics need the internal topic's partition count",
+                found[out],
+                t.internal
+            );
+        }
+    }
+    Ok(Layout {
+        internal_partitions: internal,
+    })
+}

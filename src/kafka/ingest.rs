@@ -1,0 +1,167 @@
+//! Ingest stage: source topics -> validated, normalized events on the internal topic
+//! (partition = murmur2(lead_key) mod N), invalid input -> the dead-letter topic. At least
+//! once: source offsets are committed only after everything produced from them is acked.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::BaseRecord;
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::admin::Layout;
+use super::producer::{self, LfProducer};
+use super::{H_ERROR, H_ERROR_CODE, H_SOURCE_OFFSET, H_SOURCE_PARTITION, H_SOURCE_TOPIC};
+use crate::codec::avro::{self, Framing, InternalRecord};
+use crate::codec::json;
+use crate::config::{InputFormat, Service};
+use crate::model::event::{Event, Invalid, Source};
+use crate::partition::partition_for;
+
+/// Counters of the ingest stage (read by metrics).
+#[derive(Default, Debug)]
+pub struct IngestStats {
+    pub consumed: AtomicU64,
+    pub forwarded: AtomicU64,
+    pub invalid: AtomicU64,
+}
+
+/// Decodes one input message of `source` in `format`.
+pub fn decode(source: Source, format: InputFormat, bytes: &[u8]) -> Result<Event, Invalid> {
+    match format {
+        InputFormat::Avro => avro::decode_input(source, bytes, Framing::Plain),
+        InputFormat::AvroConfluent => avro::decode_input(source, bytes, Framing::Confluent),
+        InputFormat::Json => json::decode_event_from(source, bytes),
+    }
+}
+
+pub fn run(
+    svc: &Service,
+    layout: &Layout,
+    stop: &AtomicBool,
+    stats: &IngestStats,
+) -> anyhow::Result<()> {
+    let consumer: BaseConsumer = super::client_config(svc)
+        .set("group.id", &svc.ingest_group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .context("creating the ingest consumer")?;
+    let t = &svc.topics;
+    consumer
+        .subscribe(&[&t.web, &t.email, &t.crm])
+        .context("subscribing to the source topics")?;
+    let (producer, deliveries) = producer::idempotent(svc, 5)?;
+    let sources: HashMap<&str, Source> = Source::ALL.iter().map(|s| (t.input(*s), *s)).collect();
+    let flush_timeout = Duration::from_millis(svc.drain_timeout_ms as u64);
+    tracing::info!(topics = ?[&t.web, &t.email, &t.crm], group = %svc.ingest_group, "ingest started");
+
+    while !stop.load(Ordering::Relaxed) {
+        let mut next: HashMap<(String, i32), i64> = HashMap::new();
+        let started = Instant::now();
+        let mut n = 0;
+        while n < svc.batch_size {
+            let wait = Duration::from_millis(50).saturating_sub(started.elapsed());
+            match consumer.poll(if n == 0 {
+                Duration::from_millis(100)
+            } else {
+                wait
+            }) {
+                Some(Ok(m)) => {
+                    let Some(&source) = sources.get(m.topic()) else {
+                        continue;
+                    };
+                    forward(svc, layout, &producer, source, &m, stats)?;
+                    next.insert((m.topic().to_string(), m.partition()), m.offset() + 1);
+                    n += 1;
+                }
+                Some(Err(e)) => tracing::warn!(error = %e, "ingest consumer error"),
+                None => break,
+            }
+        }
+        if next.is_empty() {
+            continue;
+        }
+        producer::flush(&producer, &deliveries, flush_timeout)?;
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), offset) in &next {
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))
+                .context("building the commit list")?;
+        }
+        consumer
+            .commit(&tpl, CommitMode::Sync)
+            .context("committing source offsets")?;
+    }
+    tracing::info!("ingest stopped");
+    Ok(())
+}
+
+fn forward<M: Message>(
+    svc: &Service,
+    layout: &Layout,
+    producer: &LfProducer,
+    source: Source,
+    m: &M,
+    stats: &IngestStats,
+) -> anyhow::Result<()> {
+    stats.consumed.fetch_add(1, Ordering::Relaxed);
+    let bytes = m.payload().unwrap_or(&[]);
+    match decode(source, svc.input_formats[source.index()], bytes) {
+        Ok(ev) => {
+            let value = avro::encode_internal(&InternalRecord::Event(ev.clone()))?;
+            let partition =
+                partition_for(ev.lead_key.as_bytes(), layout.internal_partitions as u32) as i32;
+            producer::send(
+                producer,
+                BaseRecord::to(&svc.topics.internal)
+                    .partition(partition)
+                    .key(ev.lead_key.as_bytes())
+                    .payload(&value[..]),
+            )?;
+            stats.forwarded.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(why) => {
+            stats.invalid.fetch_add(1, Ordering::Relaxed);
+            let reason = why.to_string();
+            let partition = m.partition().to_string();
+            let offset = m.offset().to_string();
+            let headers = OwnedHeaders::new()
+                .insert(Header {
+                    key: H_ERROR,
+                    value: Some(reason.as_bytes()),
+                })
+                .insert(Header {
+                    key: H_ERROR_CODE,
+                    value: Some(why.code().as_bytes()),
+                })
+                .insert(Header {
+                    key: H_SOURCE_TOPIC,
+                    value: Some(m.topic().as_bytes()),
+                })
+                .insert(Header {
+                    key: H_SOURCE_PARTITION,
+                    value: Some(partition.as_bytes()),
+                })
+                .insert(Header {
+                    key: H_SOURCE_OFFSET,
+                    value: Some(offset.as_bytes()),
+                });
+            let mut rec = BaseRecord::to(&svc.topics.dlq)
+                .payload(bytes)
+                .headers(headers);
+            if let Some(k) = m.key() {
+                rec = rec.key(k);
+            }
+            producer::send(producer, rec)?;
+            tracing::debug!(topic = m.topic(), partition = m.partition(), offset = m.offset(), %reason, "dead-lettered");
+        }
+    }
+    Ok(())
+}
+
+/// Shared handle for the stats of a running ingest stage.
+pub type SharedIngestStats = Arc<IngestStats>;

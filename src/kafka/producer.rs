@@ -1,0 +1,94 @@
+//! An idempotent producer whose delivery failures are counted and surfaced, never dropped.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::ClientContext;
+
+use crate::config::Service;
+
+#[derive(Default, Debug)]
+pub struct Deliveries {
+    pub acked: AtomicU64,
+    pub failed: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+pub struct DeliveryContext(pub Arc<Deliveries>);
+
+impl ClientContext for DeliveryContext {}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => {
+                self.0.acked.fetch_add(1, Ordering::Relaxed);
+            }
+            Err((e, _)) => {
+                self.0.failed.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut last) = self.0.last_error.lock() {
+                    *last = Some(e.to_string());
+                }
+            }
+        }
+    }
+}
+
+pub type LfProducer = BaseProducer<DeliveryContext>;
+
+/// An idempotent producer (no duplicates or reordering from retries), acks from all replicas.
+pub fn idempotent(svc: &Service, linger_ms: u32) -> anyhow::Result<(LfProducer, Arc<Deliveries>)> {
+    let deliveries = Arc::new(Deliveries::default());
+    let producer = super::client_config(svc)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", linger_ms.to_string())
+        .set("compression.type", "lz4")
+        .create_with_context(DeliveryContext(Arc::clone(&deliveries)))
+        .context("creating the Kafka producer")?;
+    Ok((producer, deliveries))
+}
+
+/// Queues a record, waiting for room when the local queue is full.
+pub fn send(producer: &LfProducer, mut record: BaseRecord<'_, [u8], [u8]>) -> anyhow::Result<()> {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                producer.poll(Duration::from_millis(5));
+                record = back;
+            }
+            Err((e, back)) => {
+                anyhow::bail!("cannot produce to {}: {e}", back.topic);
+            }
+        }
+    }
+}
+
+/// Waits until every queued record is acknowledged; any failed delivery is an error.
+pub fn flush(
+    producer: &LfProducer,
+    deliveries: &Deliveries,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    producer
+        .flush(timeout)
+        .with_context(|| format!("records not acknowledged within {timeout:?}"))?;
+    let failed = deliveries.failed.load(Ordering::Relaxed);
+    if failed > 0 {
+        let last = deliveries
+            .last_error
+            .lock()
+            .ok()
+            .and_then(|l| l.clone())
+            .unwrap_or_default();
+        anyhow::bail!("{failed} records could not be delivered (last error: {last})");
+    }
+    Ok(())
+}

@@ -1,0 +1,452 @@
+//! State stage: folds each assigned partition of the internal log with the engine and writes
+//! its records to the same partition of the output topics. Exactly-once output without
+//! transactions (DESIGN.md):
+//! - a snapshot of partition q at position S is written only after every output caused by
+//!   records before S is acknowledged;
+//! - every output carries `lf-src-offset` (its cause) and `lf-src-index` (its index among that
+//!   cause's outputs in that topic);
+//! - on assignment, q restarts from its newest valid snapshot and re-folds silently up to the
+//!   last output already in each output topic, then emits normally.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
+use rdkafka::producer::BaseRecord;
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use super::producer::{self, Deliveries, LfProducer};
+use super::{header_i64, H_SRC_INDEX, H_SRC_OFFSET};
+use crate::codec::avro::{self, InternalRecord};
+use crate::config::{OutputFormat, Settings};
+use crate::engine::PartitionState;
+use crate::model::records::Output;
+use crate::model::rules::Ruleset;
+use crate::snapshot::SnapshotStore;
+
+/// Counters of the state stage (read by metrics).
+#[derive(Default, Debug)]
+pub struct StateStats {
+    pub records_in: AtomicU64,
+    pub outputs: AtomicU64,
+    pub suppressed: AtomicU64,
+    pub ticks_appended: AtomicU64,
+    pub snapshots: AtomicU64,
+    pub undecodable: AtomicU64,
+}
+
+/// One assigned partition.
+struct Part {
+    state: PartitionState,
+    /// Next internal offset to process; `None` until the first record after a fresh start.
+    next_offset: Option<i64>,
+    /// Last output already in each output topic (transitions, sla): `(src offset, index)`.
+    suppress: [Option<(i64, i64)>; 2],
+    caught_up: bool,
+    tick_in_flight: bool,
+    last_tick: Instant,
+    dirty: bool,
+}
+
+struct Shared {
+    parts: BTreeMap<i32, Part>,
+}
+
+pub struct StateContext {
+    settings: Settings,
+    rules: Arc<Ruleset>,
+    store: SnapshotStore,
+    producer: LfProducer,
+    deliveries: Arc<Deliveries>,
+    tail: BaseConsumer,
+    shared: Mutex<Shared>,
+    /// An error raised inside a rebalance callback, reported by the main loop.
+    fatal: Mutex<Option<String>>,
+    /// Set on any error: from then on no snapshot may be written, because the state may hold
+    /// effects whose outputs were not all produced.
+    failed: AtomicBool,
+    pub stats: Arc<StateStats>,
+}
+
+impl ClientContext for StateContext {}
+
+impl ConsumerContext for StateContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let result = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => self.on_assign(consumer, tpl),
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => self.on_revoke(consumer),
+            other => Err(anyhow::anyhow!("rebalance error: {other:?}")),
+        };
+        if let Err(e) = result {
+            self.failed.store(true, Ordering::SeqCst);
+            tracing::error!(error = %format!("{e:#}"), "rebalance failed");
+            if let Ok(mut f) = self.fatal.lock() {
+                *f = Some(format!("{e:#}"));
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A poisoned lock means a panic elsewhere already failed the stage; keep going to shut down.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl StateContext {
+    fn on_assign(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        tpl: &mut TopicPartitionList,
+    ) -> anyhow::Result<()> {
+        let internal = self.settings.service.topics.internal.clone();
+        let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        let mut shared = lock(&self.shared);
+        for p in partitions {
+            let started = Instant::now();
+            let (part, start) = self.recover(p)?;
+            let offset = start.map_or(Offset::Beginning, Offset::Offset);
+            tpl.set_partition_offset(&internal, p, offset)
+                .context("setting the start offset")?;
+            tracing::info!(
+                partition = p,
+                start = ?start,
+                leads = part.state.lead_count(),
+                suppress_transitions = ?part.suppress[0],
+                suppress_sla = ?part.suppress[1],
+                ms = started.elapsed().as_millis() as u64,
+                "partition assigned and recovered"
+            );
+            shared.parts.insert(p, part);
+        }
+        consumer.assign(tpl).context("assigning partitions")?;
+        Ok(())
+    }
+
+    fn on_revoke(&self, consumer: &BaseConsumer<Self>) -> anyhow::Result<()> {
+        let mut shared = lock(&self.shared);
+        let revoked: Vec<i32> = shared.parts.keys().copied().collect();
+        self.checkpoint(&mut shared, consumer)?;
+        shared.parts.clear();
+        consumer.unassign().context("unassigning")?;
+        tracing::info!(partitions = ?revoked, "partitions revoked after a final snapshot");
+        Ok(())
+    }
+
+    /// Newest valid snapshot, then the output tails.
+    fn recover(&self, p: i32) -> anyhow::Result<(Part, Option<i64>)> {
+        let topics = &self.settings.service.topics;
+        let (loaded, skipped) = self.store.load_newest(&topics.internal, p, &self.rules);
+        for s in skipped {
+            tracing::warn!(path = %s.path.display(), reason = %s.reason, "unusable snapshot skipped");
+        }
+        let (state, start) = match loaded {
+            Some((state, pos)) => (state, Some(pos)),
+            None => (PartitionState::new(Arc::clone(&self.rules)), None),
+        };
+        let suppress = [
+            self.last_output(&topics.transitions, p)?,
+            self.last_output(&topics.sla, p)?,
+        ];
+        Ok((
+            Part {
+                state,
+                next_offset: start,
+                suppress,
+                caught_up: false,
+                tick_in_flight: false,
+                last_tick: Instant::now(),
+                dirty: false,
+            },
+            start,
+        ))
+    }
+
+    /// `(lf-src-offset, lf-src-index)` of the last record in partition `p` of `topic`.
+    fn last_output(&self, topic: &str, p: i32) -> anyhow::Result<Option<(i64, i64)>> {
+        let timeout = Duration::from_secs(10);
+        let (low, high) = self
+            .tail
+            .fetch_watermarks(topic, p, timeout)
+            .with_context(|| format!("reading the watermarks of {topic}/{p}"))?;
+        if high <= low {
+            return Ok(None);
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, p, Offset::Offset(high - 1))
+            .context("building the tail assignment")?;
+        self.tail
+            .assign(&tpl)
+            .context("assigning the tail reader")?;
+        let deadline = Instant::now() + timeout;
+        let found = loop {
+            if Instant::now() >= deadline {
+                anyhow::bail!("timed out reading the last record of {topic}/{p}");
+            }
+            match self.tail.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) if m.topic() == topic && m.offset() == high - 1 => {
+                    let (Some(o), Some(i)) =
+                        (header_i64(&m, H_SRC_OFFSET), header_i64(&m, H_SRC_INDEX))
+                    else {
+                        anyhow::bail!(
+                            "the last record of {topic}/{p} has no {H_SRC_OFFSET}/{H_SRC_INDEX} \
+                             headers: is another producer writing to leadflow's output topics?"
+                        );
+                    };
+                    break Some((o, i));
+                }
+                Some(Ok(_)) | None => {}
+                Some(Err(e)) => tracing::debug!(error = %e, "tail reader"),
+            }
+        };
+        self.tail
+            .unassign()
+            .context("unassigning the tail reader")?;
+        Ok(found)
+    }
+
+    /// Flushes all outputs (acknowledged), snapshots every dirty partition, commits positions.
+    fn checkpoint(&self, shared: &mut Shared, consumer: &BaseConsumer<Self>) -> anyhow::Result<()> {
+        if self.failed.load(Ordering::SeqCst) {
+            anyhow::bail!("not snapshotting after a failure");
+        }
+        let svc = &self.settings.service;
+        producer::flush(
+            &self.producer,
+            &self.deliveries,
+            Duration::from_millis(svc.drain_timeout_ms as u64),
+        )?;
+        let mut tpl = TopicPartitionList::new();
+        for (p, part) in shared.parts.iter_mut() {
+            let Some(pos) = part.next_offset else {
+                continue;
+            };
+            if part.dirty {
+                let started = Instant::now();
+                let bytes = part.state.encode_snapshot(pos);
+                let (path, size) = self.store.write(&svc.topics.internal, *p, pos, &bytes)?;
+                part.dirty = false;
+                self.stats.snapshots.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    partition = p,
+                    position = pos,
+                    leads = part.state.lead_count(),
+                    bytes = size,
+                    ms = started.elapsed().as_millis() as u64,
+                    path = %path.display(),
+                    "snapshot written"
+                );
+            }
+            tpl.add_partition_offset(&svc.topics.internal, *p, Offset::Offset(pos))
+                .context("building the commit list")?;
+        }
+        if tpl.count() > 0 {
+            // Informational (lag); recovery positions come from snapshots.
+            if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+                tracing::warn!(error = %e, "committing state positions failed");
+            }
+        }
+        Ok(())
+    }
+
+    fn process(
+        &self,
+        shared: &mut Shared,
+        m: &BorrowedMessage<'_>,
+        out: &mut Vec<Output>,
+    ) -> anyhow::Result<()> {
+        let (p, off) = (m.partition(), m.offset());
+        let Some(part) = shared.parts.get_mut(&p) else {
+            return Ok(()); // fetched before a revoke: not ours any more
+        };
+        if part.next_offset.is_some_and(|n| off < n) {
+            return Ok(());
+        }
+        self.stats.records_in.fetch_add(1, Ordering::Relaxed);
+        part.caught_up = false;
+        match avro::decode_internal(m.payload().unwrap_or(&[])) {
+            Ok(InternalRecord::Event(ev)) => {
+                part.state.apply(&ev, out);
+            }
+            Ok(InternalRecord::Tick(t)) => {
+                part.state.advance(t, out);
+                part.tick_in_flight = false;
+            }
+            Err(e) => {
+                // Not written by leadflow's ingest; the fold stays a function of the log.
+                self.stats.undecodable.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(partition = p, offset = off, error = %e, "undecodable internal record skipped");
+            }
+        }
+        let svc = &self.settings.service;
+        let mut index = [0i64; 2];
+        for rec in out.drain(..) {
+            let (slot, topic) = match rec {
+                Output::Transition(_) => (0, &svc.topics.transitions),
+                Output::Sla(_) => (1, &svc.topics.sla),
+            };
+            let i = index[slot];
+            index[slot] += 1;
+            if let Some(last) = part.suppress[slot] {
+                if (off, i) <= last {
+                    self.stats.suppressed.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                part.suppress[slot] = None;
+            }
+            let value = match svc.output_format {
+                OutputFormat::Avro => avro::encode_output(&rec)?,
+                OutputFormat::Json => {
+                    serde_json::to_vec(&rec).context("encoding a record as JSON")?
+                }
+            };
+            let (off_s, i_s) = (off.to_string(), i.to_string());
+            let headers = OwnedHeaders::new()
+                .insert(Header {
+                    key: H_SRC_OFFSET,
+                    value: Some(off_s.as_bytes()),
+                })
+                .insert(Header {
+                    key: H_SRC_INDEX,
+                    value: Some(i_s.as_bytes()),
+                });
+            producer::send(
+                &self.producer,
+                BaseRecord::to(topic)
+                    .partition(p)
+                    .key(rec.lead_key().as_bytes())
+                    .payload(&value[..])
+                    .headers(headers),
+            )?;
+            self.stats.outputs.fetch_add(1, Ordering::Relaxed);
+        }
+        part.next_offset = Some(off + 1);
+        part.dirty = true;
+        Ok(())
+    }
+
+    /// Appends a tick to each caught-up partition with a timer due before `now - grace`.
+    fn ticks(&self, shared: &mut Shared) -> anyhow::Result<()> {
+        let svc = &self.settings.service;
+        if svc.tick_interval_ms <= 0 {
+            return Ok(());
+        }
+        let interval = Duration::from_millis(svc.tick_interval_ms as u64);
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let t = now_ms.saturating_sub(self.settings.clock_grace_ms);
+        for (p, part) in shared.parts.iter_mut() {
+            let due = part.state.next_due().is_some_and(|d| d < t);
+            if !part.caught_up || part.tick_in_flight || part.last_tick.elapsed() < interval || !due
+            {
+                continue;
+            }
+            let value = avro::encode_internal(&InternalRecord::Tick(t))?;
+            producer::send(
+                &self.producer,
+                BaseRecord::to(&svc.topics.internal)
+                    .partition(*p)
+                    .payload(&value[..]),
+            )?;
+            part.tick_in_flight = true;
+            part.last_tick = Instant::now();
+            self.stats.ticks_appended.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn take_fatal(&self) -> Option<String> {
+        lock(&self.fatal).take()
+    }
+}
+
+/// Runs the state stage until `stop`, then drains: final snapshot, commit, leave the group.
+pub fn run(settings: &Settings, stop: &AtomicBool, stats: Arc<StateStats>) -> anyhow::Result<()> {
+    let svc = &settings.service;
+    let (producer, deliveries) = producer::idempotent(svc, 5)?;
+    let tail: BaseConsumer = super::client_config(svc)
+        .set("group.id", format!("{}-tail", svc.state_group))
+        .set("enable.auto.commit", "false")
+        .create()
+        .context("creating the output tail reader")?;
+    let ctx = StateContext {
+        settings: settings.clone(),
+        rules: Arc::clone(&settings.rules),
+        store: SnapshotStore::new(&svc.snapshot_dir, svc.snapshot_retain),
+        producer,
+        deliveries,
+        tail,
+        shared: Mutex::new(Shared {
+            parts: BTreeMap::new(),
+        }),
+        fatal: Mutex::new(None),
+        failed: AtomicBool::new(false),
+        stats,
+    };
+    let consumer: BaseConsumer<StateContext> = super::client_config(svc)
+        .set("group.id", &svc.state_group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "true")
+        .create_with_context(ctx)
+        .context("creating the state consumer")?;
+    consumer
+        .subscribe(&[&svc.topics.internal])
+        .context("subscribing to the internal topic")?;
+    tracing::info!(topic = %svc.topics.internal, group = %svc.state_group, "state stage started");
+
+    let snapshot_every = Duration::from_millis(svc.snapshot_interval_ms as u64);
+    let mut last_snapshot = Instant::now();
+    let mut last_maintenance = Instant::now();
+    let mut out = Vec::new();
+    let ctx = consumer.context();
+    let result = (|| -> anyhow::Result<()> {
+        while !stop.load(Ordering::Relaxed) {
+            if let Some(e) = ctx.take_fatal() {
+                anyhow::bail!("state stage failed: {e}");
+            }
+            match consumer.poll(Duration::from_millis(20)) {
+                Some(Ok(m)) => ctx.process(&mut lock(&ctx.shared), &m, &mut out)?,
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    if let Some(part) = lock(&ctx.shared).parts.get_mut(&p) {
+                        part.caught_up = true;
+                    }
+                }
+                Some(Err(e)) => tracing::warn!(error = %e, "state consumer error"),
+                None => {}
+            }
+            if last_maintenance.elapsed() >= Duration::from_millis(20) {
+                last_maintenance = Instant::now();
+                ctx.producer.poll(Duration::ZERO);
+                ctx.ticks(&mut lock(&ctx.shared))?;
+                if last_snapshot.elapsed() >= snapshot_every {
+                    last_snapshot = Instant::now();
+                    ctx.checkpoint(&mut lock(&ctx.shared), &consumer)?;
+                }
+            }
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        // No snapshot after a failure (also not in the revoke that closing the consumer runs):
+        // the outputs it would cover may be incomplete.
+        ctx.failed.store(true, Ordering::SeqCst);
+        return Err(e);
+    }
+    ctx.checkpoint(&mut lock(&ctx.shared), &consumer)?;
+    consumer.unsubscribe();
+    tracing::info!("state stage stopped after a final snapshot");
+    Ok(())
+}

@@ -1,0 +1,102 @@
+//! `leadflow run`: the ingest and state stages in one process, as two consumer groups, with a
+//! bounded drain on stop.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use crate::config::Settings;
+use crate::kafka::ingest::IngestStats;
+use crate::kafka::state::StateStats;
+use crate::kafka::{admin, ingest, state};
+
+/// Handles to the counters of a running service.
+#[derive(Clone, Default)]
+pub struct ServiceStats {
+    pub ingest: Arc<IngestStats>,
+    pub state: Arc<StateStats>,
+}
+
+/// Runs until `stop` is set (or a stage fails), then drains within `run.drain_timeout`.
+pub fn run(settings: &Settings, stop: Arc<AtomicBool>, stats: ServiceStats) -> anyhow::Result<()> {
+    let svc = &settings.service;
+    let layout = admin::check(svc)?;
+    tracing::info!(
+        brokers = %svc.brokers,
+        internal_partitions = layout.internal_partitions,
+        "connected; topics checked"
+    );
+    let (done_tx, done_rx) = mpsc::channel::<(&'static str, anyhow::Result<()>)>();
+    let ingest_handle = {
+        let (svc, stop, tx, st) = (
+            svc.clone(),
+            Arc::clone(&stop),
+            done_tx.clone(),
+            Arc::clone(&stats.ingest),
+        );
+        thread::Builder::new()
+            .name("ingest".into())
+            .spawn(move || {
+                let r = ingest::run(&svc, &layout, &stop, &st);
+                let _ = tx.send(("ingest", r));
+            })
+            .context("starting the ingest thread")?
+    };
+    let state_handle = {
+        let (settings, stop, tx, st) = (
+            settings.clone(),
+            Arc::clone(&stop),
+            done_tx,
+            Arc::clone(&stats.state),
+        );
+        thread::Builder::new()
+            .name("state".into())
+            .spawn(move || {
+                let r = state::run(&settings, &stop, st);
+                let _ = tx.send(("state", r));
+            })
+            .context("starting the state thread")?
+    };
+
+    // Wait for a stop request or for a stage to end on its own (an error).
+    let mut finished = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        match done_rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(r) => {
+                finished.push(r);
+                break;
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_millis(svc.drain_timeout_ms as u64);
+    while finished.len() < 2 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match done_rx.recv_timeout(left) {
+            Ok(r) => finished.push(r),
+            Err(_) => anyhow::bail!(
+                "drain did not finish within {} ms (run.drain_timeout)",
+                svc.drain_timeout_ms
+            ),
+        }
+    }
+    let _ = ingest_handle.join();
+    let _ = state_handle.join();
+    let mut first_error = None;
+    for (stage, r) in finished {
+        if let Err(e) = r {
+            tracing::error!(stage, error = %format!("{e:#}"), "stage failed");
+            first_error.get_or_insert(e.context(format!("{stage} stage")));
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
