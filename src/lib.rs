@@ -6,6 +6,7 @@
 pub mod codec;
 pub mod config;
 pub mod engine;
+pub mod gen;
 pub mod kafka;
 pub mod model;
 pub mod partition;

@@ -52,6 +52,27 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Generate deterministic, realistic lead traffic (JSON Lines, or to Kafka topics).
+    Gen {
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value_t = 1000)]
+        leads: u64,
+        #[arg(long, default_value_t = 10_000)]
+        events: u64,
+        /// First event time, ms since the epoch (default: 2026-11-01T00:00:00Z).
+        #[arg(long, default_value_t = 1_793_491_200_000)]
+        start: i64,
+        /// Time span of the journeys' starts, e.g. 30d.
+        #[arg(long, default_value = "30d")]
+        span: humantime::Duration,
+        /// Write JSON Lines here (default: standard output).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// Produce to the source topics of this config instead (in their formats).
+        #[arg(long, conflicts_with = "output")]
+        kafka_config: Option<PathBuf>,
+    },
     /// Start a local Kafka-protocol broker (librdkafka's mock cluster) with leadflow's topics.
     DevBroker {
         /// Config whose [topics] to create (defaults when omitted).
@@ -79,6 +100,25 @@ fn main() -> ExitCode {
             print!("{}: ok\n{}", config.display(), s.summary());
         }),
         Command::Run { config } => cmd_run(config),
+        Command::Gen {
+            seed,
+            leads,
+            events,
+            start,
+            span,
+            output,
+            kafka_config,
+        } => cmd_gen(
+            leadflow::gen::GenSpec {
+                seed,
+                leads,
+                events,
+                start_ms: start,
+                span_ms: span.as_millis() as i64,
+            },
+            output,
+            kafka_config,
+        ),
         Command::DevBroker {
             config,
             port,
@@ -170,6 +210,7 @@ fn init_logs() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(io::stderr().is_terminal())
         .with_writer(io::stderr)
         .try_init();
 }
@@ -213,5 +254,31 @@ fn cmd_dev_broker(
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+    Ok(())
+}
+
+fn cmd_gen(
+    spec: leadflow::gen::GenSpec,
+    output: Option<PathBuf>,
+    kafka_config: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let events = leadflow::gen::generate(&spec);
+    if let Some(cfg) = kafka_config {
+        let settings = load_settings(&cfg)?;
+        let n = leadflow::kafka::produce_events(&settings.service, &events)?;
+        eprintln!("produced {n} events to {}", settings.service.brokers);
+        return Ok(());
+    }
+    let mut writer: Box<dyn Write> = match &output {
+        Some(p) => Box::new(BufWriter::new(
+            File::create(p).with_context(|| format!("creating {}", p.display()))?,
+        )),
+        None => Box::new(BufWriter::new(io::stdout().lock())),
+    };
+    for ev in &events {
+        serde_json::to_writer(&mut writer, &leadflow::gen::to_json(ev))?;
+        writer.write_all(b"\n")?;
+    }
+    writer.flush()?;
     Ok(())
 }

@@ -74,7 +74,15 @@ pub struct StateContext {
     pub stats: Arc<StateStats>,
 }
 
-impl ClientContext for StateContext {}
+impl ClientContext for StateContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        // End of partition is how "caught up" is learned (poll delivers it too): not an error.
+        if matches!(error, KafkaError::PartitionEOF(_)) {
+            return;
+        }
+        tracing::warn!(%error, reason, "kafka client error");
+    }
+}
 
 impl ConsumerContext for StateContext {
     fn rebalance(

@@ -1,0 +1,212 @@
+//! The crash test: `leadflow run` as a child process on 200k generated events, killed with
+//! SIGKILL at random moments five times and restarted each time. Afterwards every output
+//! partition must hold exactly the records a replay of the internal log gives: nothing lost,
+//! nothing duplicated, same order.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::kafka::{Record, TestBroker};
+use leadflow::codec::avro::{self, InternalRecord};
+use leadflow::config::Settings;
+use leadflow::engine::PartitionState;
+use leadflow::gen::{self, GenSpec, Rng};
+use leadflow::model::records::Output;
+
+const EVENTS: u64 = 200_000;
+
+fn spawn(config: &std::path::Path, log: &std::path::Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log file");
+    Command::new(env!("CARGO_BIN_EXE_leadflow"))
+        .args(["run", "--config", config.to_str().expect("utf-8")])
+        .env("LEADFLOW_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start leadflow run")
+}
+
+/// The end of the children's log, for failure messages.
+fn tail(log: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(60)..].join("\n")
+}
+
+/// Per partition: (transitions, sla) records.
+type ByPartition = BTreeMap<i32, (Vec<Output>, Vec<Output>)>;
+
+fn replay_log(settings: &Settings, log: &[Record]) -> ByPartition {
+    let mut states: BTreeMap<i32, PartitionState> = BTreeMap::new();
+    let mut out: ByPartition = BTreeMap::new();
+    let mut buf = Vec::new();
+    for r in log {
+        let st = states
+            .entry(r.partition)
+            .or_insert_with(|| PartitionState::new(Arc::clone(&settings.rules)));
+        match avro::decode_internal(&r.value).expect("internal record") {
+            InternalRecord::Event(e) => {
+                st.apply(&e, &mut buf);
+            }
+            InternalRecord::Tick(t) => st.advance(t, &mut buf),
+        }
+        let slot = out.entry(r.partition).or_default();
+        for rec in buf.drain(..) {
+            match rec {
+                Output::Transition(_) => slot.0.push(rec),
+                Output::Sla(_) => slot.1.push(rec),
+            }
+        }
+    }
+    out
+}
+
+fn outputs(broker: &TestBroker) -> ByPartition {
+    let mut out: ByPartition = BTreeMap::new();
+    for r in broker.read_all(&broker.topics.transitions) {
+        out.entry(r.partition)
+            .or_default()
+            .0
+            .push(avro::decode_output(true, &r.value).expect("transition"));
+    }
+    for r in broker.read_all(&broker.topics.sla) {
+        out.entry(r.partition)
+            .or_default()
+            .1
+            .push(avro::decode_output(false, &r.value).expect("sla"));
+    }
+    out
+}
+
+fn total(b: &ByPartition) -> usize {
+    b.values().map(|(t, s)| t.len() + s.len()).sum()
+}
+
+#[test]
+fn kill_nine_five_times_loses_and_duplicates_nothing() {
+    let broker = TestBroker::start("crash", 3);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config_text = broker.config(
+        &dir.path().join("snapshots"),
+        "[run]\ntick_interval = \"200ms\"\ndrain_timeout = \"30s\"\n",
+    );
+    let config = dir.path().join("leadflow.toml");
+    std::fs::write(&config, &config_text).expect("write config");
+    let settings = Settings::from_toml(&config_text).expect("config");
+
+    // All in the past (Aug-Sep 2026), so ticks at now - grace fire every pending timer once.
+    let events = gen::generate(&GenSpec {
+        seed: 42,
+        leads: 20_000,
+        events: EVENTS,
+        start_ms: 1_785_542_400_000,
+        span_ms: 60 * 86_400_000,
+    });
+    assert_eq!(events.len() as u64, EVENTS);
+    leadflow::kafka::produce_events(&settings.service, &events).expect("produce the input");
+
+    let log = dir.path().join("leadflow.log");
+    let mut rng = Rng::new(7);
+    // Output records: moving only once the state stage has its partitions and is folding.
+    let progress = || broker.count(&broker.topics.transitions) + broker.count(&broker.topics.sla);
+    for round in 1..=5 {
+        let before = progress();
+        let mut child = spawn(&config, &log);
+        // Kill a working process: after it has moved the logs on, at a random moment.
+        let started = Instant::now();
+        while progress() == before {
+            assert!(
+                started.elapsed() < Duration::from_secs(90),
+                "round {round}: no progress after a restart\n{}",
+                tail(&log)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let alive = Duration::from_millis(100 + rng.below(1500));
+        std::thread::sleep(alive);
+        child.kill().expect("SIGKILL");
+        let status = child.wait().expect("reaped");
+        assert!(
+            !status.success(),
+            "round {round}: the child was killed, not finished"
+        );
+        eprintln!(
+            "round {round}: killed {alive:?} after progress; internal log {}, outputs {}",
+            broker.count(&broker.topics.internal),
+            broker.count(&broker.topics.transitions) + broker.count(&broker.topics.sla)
+        );
+    }
+
+    // The last run goes to the end: every source event is in the internal log, and the
+    // outputs equal the replay of that log.
+    let mut child = spawn(&config, &log);
+    let deadline = Instant::now() + Duration::from_secs(400);
+    let (expected, actual) = loop {
+        assert!(
+            Instant::now() < deadline,
+            "the pipeline did not converge\n{}",
+            tail(&log)
+        );
+        std::thread::sleep(Duration::from_secs(3));
+        if broker.count(&broker.topics.internal) < EVENTS as i64 {
+            continue;
+        }
+        let internal = broker.read_all(&broker.topics.internal);
+        let expected = replay_log(&settings, &internal);
+        let actual = outputs(&broker);
+        if total(&actual) >= total(&expected) {
+            let ids: std::collections::HashSet<String> = internal
+                .iter()
+                .filter_map(|r| match avro::decode_internal(&r.value) {
+                    Ok(InternalRecord::Event(e)) => Some(e.event_id),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(
+                ids.len() as u64,
+                EVENTS,
+                "every source event reached the internal log"
+            );
+            break (expected, actual);
+        }
+    };
+    // A clean stop drains: final snapshot, commit, leave the group.
+    // SAFETY-free: plain kill(1) sends SIGTERM.
+    let pid = child.id().to_string();
+    Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("send SIGTERM");
+    let status = child.wait().expect("reaped");
+    assert!(status.success(), "SIGTERM drains and exits 0");
+
+    assert!(total(&expected) > 10_000, "a meaningful amount of output");
+    for (p, (want_t, want_s)) in &expected {
+        let (got_t, got_s) = actual.get(p).cloned().unwrap_or_default();
+        assert_eq!(got_t.len(), want_t.len(), "partition {p}: transition count");
+        assert_eq!(got_s.len(), want_s.len(), "partition {p}: SLA record count");
+        assert!(
+            got_t == *want_t,
+            "partition {p}: transitions differ from the replay"
+        );
+        assert!(
+            got_s == *want_s,
+            "partition {p}: SLA records differ from the replay"
+        );
+    }
+    let logs = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        logs.contains("partition assigned and recovered") && logs.contains("start=Some("),
+        "restarts recovered from snapshots\n{}",
+        tail(&log)
+    );
+}
