@@ -5,17 +5,12 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::kafka::{Record, TestBroker};
-use leadflow::codec::avro::{self, InternalRecord};
+use common::kafka::{assert_same, total, TestBroker};
 use leadflow::config::Settings;
-use leadflow::engine::PartitionState;
 use leadflow::gen::{self, GenSpec, Rng};
-use leadflow::model::records::Output;
 
 const EVENTS: u64 = 200_000;
 
@@ -40,55 +35,6 @@ fn tail(log: &std::path::Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(60)..].join("\n")
-}
-
-/// Per partition: (transitions, sla) records.
-type ByPartition = BTreeMap<i32, (Vec<Output>, Vec<Output>)>;
-
-fn replay_log(settings: &Settings, log: &[Record]) -> ByPartition {
-    let mut states: BTreeMap<i32, PartitionState> = BTreeMap::new();
-    let mut out: ByPartition = BTreeMap::new();
-    let mut buf = Vec::new();
-    for r in log {
-        let st = states
-            .entry(r.partition)
-            .or_insert_with(|| PartitionState::new(Arc::clone(&settings.rules)));
-        match avro::decode_internal(&r.value).expect("internal record") {
-            InternalRecord::Event(e) => {
-                st.apply(&e, &mut buf);
-            }
-            InternalRecord::Tick(t) => st.advance(t, &mut buf),
-        }
-        let slot = out.entry(r.partition).or_default();
-        for rec in buf.drain(..) {
-            match rec {
-                Output::Transition(_) => slot.0.push(rec),
-                Output::Sla(_) => slot.1.push(rec),
-            }
-        }
-    }
-    out
-}
-
-fn outputs(broker: &TestBroker) -> ByPartition {
-    let mut out: ByPartition = BTreeMap::new();
-    for r in broker.read_all(&broker.topics.transitions) {
-        out.entry(r.partition)
-            .or_default()
-            .0
-            .push(avro::decode_output(true, &r.value).expect("transition"));
-    }
-    for r in broker.read_all(&broker.topics.sla) {
-        out.entry(r.partition)
-            .or_default()
-            .1
-            .push(avro::decode_output(false, &r.value).expect("sla"));
-    }
-    out
-}
-
-fn total(b: &ByPartition) -> usize {
-    b.values().map(|(t, s)| t.len() + s.len()).sum()
 }
 
 #[test]
@@ -149,38 +95,8 @@ fn kill_nine_five_times_loses_and_duplicates_nothing() {
     // The last run goes to the end: every source event is in the internal log, and the
     // outputs equal the replay of that log.
     let mut child = spawn(&config, &log);
-    let deadline = Instant::now() + Duration::from_secs(400);
-    let (expected, actual) = loop {
-        assert!(
-            Instant::now() < deadline,
-            "the pipeline did not converge\n{}",
-            tail(&log)
-        );
-        std::thread::sleep(Duration::from_secs(3));
-        if broker.count(&broker.topics.internal) < EVENTS as i64 {
-            continue;
-        }
-        let internal = broker.read_all(&broker.topics.internal);
-        let expected = replay_log(&settings, &internal);
-        let actual = outputs(&broker);
-        if total(&actual) >= total(&expected) {
-            let ids: std::collections::HashSet<String> = internal
-                .iter()
-                .filter_map(|r| match avro::decode_internal(&r.value) {
-                    Ok(InternalRecord::Event(e)) => Some(e.event_id),
-                    _ => None,
-                })
-                .collect();
-            assert_eq!(
-                ids.len() as u64,
-                EVENTS,
-                "every source event reached the internal log"
-            );
-            break (expected, actual);
-        }
-    };
+    let (expected, actual) = broker.converge(&settings, EVENTS as usize, Duration::from_secs(400));
     // A clean stop drains: final snapshot, commit, leave the group.
-    // SAFETY-free: plain kill(1) sends SIGTERM.
     let pid = child.id().to_string();
     Command::new("kill")
         .args(["-TERM", &pid])
@@ -190,19 +106,7 @@ fn kill_nine_five_times_loses_and_duplicates_nothing() {
     assert!(status.success(), "SIGTERM drains and exits 0");
 
     assert!(total(&expected) > 10_000, "a meaningful amount of output");
-    for (p, (want_t, want_s)) in &expected {
-        let (got_t, got_s) = actual.get(p).cloned().unwrap_or_default();
-        assert_eq!(got_t.len(), want_t.len(), "partition {p}: transition count");
-        assert_eq!(got_s.len(), want_s.len(), "partition {p}: SLA record count");
-        assert!(
-            got_t == *want_t,
-            "partition {p}: transitions differ from the replay"
-        );
-        assert!(
-            got_s == *want_s,
-            "partition {p}: SLA records differ from the replay"
-        );
-    }
+    assert_same(&expected, &actual);
     let logs = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(
         logs.contains("partition assigned and recovered") && logs.contains("start=Some("),

@@ -3,56 +3,14 @@
 
 mod common;
 
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
-use std::thread;
 use std::time::Duration;
 
-use common::kafka::{send, wait_until, TestBroker};
+use common::kafka::{assert_same, send, total, wait_until, Running, TestBroker};
 use leadflow::codec::avro;
 use leadflow::config::Settings;
+use leadflow::gen::{self, GenSpec};
 use leadflow::model::records::Output;
-use leadflow::service::{self, ServiceStats};
 use serde_json::Value;
-
-/// Runs the service in a thread until the returned guard is stopped.
-struct Running {
-    stop: Arc<AtomicBool>,
-    handle: Option<thread::JoinHandle<anyhow::Result<()>>>,
-    stats: ServiceStats,
-}
-
-impl Running {
-    fn start(config: &str) -> Running {
-        let settings = Settings::from_toml(config).unwrap_or_else(|e| panic!("config: {e}"));
-        let stop = Arc::new(AtomicBool::new(false));
-        let stats = ServiceStats::default();
-        let (s2, st2) = (Arc::clone(&stop), stats.clone());
-        let handle = thread::spawn(move || service::run(&settings, s2, st2));
-        Running {
-            stop,
-            handle: Some(handle),
-            stats,
-        }
-    }
-
-    fn stop(mut self) -> anyhow::Result<()> {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.handle
-            .take()
-            .map(|h| h.join().expect("service thread"))
-            .unwrap_or(Ok(()))
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
-}
 
 fn expected_by_kind() -> (Vec<Value>, Vec<Value>) {
     let text =
@@ -161,4 +119,121 @@ fn conformance_example_through_kafka_and_every_invalid_class_in_the_dlq() {
         assert_eq!(r.headers["lf-source-partition"], "0");
         assert!(r.headers["lf-source-offset"].parse::<i64>().is_ok());
     }
+}
+
+fn generated(events: u64, leads: u64) -> Vec<leadflow::model::event::Event> {
+    // Aug 2026: in the past, so ticks fire every pending timer once and then stop.
+    gen::generate(&GenSpec {
+        seed: 3,
+        leads,
+        events,
+        start_ms: 1_785_542_400_000,
+        span_ms: 20 * 86_400_000,
+    })
+}
+
+#[test]
+fn two_instances_split_partitions_and_together_give_the_replay_of_the_log() {
+    let broker = TestBroker::start("two", 4);
+    let snaps = tempfile::tempdir().expect("tempdir");
+    // Both instances share the snapshot directory, as a shared volume would in production.
+    let config = broker.config(snaps.path(), "[run]\ntick_interval = \"200ms\"\n");
+    let settings = Settings::from_toml(&config).expect("config");
+    let events = generated(20_000, 3_000);
+    let a = Running::start(&config);
+    let b = Running::start(&config);
+    leadflow::kafka::produce_events(&settings.service, &events).expect("produce");
+    let (expected, actual) = broker.converge(&settings, events.len(), Duration::from_secs(180));
+    use std::sync::atomic::Ordering::Relaxed;
+    let (ra, rb) = (
+        a.stats.state.records_in.load(Relaxed),
+        b.stats.state.records_in.load(Relaxed),
+    );
+    a.stop().expect("a stops cleanly");
+    b.stop().expect("b stops cleanly");
+    assert!(
+        ra > 0 && rb > 0,
+        "both instances folded partitions ({ra} and {rb} records)"
+    );
+    assert!(total(&expected) > 1_000);
+    assert_same(&expected, &actual);
+}
+
+#[test]
+fn a_rebalance_mid_stream_loses_and_duplicates_nothing() {
+    let broker = TestBroker::start("rebalance", 4);
+    let snaps = tempfile::tempdir().expect("tempdir");
+    let config = broker.config(snaps.path(), "[run]\ntick_interval = \"200ms\"\n");
+    let settings = Settings::from_toml(&config).expect("config");
+    let events = generated(40_000, 5_000);
+    leadflow::kafka::produce_events(&settings.service, &events).expect("produce");
+    let a = Running::start(&config);
+    let outputs = || broker.count(&broker.topics.transitions) + broker.count(&broker.topics.sla);
+    wait_until(Duration::from_secs(60), "first outputs", || outputs() > 500);
+    // A second instance joins mid-stream (partitions move from a to b)...
+    let b = Running::start(&config);
+    let at_join = outputs();
+    wait_until(Duration::from_secs(60), "progress after the join", || {
+        outputs() > at_join + 500
+    });
+    // ...then the first leaves mid-stream (its partitions move to b).
+    a.stop().expect("a leaves cleanly");
+    let (expected, actual) = broker.converge(&settings, events.len(), Duration::from_secs(180));
+    b.stop().expect("b stops cleanly");
+    assert!(
+        total(&expected) > at_join as usize,
+        "output continued after the rebalances"
+    );
+    assert_same(&expected, &actual);
+}
+
+#[test]
+fn startup_checks_name_the_problem() {
+    let snaps = tempfile::tempdir().expect("tempdir");
+    let example =
+        std::fs::read_to_string(common::examples_dir().join("config.toml")).expect("config");
+
+    // Nothing listens on port 1 of loopback.
+    let cfg = format!("{example}\n[kafka]\nbrokers = \"127.0.0.1:1\"\nconnect_timeout = \"2s\"\n");
+    let settings = Settings::from_toml(&cfg).expect("config");
+    let err = leadflow::kafka::admin::check(&settings.service).expect_err("unreachable");
+    assert!(
+        err.to_string()
+            .contains("cannot reach the Kafka brokers at 127.0.0.1:1"),
+        "{err}"
+    );
+
+    let broker = TestBroker::start("checks", 3);
+    let missing = broker.config(snaps.path(), "").replace(
+        &format!("dlq = \"{}\"", broker.topics.dlq),
+        "dlq = \"no.such.topic\"",
+    );
+    let settings = Settings::from_toml(&missing).expect("config");
+    let err = leadflow::kafka::admin::check(&settings.service).expect_err("missing topic");
+    assert!(
+        err.to_string()
+            .contains("missing Kafka topics: no.such.topic"),
+        "{err}"
+    );
+
+    let narrow = format!("{}.narrow", broker.prefix);
+    create_topic(&broker, &narrow, 2);
+    let mismatched = broker.config(snaps.path(), "").replace(
+        &format!("sla = \"{}\"", broker.topics.sla),
+        &format!("sla = \"{narrow}\""),
+    );
+    let settings = Settings::from_toml(&mismatched).expect("config");
+    let err = leadflow::kafka::admin::check(&settings.service).expect_err("partition mismatch");
+    assert!(
+        err.to_string()
+            .contains("has 2 partitions but the internal topic"),
+        "{err}"
+    );
+    let ok = Settings::from_toml(&broker.config(snaps.path(), "")).expect("config");
+    let layout = leadflow::kafka::admin::check(&ok.service).expect("a correct layout passes");
+    assert_eq!(layout.internal_partitions, 3);
+}
+
+fn create_topic(broker: &TestBroker, name: &str, partitions: i32) {
+    broker.create_topic(name, partitions);
 }

@@ -92,9 +92,11 @@ pub fn run(
             tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))
                 .context("building the commit list")?;
         }
-        consumer
-            .commit(&tpl, CommitMode::Sync)
-            .context("committing source offsets")?;
+        // A failed commit (e.g. during a rebalance) is not fatal: whoever owns the partition
+        // next re-reads from the last commit, and the per-lead id check drops the repeats.
+        if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+            tracing::warn!(error = %e, "committing source offsets failed; they will be re-read");
+        }
     }
     tracing::info!("ingest stopped");
     Ok(())

@@ -86,6 +86,25 @@ impl TestBroker {
         }
     }
 
+    /// Creates one more topic on this broker.
+    pub fn create_topic(&self, name: &str, partitions: i32) {
+        match &self._mock {
+            Some(mock) => mock.create_topic(name, partitions).expect("create topic"),
+            None => {
+                let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+                    .set("bootstrap.servers", &self.bootstrap)
+                    .create()
+                    .expect("admin client");
+                let new = [NewTopic::new(name, partitions, TopicReplication::Fixed(1))];
+                for r in futures_executor::block_on(admin.create_topics(&new, &AdminOptions::new()))
+                    .expect("create topic")
+                {
+                    r.expect("topic created");
+                }
+            }
+        }
+    }
+
     /// A service config: the example scoring plus this broker, topics, groups and `extra`.
     pub fn config(&self, snapshot_dir: &Path, extra: &str) -> String {
         let example = std::fs::read_to_string(super::examples_dir().join("config.toml"))
@@ -253,5 +272,171 @@ pub fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
             "timed out after {limit:?} waiting for {what}"
         );
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+// ---- running the service and checking its output against a replay of the log ----
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use leadflow::codec::avro::{self, InternalRecord};
+use leadflow::config::Settings;
+use leadflow::engine::PartitionState;
+use leadflow::model::records::Output;
+use leadflow::service::{self, ServiceStats};
+
+/// The service running in a thread of the test process.
+pub struct Running {
+    stop: Arc<AtomicBool>,
+    handle: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
+    pub stats: ServiceStats,
+}
+
+impl Running {
+    pub fn start(config: &str) -> Running {
+        let settings = Settings::from_toml(config).unwrap_or_else(|e| panic!("config: {e}"));
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats = ServiceStats::default();
+        let (s2, st2) = (Arc::clone(&stop), stats.clone());
+        let handle = std::thread::spawn(move || service::run(&settings, s2, st2));
+        Running {
+            stop,
+            handle: Some(handle),
+            stats,
+        }
+    }
+
+    /// Stops (drain: final snapshot, commit, leave the groups) and returns the outcome.
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle
+            .take()
+            .map(|h| h.join().expect("service thread"))
+            .unwrap_or(Ok(()))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Per partition: (transitions, sla) records.
+pub type ByPartition = BTreeMap<i32, (Vec<Output>, Vec<Output>)>;
+
+/// What `leadflow replay` of the internal log gives, partition by partition.
+pub fn replay_log(settings: &Settings, log: &[Record]) -> ByPartition {
+    let mut states: BTreeMap<i32, PartitionState> = BTreeMap::new();
+    let mut out: ByPartition = BTreeMap::new();
+    let mut buf = Vec::new();
+    for r in log {
+        let st = states
+            .entry(r.partition)
+            .or_insert_with(|| PartitionState::new(Arc::clone(&settings.rules)));
+        match avro::decode_internal(&r.value).expect("internal record") {
+            InternalRecord::Event(e) => {
+                st.apply(&e, &mut buf);
+            }
+            InternalRecord::Tick(t) => st.advance(t, &mut buf),
+        }
+        let slot = out.entry(r.partition).or_default();
+        for rec in buf.drain(..) {
+            match rec {
+                Output::Transition(_) => slot.0.push(rec),
+                Output::Sla(_) => slot.1.push(rec),
+            }
+        }
+    }
+    out
+}
+
+impl TestBroker {
+    /// The output topics, decoded, partition by partition.
+    pub fn outputs(&self) -> ByPartition {
+        let mut out: ByPartition = BTreeMap::new();
+        for r in self.read_all(&self.topics.transitions) {
+            out.entry(r.partition)
+                .or_default()
+                .0
+                .push(avro::decode_output(true, &r.value).expect("transition"));
+        }
+        for r in self.read_all(&self.topics.sla) {
+            out.entry(r.partition)
+                .or_default()
+                .1
+                .push(avro::decode_output(false, &r.value).expect("sla"));
+        }
+        out
+    }
+
+    /// Event ids in the internal log.
+    pub fn internal_event_ids(&self, log: &[Record]) -> std::collections::HashSet<String> {
+        log.iter()
+            .filter_map(|r| match avro::decode_internal(&r.value) {
+                Ok(InternalRecord::Event(e)) => Some(e.event_id),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Waits until all `events` ids are in the internal log and the outputs have caught up
+    /// with its replay; returns (replay, outputs).
+    pub fn converge(
+        &self,
+        settings: &Settings,
+        events: usize,
+        limit: Duration,
+    ) -> (ByPartition, ByPartition) {
+        let deadline = Instant::now() + limit;
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "the pipeline did not converge within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_secs(1));
+            if self.count(&self.topics.internal) < events as i64 {
+                continue;
+            }
+            let internal = self.read_all(&self.topics.internal);
+            if self.internal_event_ids(&internal).len() < events {
+                continue;
+            }
+            let expected = replay_log(settings, &internal);
+            let actual = self.outputs();
+            if total(&actual) >= total(&expected) {
+                return (expected, actual);
+            }
+        }
+    }
+}
+
+pub fn total(b: &ByPartition) -> usize {
+    b.values().map(|(t, s)| t.len() + s.len()).sum()
+}
+
+/// Asserts that the outputs equal the replay, partition by partition, in order.
+pub fn assert_same(expected: &ByPartition, actual: &ByPartition) {
+    assert_eq!(
+        expected.keys().collect::<Vec<_>>(),
+        actual.keys().collect::<Vec<_>>(),
+        "partitions with output"
+    );
+    for (p, (want_t, want_s)) in expected {
+        let (got_t, got_s) = actual.get(p).cloned().unwrap_or_default();
+        assert_eq!(got_t.len(), want_t.len(), "partition {p}: transition count");
+        assert_eq!(got_s.len(), want_s.len(), "partition {p}: SLA record count");
+        assert!(
+            got_t == *want_t,
+            "partition {p}: transitions differ from the replay"
+        );
+        assert!(
+            got_s == *want_s,
+            "partition {p}: SLA records differ from the replay"
+        );
     }
 }
