@@ -5,6 +5,7 @@
 
 pub mod codec;
 pub mod config;
+pub mod demo;
 pub mod engine;
 pub mod gen;
 pub mod kafka;

@@ -73,6 +73,21 @@ enum Command {
         #[arg(long, conflicts_with = "output")]
         kafka_config: Option<PathBuf>,
     },
+    /// The whole pipeline on a local broker with generated traffic; prints alerts as they happen.
+    Demo {
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value_t = 300)]
+        leads: u64,
+        /// Event time per wall time (3600: an hour of lead activity per second).
+        #[arg(long, default_value_t = 3600)]
+        speed: u64,
+        /// Stop after this long, e.g. 60s (default: run until Ctrl-C).
+        #[arg(long)]
+        duration: Option<humantime::Duration>,
+        #[arg(long, default_value_t = 3)]
+        partitions: i32,
+    },
     /// Start a local Kafka-protocol broker (librdkafka's mock cluster) with leadflow's topics.
     DevBroker {
         /// Config whose [topics] to create (defaults when omitted).
@@ -100,6 +115,19 @@ fn main() -> ExitCode {
             print!("{}: ok\n{}", config.display(), s.summary());
         }),
         Command::Run { config } => cmd_run(config),
+        Command::Demo {
+            seed,
+            leads,
+            speed,
+            duration,
+            partitions,
+        } => cmd_demo(leadflow::demo::DemoOptions {
+            seed,
+            leads,
+            speed,
+            duration: duration.map(Into::into),
+            partitions: partitions.max(1),
+        }),
         Command::Gen {
             seed,
             leads,
@@ -205,9 +233,9 @@ fn cmd_replay(
     Ok(())
 }
 
-fn init_logs() {
+fn init_logs(default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LEADFLOW_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(io::stderr().is_terminal())
@@ -227,7 +255,7 @@ fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
 
 fn cmd_run(config: PathBuf) -> anyhow::Result<()> {
     let settings = load_settings(&config)?;
-    init_logs();
+    init_logs("info");
     let stop = stop_flag()?;
     leadflow::service::run(&settings, stop, leadflow::service::ServiceStats::default())
 }
@@ -241,7 +269,7 @@ fn cmd_dev_broker(
         Some(p) => load_settings(p)?,
         None => Settings::from_toml("[funnel]\nmql_threshold = 100\n")?,
     };
-    init_logs();
+    init_logs("info");
     let stop = stop_flag()?;
     let broker = DevBroker::start(&settings.service.topics, partitions.max(1), port)?;
     println!("{}", broker.bootstrap());
@@ -281,4 +309,11 @@ fn cmd_gen(
     }
     writer.flush()?;
     Ok(())
+}
+
+fn cmd_demo(opts: leadflow::demo::DemoOptions) -> anyhow::Result<()> {
+    // The feed is the demo's output; service logs only when something is wrong.
+    init_logs("warn");
+    let stop = stop_flag()?;
+    leadflow::demo::run(&opts, stop)
 }
