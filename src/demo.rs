@@ -33,6 +33,8 @@ pub struct DemoOptions {
     /// Stop after this long (None: until Ctrl-C or the traffic ends).
     pub duration: Option<Duration>,
     pub partitions: i32,
+    /// Where to serve /metrics (None: not served).
+    pub http: Option<std::net::SocketAddr>,
 }
 
 pub fn run(opts: &DemoOptions, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
@@ -51,9 +53,13 @@ pub fn run(opts: &DemoOptions, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         opts.leads,
         opts.speed
     );
+    let stats = ServiceStats::default();
+    if let Some(addr) = opts.http {
+        let bound = crate::http::serve(addr, stats.clone(), Arc::clone(&stop))?;
+        println!("metrics: http://{bound}/metrics");
+    }
     println!("Scoring, funnel and SLAs: examples/config.toml. Ctrl-C stops.\n");
 
-    let stats = ServiceStats::default();
     let pipeline = {
         let (settings, stop, stats) = (settings.clone(), Arc::clone(&stop), stats.clone());
         thread::Builder::new()

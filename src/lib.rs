@@ -8,6 +8,7 @@ pub mod config;
 pub mod demo;
 pub mod engine;
 pub mod gen;
+pub mod http;
 pub mod kafka;
 pub mod model;
 pub mod partition;

@@ -87,6 +87,9 @@ enum Command {
         duration: Option<humantime::Duration>,
         #[arg(long, default_value_t = 3)]
         partitions: i32,
+        /// Serve /metrics here ("" to not serve).
+        #[arg(long, default_value = "127.0.0.1:9464")]
+        http: String,
     },
     /// Start a local Kafka-protocol broker (librdkafka's mock cluster) with leadflow's topics.
     DevBroker {
@@ -121,13 +124,24 @@ fn main() -> ExitCode {
             speed,
             duration,
             partitions,
-        } => cmd_demo(leadflow::demo::DemoOptions {
-            seed,
-            leads,
-            speed,
-            duration: duration.map(Into::into),
-            partitions: partitions.max(1),
-        }),
+            http,
+        } => (|| {
+            let http = match http.as_str() {
+                "" => None,
+                a => Some(
+                    a.parse()
+                        .with_context(|| format!("--http {a}: expected IP:PORT"))?,
+                ),
+            };
+            cmd_demo(leadflow::demo::DemoOptions {
+                seed,
+                leads,
+                speed,
+                duration: duration.map(Into::into),
+                partitions: partitions.max(1),
+                http,
+            })
+        })(),
         Command::Gen {
             seed,
             leads,
@@ -257,7 +271,12 @@ fn cmd_run(config: PathBuf) -> anyhow::Result<()> {
     let settings = load_settings(&config)?;
     init_logs("info");
     let stop = stop_flag()?;
-    leadflow::service::run(&settings, stop, leadflow::service::ServiceStats::default())
+    let stats = leadflow::service::ServiceStats::default();
+    if let Some(addr) = settings.service.http_listen {
+        let bound = leadflow::http::serve(addr, stats.clone(), Arc::clone(&stop))?;
+        tracing::info!(%bound, "serving /metrics and /health/live");
+    }
+    leadflow::service::run(&settings, stop, stats)
 }
 
 fn cmd_dev_broker(

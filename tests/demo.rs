@@ -1,11 +1,31 @@
 //! `leadflow demo` as a newcomer runs it: an in-process broker, generated traffic, the
-//! pipeline, and a readable feed of transitions and SLA alerts on stdout.
+//! pipeline, a readable feed of transitions and SLA alerts on stdout, and /metrics served.
 
-use std::process::Command;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+fn get(addr: &str, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).expect("connect to the demo's HTTP server");
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("request");
+    let mut body = String::new();
+    s.read_to_string(&mut body).expect("response");
+    body
+}
+
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+}
 
 #[test]
-fn demo_prints_transitions_and_sla_alerts_and_exits_cleanly() {
-    let out = Command::new(env!("CARGO_BIN_EXE_leadflow"))
+fn demo_prints_alerts_serves_metrics_and_exits_cleanly() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_leadflow"))
         .args([
             "demo",
             "--duration",
@@ -15,11 +35,63 @@ fn demo_prints_transitions_and_sla_alerts_and_exits_cleanly() {
             "--leads",
             "200",
         ])
-        .output()
-        .expect("the demo runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "demo failed:\n{stderr}");
+        .args(["--http", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the demo starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut lines = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let addr = loop {
+        assert!(
+            Instant::now() < deadline,
+            "no metrics address printed: {lines:?}"
+        );
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
+            let found = l
+                .strip_prefix("metrics: http://")
+                .and_then(|rest| rest.strip_suffix("/metrics"))
+                .map(str::to_string);
+            lines.push(l);
+            if let Some(a) = found {
+                break a;
+            }
+        }
+    };
+    assert!(get(&addr, "/health/live").contains("ok"));
+    // Counters move while traffic flows.
+    let wait_for = |name: &str, above: u64| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let text = get(&addr, "/metrics");
+            let v = metric(&text, name);
+            if v > above {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "{name} stayed at {v}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let first = wait_for("leadflow_ingest_records_total", 0);
+    wait_for("leadflow_ingest_records_total", first);
+    wait_for("leadflow_state_outputs_total", 0);
+
+    let status = child.wait().expect("demo exits");
+    let _ = reader.join();
+    lines.extend(rx.try_iter());
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut stderr);
+    }
+    assert!(status.success(), "demo failed:\n{stderr}");
+    let feed = lines.join("\n");
     for needle in [
         " MQL ",
         " SAL ",
@@ -28,15 +100,12 @@ fn demo_prints_transitions_and_sla_alerts_and_exits_cleanly() {
         "BREACH",
         "met on time",
     ] {
-        assert!(
-            stdout.contains(needle),
-            "no {needle:?} in the feed:\n{stdout}"
-        );
+        assert!(feed.contains(needle), "no {needle:?} in the feed:\n{feed}");
     }
-    let summary = stdout
-        .lines()
-        .find(|l| l.starts_with("demo: "))
-        .unwrap_or_else(|| panic!("no summary line:\n{stdout}"));
-    assert!(summary.contains("events produced"), "{summary}");
+    assert!(
+        feed.lines()
+            .any(|l| l.starts_with("demo: ") && l.contains("events produced")),
+        "{feed}"
+    );
     assert!(!stderr.contains("ERROR"), "errors logged:\n{stderr}");
 }

@@ -101,6 +101,8 @@ struct RawConfig {
     snapshots: service::RawSnapshots,
     #[serde(default)]
     run: service::RawRun,
+    #[serde(default)]
+    http: service::RawHttp,
 }
 
 #[derive(Deserialize, Default)]
@@ -690,7 +692,14 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         None => 30_000,
     };
 
-    let service = service::validate(raw.kafka, raw.topics, raw.formats, raw.snapshots, raw.run)?;
+    let service = service::validate(
+        raw.kafka,
+        raw.topics,
+        raw.formats,
+        raw.snapshots,
+        raw.run,
+        raw.http,
+    )?;
     let rules = Ruleset::new(engagement, decay, fit, grades, funnel, sla);
     Ok(Settings {
         rules: Arc::new(rules),

@@ -53,6 +53,12 @@ pub(super) struct RawSnapshots {
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
+pub(super) struct RawHttp {
+    listen: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 pub(super) struct RawRun {
     drain_timeout: Option<String>,
     tick_interval: Option<String>,
@@ -128,6 +134,8 @@ pub struct Service {
     /// 0 disables ticks.
     pub tick_interval_ms: i64,
     pub batch_size: u32,
+    /// Address of the metrics and health endpoints; `None` disables them.
+    pub http_listen: Option<std::net::SocketAddr>,
 }
 
 fn input_format(key: &str, v: Option<&str>) -> Result<InputFormat, ConfigError> {
@@ -170,7 +178,18 @@ pub(super) fn validate(
     formats: RawFormats,
     snapshots: RawSnapshots,
     run: RawRun,
+    http: RawHttp,
 ) -> Result<Service, ConfigError> {
+    let http_listen = match http.listen.as_deref().unwrap_or("127.0.0.1:9464") {
+        "" => None,
+        addr => Some(addr.parse().map_err(|_| {
+            invalid(
+                "http.listen",
+                addr,
+                "an IP address and port such as 127.0.0.1:9464 or 0.0.0.0:9464, or \"\" to disable",
+            )
+        })?),
+    };
     let topics = Topics {
         web: topic("topics.web", topics.web, "leads.web")?,
         email: topic("topics.email", topics.email, "leads.email")?,
@@ -243,5 +262,6 @@ pub(super) fn validate(
             run.tick_interval.as_deref().unwrap_or("1s"),
         )?,
         batch_size,
+        http_listen,
     })
 }
