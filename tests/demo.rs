@@ -109,3 +109,48 @@ fn demo_prints_alerts_serves_metrics_and_exits_cleanly() {
     );
     assert!(!stderr.contains("ERROR"), "errors logged:\n{stderr}");
 }
+
+#[test]
+fn dev_broker_serves_leadflow_topics_on_the_printed_address() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_leadflow"))
+        .args(["dev-broker", "--port", "0", "--partitions", "4"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("dev-broker starts");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut first)
+        .expect("the bootstrap address is printed");
+    let bootstrap = first.trim().to_string();
+    assert!(bootstrap.starts_with("127.0.0.1:"), "{bootstrap}");
+    let client: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .expect("client");
+    let md = client
+        .fetch_metadata(None, Duration::from_secs(10))
+        .expect("metadata through the printed address");
+    for topic in [
+        "leads.web",
+        "leads.email",
+        "leads.crm",
+        "leadflow.events",
+        "leads.transitions",
+        "leads.sla",
+        "leads.dlq",
+    ] {
+        let t = md
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .unwrap_or_else(|| panic!("{topic} missing"));
+        assert_eq!(t.partitions().len(), 4, "{topic}");
+    }
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("SIGTERM");
+    assert!(child.wait().expect("exits").success());
+}
