@@ -151,17 +151,28 @@ fn journey(rng: &mut Rng, span_ms: i64) -> Vec<Step> {
                 vec![("kind", "call".to_string())],
             ));
             if rng.chance(50) {
-                steps.push((at(rng, unit * 5), "crm", "opportunity_created", vec![]));
-                let end = if rng.chance(40) {
-                    "opportunity_won"
-                } else {
-                    "opportunity_lost"
-                };
-                steps.push((at(rng, unit * 10), "crm", end, vec![]));
+                opportunity(rng, &mut steps, &mut at, (unit * 5, unit * 10), 40);
             }
         }
     }
     steps
+}
+
+/// An opportunity is created after `gaps.0`, then won (`win_percent`) or lost after `gaps.1`.
+fn opportunity(
+    rng: &mut Rng,
+    steps: &mut Vec<Step>,
+    at: &mut impl FnMut(&mut Rng, i64) -> i64,
+    gaps: (i64, i64),
+    win_percent: u64,
+) {
+    steps.push((at(rng, gaps.0), "crm", "opportunity_created", vec![]));
+    let end = if rng.chance(win_percent) {
+        "opportunity_won"
+    } else {
+        "opportunity_lost"
+    };
+    steps.push((at(rng, gaps.1), "crm", end, vec![]));
 }
 
 /// Sales reacting to a qualified lead: accept (sometimes slowly), call, or reject.
@@ -191,13 +202,7 @@ fn sales(rng: &mut Rng, steps: &mut Vec<Step>, t: &mut i64, unit: i64) {
                 ));
             }
             if rng.chance(40) {
-                steps.push((at(rng, unit * 8), "crm", "opportunity_created", vec![]));
-                let end = if rng.chance(50) {
-                    "opportunity_won"
-                } else {
-                    "opportunity_lost"
-                };
-                steps.push((at(rng, unit * 15), "crm", end, vec![]));
+                opportunity(rng, steps, &mut at, (unit * 8, unit * 15), 50);
             }
         }
         6..=7 => steps.push((

@@ -237,3 +237,76 @@ fn startup_checks_name_the_problem() {
 fn create_topic(broker: &TestBroker, name: &str, partitions: i32) {
     broker.create_topic(name, partitions);
 }
+
+#[test]
+fn confluent_avro_inputs_and_json_outputs() {
+    let broker = TestBroker::start("formats", 2);
+    let snaps = tempfile::tempdir().expect("tempdir");
+    let config = broker.config(
+        snaps.path(),
+        "[formats]\nweb = \"avro-confluent\"\nemail = \"avro-confluent\"\ncrm = \"avro-confluent\"\noutput = \"json\"\n[run]\ntick_interval = \"200ms\"\n",
+    );
+    let settings = Settings::from_toml(&config).expect("config");
+    let events = generated(3_000, 400);
+    let running = Running::start(&config);
+    leadflow::kafka::produce_events(&settings.service, &events).expect("produce");
+    // A plain (unframed) datum on a Confluent topic is refused by its magic byte.
+    let plain = avro::encode_input(&events[0], avro::Framing::Plain, 0).expect("encode");
+    send(&broker.producer(), &broker.topics.web, None, &plain);
+    wait_until(
+        Duration::from_secs(30),
+        "the unframed datum in the DLQ",
+        || broker.count(&broker.topics.dlq) == 1,
+    );
+    let internal_done = || broker.count(&broker.topics.internal) >= events.len() as i64;
+    wait_until(
+        Duration::from_secs(60),
+        "all events forwarded",
+        internal_done,
+    );
+    // Outputs are JSON here; compare them with the replay of the log, as JSON.
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let before = broker.count(&broker.topics.internal);
+        let internal = broker.read_all(&broker.topics.internal);
+        let expected = common::kafka::replay_log(&settings, &internal);
+        let mut want: Vec<(i32, String, Value)> = Vec::new();
+        for (p, (t, s)) in &expected {
+            want.extend(t.iter().map(|r| (*p, "t".to_string(), to_json(r))));
+            want.extend(s.iter().map(|r| (*p, "s".to_string(), to_json(r))));
+        }
+        let mut got: Vec<(i32, String, Value)> = Vec::new();
+        for (topic, tag) in [(&broker.topics.transitions, "t"), (&broker.topics.sla, "s")] {
+            for r in broker.read_all(topic) {
+                let v: Value = serde_json::from_slice(&r.value).expect("JSON output record");
+                got.push((r.partition, tag.to_string(), v));
+            }
+        }
+        want.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        got.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        let stable = broker.count(&broker.topics.internal) == before;
+        if stable && got.len() == want.len() {
+            assert!(want.len() > 100);
+            assert_eq!(
+                got, want,
+                "JSON outputs equal the replay, per partition and topic, in order"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no convergence: {} of {}",
+            got.len(),
+            want.len()
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let dlq = broker.read_all(&broker.topics.dlq);
+    assert_eq!(dlq[0].headers["lf-error-code"], "undecodable");
+    assert!(
+        dlq[0].headers["lf-error"].contains("magic byte"),
+        "{:?}",
+        dlq[0].headers
+    );
+    running.stop().expect("clean stop");
+}
