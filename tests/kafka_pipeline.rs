@@ -310,3 +310,78 @@ fn confluent_avro_inputs_and_json_outputs() {
     );
     running.stop().expect("clean stop");
 }
+
+#[test]
+fn producer_errors_are_retried_or_surfaced_never_dropped() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let broker = TestBroker::start("producer-errors", 2);
+    let Some(mock) = broker.mock() else {
+        eprintln!("skipped: injecting produce errors needs the mock cluster");
+        return;
+    };
+    let snaps = tempfile::tempdir().expect("tempdir");
+    let config = broker.config(
+        snaps.path(),
+        "[run]\ntick_interval = \"200ms\"\ndrain_timeout = \"5s\"\n",
+    );
+    let settings = Settings::from_toml(&config).expect("config");
+    let events = generated(4_000, 500);
+    leadflow::kafka::produce_events(&settings.service, &events).expect("produce");
+
+    // Retriable errors: the idempotent producers retry; nothing is lost or repeated.
+    mock.cluster().request_errors(
+        RDKafkaApiKey::Produce,
+        &[
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__TRANSPORT,
+        ],
+    );
+    let running = Running::start(&config);
+    let half = events.len() / 2;
+    let (expected, actual) = broker.converge(&settings, events.len(), Duration::from_secs(120));
+    running.stop().expect("clean stop after retried errors");
+    assert!(total(&expected) > 100);
+    assert_same(&expected, &actual);
+
+    // A permanent error is surfaced: the service stops with an error instead of going on.
+    let more = gen::generate(&GenSpec {
+        seed: 99,
+        leads: 300,
+        events: half as u64,
+        start_ms: 1_787_000_000_000,
+        span_ms: 86_400_000,
+    });
+    leadflow::kafka::produce_events(&settings.service, &more).expect("produce more");
+    mock.cluster().request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 64],
+    );
+    let failing = Running::start(&config);
+    wait_until(
+        Duration::from_secs(60),
+        "the service to stop on its own",
+        || failing.finished(),
+    );
+    let err = failing
+        .stop()
+        .expect_err("a permanent produce error fails the service");
+    // Named whether it surfaces on send or on the acknowledgement wait.
+    let text = format!("{err:#}");
+    assert!(
+        text.contains("TopicAuthorization") || text.contains("could not be delivered"),
+        "{text}"
+    );
+
+    // Once the cause is gone, a restart delivers everything exactly once.
+    mock.cluster().clear_request_errors(RDKafkaApiKey::Produce);
+    let running = Running::start(&config);
+    let (expected, actual) = broker.converge(
+        &settings,
+        events.len() + more.len(),
+        Duration::from_secs(120),
+    );
+    running.stop().expect("clean stop");
+    assert_same(&expected, &actual);
+}

@@ -39,6 +39,11 @@ impl DevBroker {
         &self.bootstrap
     }
 
+    /// The mock cluster itself, e.g. to inject request errors in tests.
+    pub fn cluster(&self) -> &MockCluster<'static, DefaultProducerContext> {
+        &self.cluster
+    }
+
     /// Creates one more topic (tests).
     pub fn create_topic(&self, name: &str, partitions: i32) -> anyhow::Result<()> {
         self.cluster

@@ -86,6 +86,11 @@ impl TestBroker {
         }
     }
 
+    /// The in-process mock, when the tests are not running against an external broker.
+    pub fn mock(&self) -> Option<&DevBroker> {
+        self._mock.as_ref()
+    }
+
     /// Creates one more topic on this broker.
     pub fn create_topic(&self, name: &str, partitions: i32) {
         match &self._mock {
@@ -305,6 +310,11 @@ impl Running {
             handle: Some(handle),
             stats,
         }
+    }
+
+    /// Whether the service ended on its own (a stage failed).
+    pub fn finished(&self) -> bool {
+        self.handle.as_ref().is_none_or(|h| h.is_finished())
     }
 
     /// Stops (drain: final snapshot, commit, leave the groups) and returns the outcome.
