@@ -149,6 +149,10 @@ fn two_instances_split_partitions_and_together_give_the_replay_of_the_log() {
         a.stats.state.records_in.load(Relaxed),
         b.stats.state.records_in.load(Relaxed),
     );
+    // The events are in the past: once caught up, wall-clock ticks fire the pending timers.
+    let ticks =
+        a.stats.state.ticks_appended.load(Relaxed) + b.stats.state.ticks_appended.load(Relaxed);
+    assert!(ticks > 0, "caught-up partitions got ticks");
     a.stop().expect("a stops cleanly");
     b.stop().expect("b stops cleanly");
     assert!(
