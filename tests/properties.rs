@@ -88,6 +88,10 @@ proptest! {
         let ea = a.lead("lead").expect("lead").engagement.at_time(latest, &decay);
         let eb = b.lead("lead").expect("lead").engagement.at_time(latest, &decay);
         prop_assert!((ea - eb).abs() <= 1e-9 * ea.abs().max(1.0), "{ea} vs {eb}");
+        // Without a clamp the per-rule breakdown adds up to the score.
+        let x = a.explain("lead", Some(latest)).expect("explained");
+        let sum: f64 = x.engagement_rules.iter().map(|r| r.points).sum();
+        prop_assert!((sum - x.engagement).abs() <= 1e-3 * x.engagement_rules.len().max(1) as f64, "{sum} vs {}", x.engagement);
     }
 }
 
@@ -191,8 +195,13 @@ proptest! {
                 }
             }
         }
+        prop_assert_eq!(st.stage_counts().iter().sum::<u64>(), st.lead_count() as u64);
+        let clocks: usize = ["a", "b", "c", "d"].iter().filter_map(|k| st.lead(k)).map(|l| l.clocks.len()).sum();
+        prop_assert_eq!(st.open_clocks(), clocks as u64);
         for key in ["a", "b", "c", "d"] {
             if let Some(lead) = st.lead(key) {
+                let stage_total = st.stage_counts()[lead.stage.index()];
+                prop_assert!(stage_total >= 1);
                 prop_assert!((-100.0..=400.0).contains(&lead.engagement.value));
                 prop_assert!(lead.clocks.len() <= st.rules().sla.len());
             }
@@ -241,7 +250,7 @@ proptest! {
     #[test]
     fn snapshot_decoder_survives_garbage(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
         let rules = std::sync::Arc::new(state(&example_config()).rules().clone());
-        let mut framed = b"LFSN\x01\x00".to_vec();
+        let mut framed = b"LFSN\x02\x00".to_vec();
         framed.extend_from_slice(&bytes);
         // With a valid checksum, so the parser itself is exercised.
         let crc = crc32fast::hash(&framed);

@@ -2,8 +2,10 @@
 //! output records (SPEC §3–§7). No I/O, no wall clock: time comes only from events and from
 //! `advance`.
 
+mod explain;
 mod snapshot;
 
+pub use explain::Explanation;
 pub use snapshot::SnapshotError;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -77,6 +79,30 @@ pub struct Lead {
     pub clocks: Vec<Clock>,
     /// `(policy index, clocks started)`.
     pub sla_started: Vec<(u16, u32)>,
+    /// Per engagement rule that scored: its own decayed sum (no clamp), for explanations.
+    pub contributions: Vec<(u16, Engagement)>,
+    /// The last `RECENT_TRANSITIONS` stage changes, oldest first.
+    pub recent_transitions: Vec<RecentTransition>,
+}
+
+/// How many stage changes a lead remembers for explanations.
+pub const RECENT_TRANSITIONS: usize = 5;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecentTransition {
+    pub from: Stage,
+    pub to: Stage,
+    pub reason: &'static str,
+    pub at: i64,
+}
+
+/// Transition reasons are `score`, `fast_track` or a CRM type: all static strings.
+pub fn static_reason(reason: &str) -> Option<&'static str> {
+    match reason {
+        "score" => Some("score"),
+        "fast_track" => Some("fast_track"),
+        other => CrmType::parse(other).map(CrmType::as_str),
+    }
 }
 
 impl Lead {
@@ -93,6 +119,8 @@ impl Lead {
             transitions: 0,
             clocks: Vec::new(),
             sla_started: Vec::new(),
+            contributions: Vec::new(),
+            recent_transitions: Vec::new(),
         }
     }
 
@@ -174,6 +202,9 @@ pub struct PartitionState {
     timers: BTreeSet<Timer>,
     clock: Option<i64>,
     stats: Stats,
+    /// Leads per stage (index = `Stage::index`) and running SLA clocks, kept incrementally.
+    stage_counts: [u64; 8],
+    open_clocks: u64,
 }
 
 impl PartitionState {
@@ -184,6 +215,28 @@ impl PartitionState {
             timers: BTreeSet::new(),
             clock: None,
             stats: Stats::default(),
+            stage_counts: [0; 8],
+            open_clocks: 0,
+        }
+    }
+
+    /// Leads per stage, indexed by `Stage::index`.
+    pub fn stage_counts(&self) -> [u64; 8] {
+        self.stage_counts
+    }
+
+    /// SLA clocks currently running.
+    pub fn open_clocks(&self) -> u64 {
+        self.open_clocks
+    }
+
+    /// Recomputes the incremental gauges from the leads (after a restore).
+    fn recount(&mut self) {
+        self.stage_counts = [0; 8];
+        self.open_clocks = 0;
+        for lead in self.leads.values() {
+            self.stage_counts[lead.stage.index()] += 1;
+            self.open_clocks += lead.clocks.len() as u64;
         }
     }
 
@@ -270,12 +323,15 @@ impl PartitionState {
             leads,
             timers,
             stats,
+            stage_counts,
+            open_clocks,
             ..
         } = self;
         let rules: &Ruleset = rules;
-        let lead = leads
-            .entry_ref(ev.lead_key.as_str())
-            .or_insert_with(|| Lead::new(Arc::from(ev.lead_key.as_str()), t));
+        let lead = leads.entry_ref(ev.lead_key.as_str()).or_insert_with(|| {
+            stage_counts[Stage::New.index()] += 1;
+            Lead::new(Arc::from(ev.lead_key.as_str()), t)
+        });
 
         let h = id_hash(&ev.event_id);
         if lead.recent.contains(h) {
@@ -300,6 +356,7 @@ impl PartitionState {
             };
             if met {
                 let clock = lead.clocks.remove(i);
+                *open_clocks -= 1;
                 out.push(met_record(rules, lead, &clock, t, stats));
                 remove_timers(timers, rules, &lead.key, &clock);
             } else {
@@ -309,7 +366,7 @@ impl PartitionState {
 
         let target = match ev.crm.and_then(crm_move) {
             Some((to, allowed)) => match crm_outcome(lead.stage, to, allowed) {
-                CrmOutcome::Move(to) => Some((to, ev.event_type.as_str())),
+                CrmOutcome::Move(to) => Some((to, ev.crm.map_or("crm", CrmType::as_str))),
                 CrmOutcome::AlreadyThere => None,
                 CrmOutcome::Rejected => {
                     stats.rejected_transitions += 1;
@@ -319,7 +376,11 @@ impl PartitionState {
             None => mql_reason(rules, lead, ev).map(|reason| (Stage::Mql, reason)),
         };
         if let Some((to, reason)) = target {
+            let before = lead.clocks.len() as u64;
+            stage_counts[lead.stage.index()] -= 1;
+            stage_counts[to.index()] += 1;
             transition(rules, lead, timers, stats, ev, to, reason, out);
+            *open_clocks = *open_clocks - before + lead.clocks.len() as u64;
         }
         Applied::Applied
     }
@@ -371,6 +432,19 @@ fn score_engagement(rules: &Ruleset, lead: &mut Lead, ev: &Event) {
             }
         }
         lead.engagement.add(rule.points, t, &rules.decay);
+        let unclamped = crate::model::score::Decay {
+            min: None,
+            max: None,
+            ..rules.decay
+        };
+        match lead.contributions.iter_mut().find(|(r, _)| *r == ri) {
+            Some((_, c)) => c.add(rule.points, t, &unclamped),
+            None => {
+                let mut c = Engagement::zero(t);
+                c.add(rule.points, t, &unclamped);
+                lead.contributions.push((ri, c));
+            }
+        }
     }
 }
 
@@ -402,7 +476,7 @@ fn transition(
     stats: &mut Stats,
     ev: &Event,
     to: Stage,
-    reason: &str,
+    reason: &'static str,
     out: &mut Vec<Output>,
 ) {
     let t = ev.occurred_at;
@@ -410,7 +484,17 @@ fn transition(
     lead.stage = to;
     if to == Stage::Recycled && rules.funnel.recycle_reset {
         lead.engagement = Engagement::zero(t);
+        lead.contributions.clear();
     }
+    if lead.recent_transitions.len() == RECENT_TRANSITIONS {
+        lead.recent_transitions.remove(0);
+    }
+    lead.recent_transitions.push(RecentTransition {
+        from,
+        to,
+        reason,
+        at: t,
+    });
     lead.transitions += 1;
     stats.transitions_to[to.index()] += 1;
     let now = eval_time(lead, t);

@@ -11,13 +11,17 @@ use std::sync::Arc;
 
 use hashbrown::HashMap;
 
-use super::{Clock, Lead, PartitionState, RecentIds, Stats, Timer, TimerKind, RECENT_IDS};
+use super::{
+    static_reason, Clock, Lead, PartitionState, RecentIds, RecentTransition, Stats, Timer,
+    TimerKind, RECENT_IDS, RECENT_TRANSITIONS,
+};
 use crate::model::funnel::Stage;
 use crate::model::rules::Ruleset;
 use crate::model::score::Engagement;
 
 pub const MAGIC: &[u8; 4] = b"LFSN";
-pub const VERSION: u16 = 1;
+/// 2: per-rule contributions and recent transitions per lead.
+pub const VERSION: u16 = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SnapshotError {
@@ -212,6 +216,19 @@ impl PartitionState {
                 w.str(&rules.sla[*pi as usize].name);
                 w.u32(*n);
             }
+            w.len(lead.contributions.len());
+            for (ri, c) in &lead.contributions {
+                w.str(&rules.engagement[*ri as usize].name);
+                w.f64(c.value);
+                w.i64(c.at);
+            }
+            w.len(lead.recent_transitions.len());
+            for t in &lead.recent_transitions {
+                w.u8(t.from.index() as u8);
+                w.u8(t.to.index() as u8);
+                w.str(t.reason);
+                w.i64(t.at);
+            }
         }
 
         w.len(self.timers.len());
@@ -332,6 +349,36 @@ impl PartitionState {
                     sla_started.push((i as u16, n));
                 }
             }
+            let mut contributions = Vec::new();
+            for _ in 0..r.count(20, "contributions")? {
+                let name = r.str("rule name")?;
+                let c = Engagement {
+                    value: r.f64("contribution")?,
+                    at: r.i64("contribution time")?,
+                };
+                if let Some(i) = rule_index(name) {
+                    contributions.push((i as u16, c));
+                }
+            }
+            let mut recent_transitions = Vec::new();
+            let n = r.count(14, "recent transitions")?;
+            if n > RECENT_TRANSITIONS {
+                return Err(SnapshotError::Corrupt("too many recent transitions".into()));
+            }
+            for _ in 0..n {
+                let from = stage_from(r.u8("transition from")?)?;
+                let to = stage_from(r.u8("transition to")?)?;
+                let reason = r.str("transition reason")?;
+                let at = r.i64("transition time")?;
+                let reason = static_reason(reason)
+                    .ok_or_else(|| SnapshotError::Corrupt(format!("unknown reason {reason}")))?;
+                recent_transitions.push(RecentTransition {
+                    from,
+                    to,
+                    reason,
+                    at,
+                });
+            }
             let lead = Lead {
                 key: Arc::clone(&key),
                 stage,
@@ -344,6 +391,8 @@ impl PartitionState {
                 transitions,
                 clocks,
                 sla_started,
+                contributions,
+                recent_transitions,
             };
             if leads.insert(key, lead).is_some() {
                 return Err(SnapshotError::Corrupt("a lead appears twice".into()));
@@ -378,16 +427,17 @@ impl PartitionState {
                 r.buf.len()
             )));
         }
-        Ok((
-            PartitionState {
-                rules,
-                leads,
-                timers,
-                clock,
-                stats,
-            },
-            position,
-        ))
+        let mut state = PartitionState {
+            rules,
+            leads,
+            timers,
+            clock,
+            stats,
+            stage_counts: [0; 8],
+            open_clocks: 0,
+        };
+        state.recount();
+        Ok((state, position))
     }
 }
 
@@ -438,6 +488,10 @@ mod tests {
         assert_eq!(back.clock(), st.clock());
         assert_eq!(back.pending_timers(), st.pending_timers());
         assert_eq!(back.lead_count(), st.lead_count());
+        assert_eq!(
+            (back.stage_counts(), back.open_clocks()),
+            (st.stage_counts(), st.open_clocks())
+        );
         for key in ["bo", "ana"] {
             let (a, b) = (st.lead(key).expect("lead"), back.lead(key).expect("lead"));
             assert_eq!(
@@ -490,6 +544,7 @@ mod tests {
         let (rules, st) = sample();
         let mut bytes = st.encode_snapshot(7);
         bytes[4] = 9;
+        bytes[5] = 0;
         let err = PartitionState::decode_snapshot(rules, &bytes)
             .map(|_| ())
             .expect_err("version");
