@@ -53,7 +53,7 @@ pub fn run(opts: &DemoOptions, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         opts.leads,
         opts.speed
     );
-    let stats = ServiceStats::default();
+    let stats = ServiceStats::new()?;
     if let Some(addr) = opts.http {
         let bound = crate::http::serve(addr, stats.clone(), Arc::clone(&stop))?;
         println!("metrics: http://{bound}/metrics");
@@ -86,7 +86,7 @@ pub fn run(opts: &DemoOptions, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         start_ms: now,
         span_ms: 14 * 86_400_000,
     });
-    let (producer, deliveries) = producer::idempotent(&settings.service, 5)?;
+    let (producer, deliveries) = producer::idempotent(&settings.service, 5, None)?;
     let started = Instant::now();
     let speed = opts.speed.max(1) as i64;
     let mut sent = 0u64;

@@ -1,79 +1,78 @@
-//! HTTP endpoints: `/metrics` (Prometheus text format) and `/health/live`. The metrics are the
-//! stages' counters, read at scrape time.
+//! HTTP endpoints: `/metrics` (Prometheus text format), `/health/live`, `/health/ready` (every
+//! assigned partition recovered) and `GET /leads/{lead_key}` (score explanation).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use prometheus::{Encoder, IntCounter, Registry, TextEncoder};
 
 use crate::service::ServiceStats;
 
-/// Renders the counters in the Prometheus text format.
-pub fn render(stats: &ServiceStats) -> anyhow::Result<String> {
-    let registry = Registry::new();
-    let (i, s) = (&stats.ingest, &stats.state);
-    let counters: [(&str, &str, &AtomicU64); 9] = [
-        (
-            "leadflow_ingest_records_total",
-            "Source records consumed by the ingest stage.",
-            &i.consumed,
+/// Status, body and content type of a GET on `url`.
+pub fn respond(stats: &ServiceStats, url: &str) -> (u16, String, &'static str) {
+    let (path, query) = url.split_once('?').unwrap_or((url, ""));
+    match path {
+        "/metrics" => {
+            stats.view.refresh(&stats.metrics);
+            match stats.metrics.render() {
+                Ok(text) => (200, text, "text/plain; version=0.0.4"),
+                Err(e) => (500, format!("{e:#}\n"), "text/plain"),
+            }
+        }
+        "/health/live" => (200, "ok\n".into(), "text/plain"),
+        "/health/ready" if stats.view.ready() => (200, "ready\n".into(), "text/plain"),
+        "/health/ready" => (
+            503,
+            "not ready: partitions recovering\n".into(),
+            "text/plain",
         ),
-        (
-            "leadflow_ingest_forwarded_total",
-            "Valid events forwarded to the internal topic.",
-            &i.forwarded,
-        ),
-        (
-            "leadflow_ingest_dead_lettered_total",
-            "Invalid inputs written to the dead-letter topic.",
-            &i.invalid,
-        ),
-        (
-            "leadflow_state_records_total",
-            "Internal records (events and ticks) folded by the state stage.",
-            &s.records_in,
-        ),
-        (
-            "leadflow_state_outputs_total",
-            "Transition and SLA records produced.",
-            &s.outputs,
-        ),
-        (
-            "leadflow_state_outputs_suppressed_total",
-            "Outputs skipped during recovery because they were already in the output topic.",
-            &s.suppressed,
-        ),
-        (
-            "leadflow_state_ticks_appended_total",
-            "Clock ticks appended to caught-up partitions.",
-            &s.ticks_appended,
-        ),
-        (
-            "leadflow_snapshots_total",
-            "Snapshots written.",
-            &s.snapshots,
-        ),
-        (
-            "leadflow_internal_undecodable_total",
-            "Internal records that could not be decoded and were skipped.",
-            &s.undecodable,
-        ),
-    ];
-    for (name, help, value) in counters {
-        let c = IntCounter::new(name, help).context("defining a metric")?;
-        c.inc_by(value.load(Ordering::Relaxed));
-        registry
-            .register(Box::new(c))
-            .context("registering a metric")?;
+        _ => match path.strip_prefix("/leads/") {
+            Some(raw) if !raw.is_empty() => {
+                let key = percent_decode(raw);
+                let as_of = query
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix("as_of="))
+                    .and_then(|v| v.parse().ok());
+                let (code, body) = match stats.view.explain(&key, as_of) {
+                    Ok(x) => (200, serde_json::to_string_pretty(&x)),
+                    Err(not_here) => (404, serde_json::to_string_pretty(&not_here)),
+                };
+                (code, body.unwrap_or_default() + "\n", "application/json")
+            }
+            _ => (404, "not found\n".into(), "text/plain"),
+        },
     }
-    let mut buf = Vec::new();
-    TextEncoder::new()
-        .encode(&registry.gather(), &mut buf)
-        .context("encoding metrics")?;
-    String::from_utf8(buf).context("metrics are UTF-8")
+}
+
+/// `%XX` escapes and `+` in a path segment (lead keys are often emails).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                // Byte-wise, so an escape next to a multi-byte character cannot split it.
+                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                    (Some(hi), Some(lo)) => {
+                        out.push(hi << 4 | lo);
+                        i += 3;
+                        continue;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
 }
 
 /// Serves the endpoints on `addr` from a background thread until `stop`; returns the bound
@@ -96,25 +95,29 @@ pub fn serve(
                 let Ok(Some(req)) = server.recv_timeout(Duration::from_millis(200)) else {
                     continue;
                 };
-                let (code, body, ctype) = match req.url() {
-                    "/metrics" => match render(&stats) {
-                        Ok(text) => (200, text, "text/plain; version=0.0.4"),
-                        Err(e) => (500, format!("{e:#}\n"), "text/plain"),
-                    },
-                    "/health/live" => (200, "ok\n".to_string(), "text/plain"),
-                    _ => (404, "not found\n".to_string(), "text/plain"),
-                };
-                let header =
-                    tiny_http::Header::from_bytes("Content-Type", ctype).unwrap_or_else(|_| {
-                        tiny_http::Header::from_bytes("X", "x").expect("static header")
-                    });
-                let _ = req.respond(
-                    tiny_http::Response::from_string(body)
-                        .with_status_code(code)
-                        .with_header(header),
-                );
+                let (code, body, ctype) = respond(&stats, req.url());
+                let mut response = tiny_http::Response::from_string(body).with_status_code(code);
+                if let Ok(h) = tiny_http::Header::from_bytes("Content-Type", ctype) {
+                    response = response.with_header(h);
+                }
+                let _ = req.respond(response);
             }
         })
         .context("starting the HTTP thread")?;
     Ok(bound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decode;
+
+    #[test]
+    fn decodes_escapes_and_keeps_bad_ones() {
+        assert_eq!(percent_decode("ana%40acme.io"), "ana@acme.io");
+        assert_eq!(percent_decode("a%2Bb"), "a+b");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("x%zz"), "x%zz");
+        assert_eq!(percent_decode("%aé"), "%aé");
+        assert_eq!(percent_decode("%C3%A9"), "é");
+    }
 }

@@ -10,6 +10,7 @@ pub mod engine;
 pub mod gen;
 pub mod http;
 pub mod kafka;
+pub mod metrics;
 pub mod model;
 pub mod partition;
 pub mod replay;

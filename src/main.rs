@@ -271,7 +271,7 @@ fn cmd_run(config: PathBuf) -> anyhow::Result<()> {
     let settings = load_settings(&config)?;
     init_logs("info");
     let stop = stop_flag()?;
-    let stats = leadflow::service::ServiceStats::default();
+    let stats = leadflow::service::ServiceStats::new()?;
     if let Some(addr) = settings.service.http_listen {
         let bound = leadflow::http::serve(addr, stats.clone(), Arc::clone(&stop))?;
         tracing::info!(%bound, "serving /metrics and /health/live");

@@ -11,14 +11,28 @@ use anyhow::Context;
 
 use crate::config::Settings;
 use crate::kafka::ingest::IngestStats;
-use crate::kafka::state::StateStats;
+use crate::kafka::state::{StateStats, StateView};
 use crate::kafka::{admin, ingest, state};
+use crate::metrics::Metrics;
 
-/// Handles to the counters of a running service.
-#[derive(Clone, Default)]
+/// Handles to the counters, metrics and live state of a running service.
+#[derive(Clone)]
 pub struct ServiceStats {
     pub ingest: Arc<IngestStats>,
     pub state: Arc<StateStats>,
+    pub metrics: Arc<Metrics>,
+    pub view: StateView,
+}
+
+impl ServiceStats {
+    pub fn new() -> anyhow::Result<ServiceStats> {
+        Ok(ServiceStats {
+            ingest: Arc::default(),
+            state: Arc::default(),
+            metrics: Arc::new(Metrics::new()?),
+            view: StateView::default(),
+        })
+    }
 }
 
 /// Runs until `stop` is set (or a stage fails), then drains within `run.drain_timeout`.
@@ -36,8 +50,9 @@ pub fn run(settings: &Settings, stop: Arc<AtomicBool>, stats: ServiceStats) -> a
             svc.clone(),
             Arc::clone(&stop),
             done_tx.clone(),
-            Arc::clone(&stats.ingest),
+            stats.clone(),
         );
+        let layout = layout.clone();
         thread::Builder::new()
             .name("ingest".into())
             .spawn(move || {
@@ -47,16 +62,13 @@ pub fn run(settings: &Settings, stop: Arc<AtomicBool>, stats: ServiceStats) -> a
             .context("starting the ingest thread")?
     };
     let state_handle = {
-        let (settings, stop, tx, st) = (
-            settings.clone(),
-            Arc::clone(&stop),
-            done_tx,
-            Arc::clone(&stats.state),
-        );
+        let (settings, stop, tx, st) =
+            (settings.clone(), Arc::clone(&stop), done_tx, stats.clone());
+        let partitions = layout.internal_partitions;
         thread::Builder::new()
             .name("state".into())
             .spawn(move || {
-                let r = state::run(&settings, &stop, st);
+                let r = state::run(&settings, partitions, &stop, &st);
                 let _ = tx.send(("state", r));
             })
             .context("starting the state thread")?

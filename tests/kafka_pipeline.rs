@@ -38,6 +38,12 @@ fn conformance_example_through_kafka_and_every_invalid_class_in_the_dlq() {
         "[formats]\nweb = \"json\"\nemail = \"json\"\ncrm = \"json\"\n[run]\ntick_interval = \"0s\"\n",
     );
     let running = Running::start(&config);
+    let http = leadflow::http::serve(
+        "127.0.0.1:0".parse().expect("addr"),
+        running.stats.clone(),
+        std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    )
+    .expect("http");
     let producer = broker.producer();
     let input = std::fs::read_to_string(common::examples_dir().join("input.jsonl")).expect("input");
     // One at a time, each forwarded before the next, so the internal log keeps input order.
@@ -65,6 +71,7 @@ fn conformance_example_through_kafka_and_every_invalid_class_in_the_dlq() {
         broker.count(&broker.topics.transitions) == want_t.len() as i64
             && broker.count(&broker.topics.sla) == want_s.len() as i64
     });
+    check_http(&http.to_string());
     let ingest = &running.stats.ingest;
     use std::sync::atomic::Ordering::Relaxed;
     assert_eq!(
@@ -388,4 +395,137 @@ fn producer_errors_are_retried_or_surfaced_never_dropped() {
     );
     running.stop().expect("clean stop");
     assert_same(&expected, &actual);
+}
+
+fn get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("request");
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).expect("response");
+    let code = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status code");
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+/// The endpoints of the service that just processed the conformance example.
+fn check_http(addr: &str) {
+    wait_until(Duration::from_secs(20), "ready", || {
+        get(addr, "/health/ready").0 == 200
+    });
+    assert_eq!(get(addr, "/health/live").0, 200);
+
+    // Why is di an MQL again? As of the re-qualifying event, the numbers of expected.jsonl.
+    let (code, body) = get(addr, "/leads/di%40deltafreight.com?as_of=1801065600000");
+    assert_eq!(code, 200, "{body}");
+    let x: Value = serde_json::from_str(&body).expect("JSON explanation");
+    assert_eq!(x["stage"], "mql");
+    assert_eq!(x["engagement"], 123.4488);
+    assert_eq!(x["fit"], 75.0);
+    let rules: Vec<&str> = x["engagement_rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .map(|r| r["rule"].as_str().expect("name"))
+        .collect();
+    assert_eq!(rules, ["whitepaper", "webinar"]);
+    assert_eq!(x["open_sla_clocks"][0]["deadline"], 1_801_080_000_000_i64);
+    assert_eq!(x["recent_transitions"].as_array().map(Vec::len), Some(3));
+    let (code, body) = get(addr, "/leads/nobody@nowhere.example");
+    assert_eq!(code, 404);
+    let miss: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(miss["partition"], 0);
+    assert_eq!(miss["assigned_partitions"], serde_json::json!([0]));
+
+    let (code, text) = get(addr, "/metrics");
+    assert_eq!(code, 200);
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+    };
+    // From the example's 41 valid events, 6 invalid lines and 23 records.
+    assert_eq!(
+        value(r#"leadflow_events_total{source="crm",type="lead_upsert"}"#),
+        5.0
+    );
+    assert_eq!(
+        value(r#"leadflow_events_total{source="web",type="webinar_attended"}"#),
+        9.0
+    );
+    assert_eq!(
+        value(r#"leadflow_invalid_events_total{reason="unknown_crm_type"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(r#"leadflow_transitions_total{from="new",to="mql"}"#),
+        4.0
+    );
+    assert_eq!(
+        value(r#"leadflow_transitions_total{from="recycled",to="mql"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(r#"leadflow_sla_records_total{kind="breach",policy="mql_follow_up"}"#),
+        3.0
+    );
+    assert_eq!(
+        value(r#"leadflow_lead_response_seconds_count{policy="mql_follow_up"}"#),
+        3.0
+    );
+    assert_eq!(
+        value(r#"leadflow_lead_response_seconds_bucket{policy="mql_follow_up",le="14400"}"#),
+        1.0
+    );
+    assert_eq!(value(r#"leadflow_leads{stage="won"}"#), 1.0);
+    assert_eq!(value(r#"leadflow_leads{stage="mql"}"#), 2.0);
+    assert_eq!(value("leadflow_leads_in_memory"), 5.0);
+    assert_eq!(value("leadflow_open_sla_clocks"), 3.0);
+    assert_eq!(value("leadflow_ready"), 1.0);
+    assert_eq!(value("leadflow_producer_errors_total"), 0.0);
+    assert!(value("leadflow_event_time_lag_seconds_count") >= 41.0);
+    assert!(!text.contains("@"), "no lead key in any label");
+    promtool_check_metrics(&text);
+}
+
+/// `promtool check metrics` (Debian package `prometheus`); required in CI.
+fn promtool_check_metrics(text: &str) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) if std::env::var_os("CI").is_none() => {
+            eprintln!("promtool not run ({e}): install the Debian package `prometheus`");
+            return;
+        }
+        Err(e) => panic!("promtool is required in CI: {e}"),
+    };
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("feed promtool");
+    let out = child.wait_with_output().expect("promtool runs");
+    assert!(
+        out.status.success(),
+        "promtool check metrics:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

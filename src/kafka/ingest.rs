@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::BaseRecord;
+use rdkafka::ClientContext;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::admin::Layout;
@@ -30,6 +31,24 @@ pub struct IngestStats {
     pub invalid: AtomicU64,
 }
 
+/// Reports the ingest consumer's lag from librdkafka's statistics.
+struct IngestContext {
+    metrics: Arc<crate::metrics::Metrics>,
+    topics: Vec<String>,
+}
+
+impl ClientContext for IngestContext {
+    fn stats(&self, stats: rdkafka::Statistics) {
+        let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+        self.metrics
+            .consumer_lag
+            .with_label_values(&["ingest"])
+            .set(super::lag_from_stats(&stats, &topics));
+    }
+}
+
+impl ConsumerContext for IngestContext {}
+
 /// Decodes one input message of `source` in `format`.
 pub fn decode(source: Source, format: InputFormat, bytes: &[u8]) -> Result<Event, Invalid> {
     match format {
@@ -43,19 +62,27 @@ pub fn run(
     svc: &Service,
     layout: &Layout,
     stop: &AtomicBool,
-    stats: &IngestStats,
+    service_stats: &crate::service::ServiceStats,
 ) -> anyhow::Result<()> {
-    let consumer: BaseConsumer = super::client_config(svc)
+    let stats: &IngestStats = &service_stats.ingest;
+    let metrics = &service_stats.metrics;
+    let t = &svc.topics;
+    let context = IngestContext {
+        metrics: Arc::clone(metrics),
+        topics: vec![t.web.clone(), t.email.clone(), t.crm.clone()],
+    };
+    let consumer: BaseConsumer<IngestContext> = super::client_config(svc)
         .set("group.id", &svc.ingest_group)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
-        .create()
+        .set("statistics.interval.ms", "1000")
+        .create_with_context(context)
         .context("creating the ingest consumer")?;
-    let t = &svc.topics;
     consumer
         .subscribe(&[&t.web, &t.email, &t.crm])
         .context("subscribing to the source topics")?;
-    let (producer, deliveries) = producer::idempotent(svc, 5)?;
+    let (producer, deliveries) =
+        producer::idempotent(svc, 5, Some(metrics.producer_errors.clone()))?;
     let sources: HashMap<&str, Source> = Source::ALL.iter().map(|s| (t.input(*s), *s)).collect();
     let flush_timeout = Duration::from_millis(svc.drain_timeout_ms as u64);
     tracing::info!(topics = ?[&t.web, &t.email, &t.crm], group = %svc.ingest_group, "ingest started");
@@ -75,7 +102,7 @@ pub fn run(
                     let Some(&source) = sources.get(m.topic()) else {
                         continue;
                     };
-                    forward(svc, layout, &producer, source, &m, stats)?;
+                    forward(svc, layout, &producer, source, &m, stats, metrics)?;
                     next.insert((m.topic().to_string(), m.partition()), m.offset() + 1);
                     n += 1;
                 }
@@ -109,11 +136,19 @@ fn forward<M: Message>(
     source: Source,
     m: &M,
     stats: &IngestStats,
+    metrics: &crate::metrics::Metrics,
 ) -> anyhow::Result<()> {
     stats.consumed.fetch_add(1, Ordering::Relaxed);
     let bytes = m.payload().unwrap_or(&[]);
     match decode(source, svc.input_formats[source.index()], bytes) {
         Ok(ev) => {
+            metrics
+                .events
+                .with_label_values(&[
+                    source.as_str(),
+                    crate::metrics::type_label(source, &ev.event_type),
+                ])
+                .inc();
             let value = avro::encode_internal(&InternalRecord::Event(ev.clone()))?;
             let partition =
                 partition_for(ev.lead_key.as_bytes(), layout.internal_partitions as u32) as i32;
@@ -128,6 +163,7 @@ fn forward<M: Message>(
         }
         Err(why) => {
             stats.invalid.fetch_add(1, Ordering::Relaxed);
+            metrics.invalid.with_label_values(&[why.code()]).inc();
             let reason = why.to_string();
             let partition = m.partition().to_string();
             let offset = m.offset().to_string();
@@ -164,6 +200,3 @@ fn forward<M: Message>(
     }
     Ok(())
 }
-
-/// Shared handle for the stats of a running ingest stage.
-pub type SharedIngestStats = Arc<IngestStats>;

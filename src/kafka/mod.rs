@@ -34,6 +34,18 @@ pub fn client_config(svc: &Service) -> ClientConfig {
     c
 }
 
+/// Records not yet consumed over the partitions of `topics`, from librdkafka's statistics
+/// (`statistics.interval.ms`); unknown lags (-1) are left out.
+pub fn lag_from_stats(stats: &rdkafka::Statistics, topics: &[&str]) -> i64 {
+    topics
+        .iter()
+        .filter_map(|t| stats.topics.get(*t))
+        .flat_map(|t| t.partitions.iter())
+        .filter(|(p, _)| **p >= 0)
+        .map(|(_, part)| part.consumer_lag.max(0))
+        .sum()
+}
+
 /// The value of header `key` of a message, if present.
 pub fn header<'a, M: Message>(msg: &'a M, key: &str) -> Option<&'a [u8]> {
     let headers = msg.headers()?;
@@ -66,7 +78,7 @@ pub fn produce_events<'a>(
     events: impl IntoIterator<Item = &'a crate::model::event::Event>,
 ) -> anyhow::Result<u64> {
     use anyhow::Context;
-    let (producer, deliveries) = producer::idempotent(svc, 20)?;
+    let (producer, deliveries) = producer::idempotent(svc, 20, None)?;
     let mut n = 0;
     for ev in events {
         let value = encode_source(ev, svc.input_formats[ev.source.index()])?;

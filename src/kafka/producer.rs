@@ -18,7 +18,7 @@ pub struct Deliveries {
     last_error: Mutex<Option<String>>,
 }
 
-pub struct DeliveryContext(pub Arc<Deliveries>);
+pub struct DeliveryContext(pub Arc<Deliveries>, pub Option<prometheus::IntCounter>);
 
 impl ClientContext for DeliveryContext {}
 
@@ -32,6 +32,9 @@ impl ProducerContext for DeliveryContext {
             }
             Err((e, _)) => {
                 self.0.failed.fetch_add(1, Ordering::Relaxed);
+                if let Some(c) = &self.1 {
+                    c.inc();
+                }
                 if let Ok(mut last) = self.0.last_error.lock() {
                     *last = Some(e.to_string());
                 }
@@ -43,14 +46,18 @@ impl ProducerContext for DeliveryContext {
 pub type LfProducer = BaseProducer<DeliveryContext>;
 
 /// An idempotent producer (no duplicates or reordering from retries), acks from all replicas.
-pub fn idempotent(svc: &Service, linger_ms: u32) -> anyhow::Result<(LfProducer, Arc<Deliveries>)> {
+pub fn idempotent(
+    svc: &Service,
+    linger_ms: u32,
+    errors: Option<prometheus::IntCounter>,
+) -> anyhow::Result<(LfProducer, Arc<Deliveries>)> {
     let deliveries = Arc::new(Deliveries::default());
     let producer = super::client_config(svc)
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", linger_ms.to_string())
         .set("compression.type", "lz4")
-        .create_with_context(DeliveryContext(Arc::clone(&deliveries)))
+        .create_with_context(DeliveryContext(Arc::clone(&deliveries), errors))
         .context("creating the Kafka producer")?;
     Ok((producer, deliveries))
 }

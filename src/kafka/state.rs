@@ -25,7 +25,9 @@ use super::producer::{self, Deliveries, LfProducer};
 use super::{header_i64, H_SRC_INDEX, H_SRC_OFFSET};
 use crate::codec::avro::{self, InternalRecord};
 use crate::config::{OutputFormat, Settings};
-use crate::engine::PartitionState;
+use crate::engine::{Applied, Explanation, PartitionState};
+use crate::metrics::Metrics;
+use crate::model::funnel::Stage;
 use crate::model::records::Output;
 use crate::model::rules::Ruleset;
 use crate::snapshot::SnapshotStore;
@@ -49,13 +51,92 @@ struct Part {
     /// Last output already in each output topic (transitions, sla): `(src offset, index)`.
     suppress: [Option<(i64, i64)>; 2],
     caught_up: bool,
+    /// Re-folded past everything already emitted (or reached the end once): its state is
+    /// current and its outputs are live.
+    recovered: bool,
     tick_in_flight: bool,
     last_tick: Instant,
     dirty: bool,
 }
 
+impl Part {
+    fn update_recovered(&mut self) {
+        if !self.recovered && (self.caught_up || self.suppress == [None, None]) {
+            self.recovered = true;
+        }
+    }
+}
+
+#[derive(Default)]
 struct Shared {
     parts: BTreeMap<i32, Part>,
+    /// The group has assigned this instance (possibly no partitions) at least once.
+    assigned_once: bool,
+    internal_partitions: i32,
+}
+
+/// A read-only window on the state stage for the HTTP endpoints.
+#[derive(Clone, Default)]
+pub struct StateView(Arc<Mutex<Shared>>);
+
+/// A lead that is not on this instance.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NotHere {
+    pub error: &'static str,
+    pub lead_key: String,
+    /// The internal partition that owns the lead.
+    pub partition: i32,
+    pub assigned_partitions: Vec<i32>,
+}
+
+impl StateView {
+    /// Ready once the group has assigned partitions and each has recovered.
+    pub fn ready(&self) -> bool {
+        let shared = lock(&self.0);
+        shared.assigned_once && shared.parts.values().all(|p| p.recovered)
+    }
+
+    /// Refreshes the gauges that are read from the live state.
+    pub fn refresh(&self, m: &Metrics) {
+        let shared = lock(&self.0);
+        let mut stages = [0u64; 8];
+        let (mut leads, mut clocks) = (0u64, 0u64);
+        for part in shared.parts.values() {
+            for (i, n) in part.state.stage_counts().iter().enumerate() {
+                stages[i] += n;
+            }
+            leads += part.state.lead_count() as u64;
+            clocks += part.state.open_clocks();
+        }
+        for stage in Stage::ALL {
+            m.leads
+                .with_label_values(&[stage.as_str()])
+                .set(stages[stage.index()] as i64);
+        }
+        m.leads_in_memory.set(leads as i64);
+        m.open_sla_clocks.set(clocks as i64);
+        m.assigned_partitions.set(shared.parts.len() as i64);
+        m.ready.set(i64::from(
+            shared.assigned_once && shared.parts.values().all(|p| p.recovered),
+        ));
+    }
+
+    /// The explanation of `key`, or where it lives when not here.
+    pub fn explain(&self, key: &str, as_of: Option<i64>) -> Result<Explanation, NotHere> {
+        let shared = lock(&self.0);
+        for part in shared.parts.values() {
+            if let Some(x) = part.state.explain(key, as_of) {
+                return Ok(x);
+            }
+        }
+        let n = shared.internal_partitions.max(1) as u32;
+        Err(NotHere {
+            error: "lead not found on this instance",
+            lead_key: key.to_string(),
+            partition: crate::partition::partition_for(key.as_bytes(), n) as i32,
+            assigned_partitions: shared.parts.keys().copied().collect(),
+        })
+    }
 }
 
 pub struct StateContext {
@@ -65,7 +146,8 @@ pub struct StateContext {
     producer: LfProducer,
     deliveries: Arc<Deliveries>,
     tail: BaseConsumer,
-    shared: Mutex<Shared>,
+    shared: Arc<Mutex<Shared>>,
+    metrics: Arc<Metrics>,
     /// An error raised inside a rebalance callback, reported by the main loop.
     fatal: Mutex<Option<String>>,
     /// Set on any error: from then on no snapshot may be written, because the state may hold
@@ -75,6 +157,14 @@ pub struct StateContext {
 }
 
 impl ClientContext for StateContext {
+    fn stats(&self, stats: rdkafka::Statistics) {
+        let topic = self.settings.service.topics.internal.as_str();
+        self.metrics
+            .consumer_lag
+            .with_label_values(&["state"])
+            .set(super::lag_from_stats(&stats, &[topic]));
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         // End of partition is how "caught up" is learned (poll delivers it too): not an error.
         if matches!(
@@ -123,9 +213,13 @@ impl StateContext {
         let internal = self.settings.service.topics.internal.clone();
         let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
         let mut shared = lock(&self.shared);
+        shared.assigned_once = true;
         for p in partitions {
             let started = Instant::now();
             let (part, start) = self.recover(p)?;
+            self.metrics
+                .recovery_duration_seconds
+                .observe(started.elapsed().as_secs_f64());
             let offset = start.map_or(Offset::Beginning, Offset::Offset);
             tpl.set_partition_offset(&internal, p, offset)
                 .context("setting the start offset")?;
@@ -175,6 +269,7 @@ impl StateContext {
                 next_offset: start,
                 suppress,
                 caught_up: false,
+                recovered: suppress == [None, None],
                 tick_in_flight: false,
                 last_tick: Instant::now(),
                 dirty: false,
@@ -246,6 +341,8 @@ impl StateContext {
                 let started = Instant::now();
                 let bytes = part.state.encode_snapshot(pos);
                 let (path, size) = self.store.write(&svc.topics.internal, *p, pos, &bytes)?;
+                self.metrics
+                    .snapshot_written(started.elapsed().as_secs_f64(), size);
                 part.dirty = false;
                 self.stats.snapshots.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(
@@ -287,7 +384,13 @@ impl StateContext {
         part.caught_up = false;
         match avro::decode_internal(m.payload().unwrap_or(&[])) {
             Ok(InternalRecord::Event(ev)) => {
-                part.state.apply(&ev, out);
+                let lag_ms = (crate::metrics::now_ms() - ev.occurred_at).max(0);
+                self.metrics
+                    .event_time_lag_seconds
+                    .observe(lag_ms as f64 / 1000.0);
+                if part.state.apply(&ev, out) == Applied::Duplicate {
+                    self.metrics.duplicates.inc();
+                }
             }
             Ok(InternalRecord::Tick(t)) => {
                 part.state.advance(t, out);
@@ -315,6 +418,7 @@ impl StateContext {
                 }
                 part.suppress[slot] = None;
             }
+            self.count_output(&rec);
             let value = match svc.output_format {
                 OutputFormat::Avro => avro::encode_output(&rec)?,
                 OutputFormat::Json => {
@@ -343,7 +447,28 @@ impl StateContext {
         }
         part.next_offset = Some(off + 1);
         part.dirty = true;
+        part.update_recovered();
         Ok(())
+    }
+
+    fn count_output(&self, rec: &Output) {
+        let m = &self.metrics;
+        match rec {
+            Output::Transition(t) => m
+                .transitions
+                .with_label_values(&[t.from_stage.as_str(), t.to_stage.as_str()])
+                .inc(),
+            Output::Sla(s) => {
+                m.sla_records
+                    .with_label_values(&[s.policy.as_str(), s.kind.as_str()])
+                    .inc();
+                if let Some(ms) = s.response_ms {
+                    m.response_seconds
+                        .with_label_values(&[s.policy.as_str()])
+                        .observe(ms as f64 / 1000.0);
+                }
+            }
+        }
     }
 
     /// Appends a tick to each caught-up partition with a timer due before `now - grace`.
@@ -384,9 +509,18 @@ impl StateContext {
 }
 
 /// Runs the state stage until `stop`, then drains: final snapshot, commit, leave the group.
-pub fn run(settings: &Settings, stop: &AtomicBool, stats: Arc<StateStats>) -> anyhow::Result<()> {
+pub fn run(
+    settings: &Settings,
+    internal_partitions: i32,
+    stop: &AtomicBool,
+    service_stats: &crate::service::ServiceStats,
+) -> anyhow::Result<()> {
     let svc = &settings.service;
-    let (producer, deliveries) = producer::idempotent(svc, 5)?;
+    let metrics = Arc::clone(&service_stats.metrics);
+    let stats = Arc::clone(&service_stats.state);
+    let (producer, deliveries) =
+        producer::idempotent(svc, 5, Some(metrics.producer_errors.clone()))?;
+    lock(&service_stats.view.0).internal_partitions = internal_partitions;
     let tail: BaseConsumer = super::client_config(svc)
         .set("group.id", format!("{}-tail", svc.state_group))
         .set("enable.auto.commit", "false")
@@ -399,9 +533,8 @@ pub fn run(settings: &Settings, stop: &AtomicBool, stats: Arc<StateStats>) -> an
         producer,
         deliveries,
         tail,
-        shared: Mutex::new(Shared {
-            parts: BTreeMap::new(),
-        }),
+        shared: Arc::clone(&service_stats.view.0),
+        metrics,
         fatal: Mutex::new(None),
         failed: AtomicBool::new(false),
         stats,
@@ -411,6 +544,7 @@ pub fn run(settings: &Settings, stop: &AtomicBool, stats: Arc<StateStats>) -> an
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "true")
+        .set("statistics.interval.ms", "1000")
         .create_with_context(ctx)
         .context("creating the state consumer")?;
     consumer
@@ -433,6 +567,7 @@ pub fn run(settings: &Settings, stop: &AtomicBool, stats: Arc<StateStats>) -> an
                 Some(Err(KafkaError::PartitionEOF(p))) => {
                     if let Some(part) = lock(&ctx.shared).parts.get_mut(&p) {
                         part.caught_up = true;
+                        part.update_recovered();
                     }
                 }
                 Some(Err(e)) => tracing::warn!(error = %e, "state consumer error"),

@@ -302,7 +302,7 @@ impl Running {
     pub fn start(config: &str) -> Running {
         let settings = Settings::from_toml(config).unwrap_or_else(|e| panic!("config: {e}"));
         let stop = Arc::new(AtomicBool::new(false));
-        let stats = ServiceStats::default();
+        let stats = ServiceStats::new().expect("metrics");
         let (s2, st2) = (Arc::clone(&stop), stats.clone());
         let handle = std::thread::spawn(move || service::run(&settings, s2, st2));
         Running {

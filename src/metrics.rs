@@ -1,0 +1,173 @@
+//! Prometheus metrics. Base units (seconds, bytes), `_total` counters, bounded labels (never a
+//! lead key: event types outside SPEC's known lists are `other`, policies come from config).
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::model::event::{CrmType, Source, KNOWN_EMAIL_TYPES, KNOWN_WEB_TYPES};
+
+/// Response-time buckets: resolve 1, 5, 15 minutes, 1 hour, 4 hours, 1 day (and around).
+pub const RESPONSE_BUCKETS: [f64; 11] = [
+    60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 86400.0, 172800.0, 604800.0,
+];
+const LAG_BUCKETS: [f64; 12] = [
+    0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 3600.0, 86400.0, 604800.0,
+];
+const DURATION_BUCKETS: [f64; 10] = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0];
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The `type` label: the type itself when SPEC knows it for the source, else `other`.
+pub fn type_label(source: Source, event_type: &str) -> &str {
+    let known = match source {
+        Source::Web => KNOWN_WEB_TYPES.contains(&event_type),
+        Source::Email => KNOWN_EMAIL_TYPES.contains(&event_type),
+        Source::Crm => CrmType::parse(event_type).is_some(),
+    };
+    if known {
+        event_type
+    } else {
+        "other"
+    }
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub events: IntCounterVec,
+    pub invalid: IntCounterVec,
+    pub duplicates: IntCounter,
+    pub transitions: IntCounterVec,
+    pub sla_records: IntCounterVec,
+    pub response_seconds: HistogramVec,
+    pub event_time_lag_seconds: Histogram,
+    pub leads: IntGaugeVec,
+    pub leads_in_memory: IntGauge,
+    pub open_sla_clocks: IntGauge,
+    pub consumer_lag: IntGaugeVec,
+    pub snapshot_duration_seconds: Histogram,
+    pub snapshot_bytes: IntGauge,
+    pub snapshot_age_seconds: IntGauge,
+    pub recovery_duration_seconds: Histogram,
+    pub producer_errors: IntCounter,
+    pub assigned_partitions: IntGauge,
+    pub ready: IntGauge,
+    /// Wall time of the last snapshot (or of the start), for `snapshot_age_seconds`.
+    pub last_snapshot_ms: AtomicI64,
+}
+
+macro_rules! reg {
+    ($registry:expr, $metric:expr) => {{
+        let m = $metric.context("defining a metric")?;
+        $registry
+            .register(Box::new(m.clone()))
+            .context("registering a metric")?;
+        m
+    }};
+}
+
+impl Metrics {
+    pub fn new() -> anyhow::Result<Metrics> {
+        let r = Registry::new();
+        let hist = |name: &str, help: &str, buckets: &[f64]| {
+            HistogramOpts::new(name, help).buckets(buckets.to_vec())
+        };
+        Ok(Metrics {
+            events: reg!(r, IntCounterVec::new(
+                Opts::new("leadflow_events_total", "Valid events consumed by ingest, by source and type (unknown web/email types are `other`)."),
+                &["source", "type"]
+            )),
+            invalid: reg!(r, IntCounterVec::new(
+                Opts::new("leadflow_invalid_events_total", "Invalid inputs sent to the dead-letter topic, by reason."),
+                &["reason"]
+            )),
+            duplicates: reg!(r, IntCounter::new(
+                "leadflow_duplicate_events_total",
+                "Events ignored because their id was among the lead's last 8."
+            )),
+            transitions: reg!(r, IntCounterVec::new(
+                Opts::new("leadflow_transitions_total", "Funnel stage transitions emitted, by from and to stage."),
+                &["from", "to"]
+            )),
+            sla_records: reg!(r, IntCounterVec::new(
+                Opts::new("leadflow_sla_records_total", "SLA records emitted, by policy and kind (warning, breach, met)."),
+                &["policy", "kind"]
+            )),
+            response_seconds: reg!(r, HistogramVec::new(
+                hist("leadflow_lead_response_seconds", "Lead response time: from the SLA clock's start to the event that met it (event time).", &RESPONSE_BUCKETS),
+                &["policy"]
+            )),
+            event_time_lag_seconds: reg!(r, Histogram::with_opts(hist(
+                "leadflow_event_time_lag_seconds",
+                "Wall time minus event time when the state stage applies an event.",
+                &LAG_BUCKETS
+            ))),
+            leads: reg!(r, IntGaugeVec::new(
+                Opts::new("leadflow_leads", "Leads in memory on this instance, by funnel stage."),
+                &["stage"]
+            )),
+            leads_in_memory: reg!(r, IntGauge::new("leadflow_leads_in_memory", "Leads held in memory on this instance.")),
+            open_sla_clocks: reg!(r, IntGauge::new("leadflow_open_sla_clocks", "SLA clocks running on this instance.")),
+            consumer_lag: reg!(r, IntGaugeVec::new(
+                Opts::new("leadflow_consumer_lag_records", "Records not yet consumed (high watermark minus position), by stage."),
+                &["stage"]
+            )),
+            snapshot_duration_seconds: reg!(r, Histogram::with_opts(hist(
+                "leadflow_snapshot_duration_seconds",
+                "Time to encode and durably write one partition snapshot.",
+                &DURATION_BUCKETS
+            ))),
+            snapshot_bytes: reg!(r, IntGauge::new("leadflow_snapshot_bytes", "Size of the last snapshot written.")),
+            snapshot_age_seconds: reg!(r, IntGauge::new(
+                "leadflow_snapshot_age_seconds",
+                "Seconds since the last snapshot (or since the start, before the first)."
+            )),
+            recovery_duration_seconds: reg!(r, Histogram::with_opts(hist(
+                "leadflow_recovery_duration_seconds",
+                "Time to recover an assigned partition (snapshot load and output tails).",
+                &DURATION_BUCKETS
+            ))),
+            producer_errors: reg!(r, IntCounter::new(
+                "leadflow_producer_errors_total",
+                "Records the broker did not acknowledge (each stops the stage; nothing is dropped)."
+            )),
+            assigned_partitions: reg!(r, IntGauge::new(
+                "leadflow_assigned_partitions",
+                "Internal topic partitions this instance's state stage owns."
+            )),
+            ready: reg!(r, IntGauge::new(
+                "leadflow_ready",
+                "1 when every assigned partition has recovered (what /health/ready reports)."
+            )),
+            last_snapshot_ms: AtomicI64::new(now_ms()),
+            registry: r,
+        })
+    }
+
+    pub fn snapshot_written(&self, seconds: f64, bytes: u64) {
+        self.snapshot_duration_seconds.observe(seconds);
+        self.snapshot_bytes.set(bytes as i64);
+        self.last_snapshot_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// The text exposition, after refreshing time-based gauges.
+    pub fn render(&self) -> anyhow::Result<String> {
+        let age = (now_ms() - self.last_snapshot_ms.load(Ordering::Relaxed)).max(0) / 1000;
+        self.snapshot_age_seconds.set(age);
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .context("encoding metrics")?;
+        String::from_utf8(buf).context("metrics are UTF-8")
+    }
+}
