@@ -247,14 +247,18 @@ fn cmd_replay(
     Ok(())
 }
 
-fn init_logs(default_level: &str) {
+/// Logs to stderr: `level` unless LEADFLOW_LOG is set; JSON lines or human-readable.
+fn init_logs(level: &str, json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LEADFLOW_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let _ = tracing_subscriber::fmt()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(io::stderr().is_terminal())
-        .with_writer(io::stderr)
-        .try_init();
+        .with_writer(io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.with_ansi(io::stderr().is_terminal()).try_init()
+    };
 }
 
 /// A flag set by SIGTERM or SIGINT.
@@ -269,7 +273,7 @@ fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
 
 fn cmd_run(config: PathBuf) -> anyhow::Result<()> {
     let settings = load_settings(&config)?;
-    init_logs("info");
+    init_logs(&settings.service.log_level, settings.service.log_json);
     let stop = stop_flag()?;
     let stats = leadflow::service::ServiceStats::new()?;
     if let Some(addr) = settings.service.http_listen {
@@ -288,7 +292,7 @@ fn cmd_dev_broker(
         Some(p) => load_settings(p)?,
         None => Settings::from_toml("[funnel]\nmql_threshold = 100\n")?,
     };
-    init_logs("info");
+    init_logs(&settings.service.log_level, settings.service.log_json);
     let stop = stop_flag()?;
     let broker = DevBroker::start(&settings.service.topics, partitions.max(1), port)?;
     println!("{}", broker.bootstrap());
@@ -332,7 +336,7 @@ fn cmd_gen(
 
 fn cmd_demo(opts: leadflow::demo::DemoOptions) -> anyhow::Result<()> {
     // The feed is the demo's output; service logs only when something is wrong.
-    init_logs("warn");
+    init_logs("warn", false);
     let stop = stop_flag()?;
     leadflow::demo::run(&opts, stop)
 }

@@ -172,6 +172,23 @@ fn environment_overrides_file_values_and_are_validated() {
 }
 
 #[test]
+fn service_settings_are_checked() {
+    let msg = error_of(&format!("{}\n[log]\nformat = \"xml\"\n", example()));
+    assert_mentions(&msg, &["log.format", "xml", "pretty, json"]);
+    let msg = error_of(&format!("{}\n[http]\nlisten = \"port 80\"\n", example()));
+    assert_mentions(&msg, &["http.listen", "port 80", "127.0.0.1:9464"]);
+    let msg = error_of(&format!("{}\n[formats]\nweb = \"protobuf\"\n", example()));
+    assert_mentions(
+        &msg,
+        &["formats.web", "protobuf", "avro, avro-confluent, json"],
+    );
+    let msg = error_of(&format!("{}\n[topics]\ndlq = \"leads.web\"\n", example()));
+    assert_mentions(&msg, &["topics", "leads.web", "distinct"]);
+    let msg = error_of(&format!("{}\n[snapshots]\nretain = 0\n", example()));
+    assert_mentions(&msg, &["snapshots.retain", "at least 1"]);
+}
+
+#[test]
 fn missing_required_settings() {
     let msg = error_of("[scoring]\nhalf_life = \"1d\"\n");
     assert_mentions(&msg, &["the top level", "missing", "funnel"]);

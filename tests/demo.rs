@@ -154,3 +154,36 @@ fn dev_broker_serves_leadflow_topics_on_the_printed_address() {
         .expect("SIGTERM");
     assert!(child.wait().expect("exits").success());
 }
+
+#[test]
+fn run_logs_json_lines_and_names_an_unreachable_broker() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        "[funnel]\nmql_threshold = 1\n[kafka]\nbrokers = \"127.0.0.1:1\"\nconnect_timeout = \"1s\"\n\
+         [http]\nlisten = \"127.0.0.1:0\"\n[log]\nformat = \"json\"\n",
+    )
+    .expect("config");
+    let out = Command::new(env!("CARGO_BIN_EXE_leadflow"))
+        .args(["run", "--config", cfg.to_str().expect("utf-8")])
+        .env_remove("LEADFLOW_LOG")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let json_lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(
+        json_lines
+            .iter()
+            .any(|v| v["level"] == "INFO" && v["fields"]["message"].is_string()),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("cannot reach the Kafka brokers at 127.0.0.1:1"),
+        "{stderr}"
+    );
+}

@@ -103,6 +103,8 @@ struct RawConfig {
     run: service::RawRun,
     #[serde(default)]
     http: service::RawHttp,
+    #[serde(default)]
+    log: service::RawLog,
 }
 
 #[derive(Deserialize, Default)]
@@ -699,6 +701,7 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         raw.snapshots,
         raw.run,
         raw.http,
+        raw.log,
     )?;
     let rules = Ruleset::new(engagement, decay, fit, grades, funnel, sla);
     Ok(Settings {

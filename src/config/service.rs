@@ -53,6 +53,13 @@ pub(super) struct RawSnapshots {
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
+pub(super) struct RawLog {
+    format: Option<String>,
+    level: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 pub(super) struct RawHttp {
     listen: Option<String>,
 }
@@ -136,6 +143,9 @@ pub struct Service {
     pub batch_size: u32,
     /// Address of the metrics and health endpoints; `None` disables them.
     pub http_listen: Option<std::net::SocketAddr>,
+    pub log_json: bool,
+    /// A `tracing` filter; LEADFLOW_LOG overrides it.
+    pub log_level: String,
 }
 
 fn input_format(key: &str, v: Option<&str>) -> Result<InputFormat, ConfigError> {
@@ -179,7 +189,21 @@ pub(super) fn validate(
     snapshots: RawSnapshots,
     run: RawRun,
     http: RawHttp,
+    log: RawLog,
 ) -> Result<Service, ConfigError> {
+    let log_json = match log.format.as_deref().unwrap_or("pretty") {
+        "pretty" => false,
+        "json" => true,
+        other => return Err(invalid("log.format", other, "allowed: pretty, json")),
+    };
+    let log_level = log.level.unwrap_or_else(|| "info".into());
+    if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
+        return Err(invalid(
+            "log.level",
+            &log_level,
+            "a level (error, warn, info, debug, trace) or a tracing filter such as info,leadflow=debug",
+        ));
+    }
     let http_listen = match http.listen.as_deref().unwrap_or("127.0.0.1:9464") {
         "" => None,
         addr => Some(addr.parse().map_err(|_| {
@@ -263,5 +287,7 @@ pub(super) fn validate(
         )?,
         batch_size,
         http_listen,
+        log_json,
+        log_level,
     })
 }
