@@ -109,7 +109,22 @@ pub fn serve(
 
 #[cfg(test)]
 mod tests {
-    use super::percent_decode;
+    use super::{percent_decode, respond};
+    use crate::service::ServiceStats;
+
+    #[test]
+    fn not_ready_before_any_assignment_and_404s() {
+        let stats = ServiceStats::new().expect("metrics");
+        assert_eq!(respond(&stats, "/health/ready").0, 503);
+        assert_eq!(respond(&stats, "/health/live").0, 200);
+        let (code, body, _) = respond(&stats, "/leads/ana%40acme.io");
+        assert_eq!(code, 404);
+        assert!(body.contains("\"lead_key\": \"ana@acme.io\""), "{body}");
+        assert_eq!(respond(&stats, "/nope").0, 404);
+        let (code, metrics, _) = respond(&stats, "/metrics");
+        assert_eq!(code, 200);
+        assert!(metrics.contains("leadflow_ready 0"), "{metrics}");
+    }
 
     #[test]
     fn decodes_escapes_and_keeps_bad_ones() {

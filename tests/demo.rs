@@ -15,12 +15,13 @@ fn get(addr: &str, path: &str) -> String {
     body
 }
 
+/// A series' value; a labelled series does not exist before its first sample: 0.
 fn metric(text: &str, name: &str) -> u64 {
     text.lines()
         .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
         .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
 }
 
 #[test]
@@ -29,7 +30,7 @@ fn demo_prints_alerts_serves_metrics_and_exits_cleanly() {
         .args([
             "demo",
             "--duration",
-            "20s",
+            "25s",
             "--speed",
             "20000",
             "--leads",
@@ -68,7 +69,7 @@ fn demo_prints_alerts_serves_metrics_and_exits_cleanly() {
     assert!(get(&addr, "/health/live").contains("ok"));
     // Counters move while traffic flows.
     let wait_for = |name: &str, above: u64| {
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let deadline = Instant::now() + Duration::from_secs(18);
         loop {
             let text = get(&addr, "/metrics");
             let v = metric(&text, name);
@@ -79,9 +80,43 @@ fn demo_prints_alerts_serves_metrics_and_exits_cleanly() {
             std::thread::sleep(Duration::from_millis(200));
         }
     };
-    let first = wait_for("leadflow_ingest_records_total", 0);
-    wait_for("leadflow_ingest_records_total", first);
-    wait_for("leadflow_state_outputs_total", 0);
+    let first = wait_for(
+        "leadflow_events_total{source=\"web\",type=\"page_view\"}",
+        0,
+    );
+    wait_for(
+        "leadflow_events_total{source=\"web\",type=\"page_view\"}",
+        first,
+    );
+    // Every metric of the service moves while the demo runs (producer errors stay 0).
+    for series in [
+        "leadflow_events_total{source=\"crm\",type=\"lead_upsert\"}",
+        "leadflow_transitions_total{from=\"new\",to=\"mql\"}",
+        "leadflow_sla_records_total{kind=\"met\",policy=\"mql_follow_up\"}",
+        "leadflow_sla_records_total{kind=\"breach\",policy=\"mql_follow_up\"}",
+        "leadflow_lead_response_seconds_count{policy=\"mql_follow_up\"}",
+        "leadflow_leads{stage=\"mql\"}",
+        "leadflow_leads_in_memory",
+        "leadflow_open_sla_clocks",
+        "leadflow_event_time_lag_seconds_count",
+        "leadflow_recovery_duration_seconds_count",
+        "leadflow_snapshot_duration_seconds_count",
+        "leadflow_snapshot_bytes",
+        "leadflow_assigned_partitions",
+        "leadflow_ready",
+    ] {
+        wait_for(series, 0);
+    }
+    let text = get(&addr, "/metrics");
+    for present in [
+        "leadflow_consumer_lag_records{stage=\"ingest\"}",
+        "leadflow_consumer_lag_records{stage=\"state\"}",
+        "leadflow_snapshot_age_seconds",
+        "leadflow_producer_errors_total 0",
+        "leadflow_duplicate_events_total",
+    ] {
+        assert!(text.contains(present), "no {present} in:\n{text}");
+    }
 
     let status = child.wait().expect("demo exits");
     let _ = reader.join();
