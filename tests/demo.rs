@@ -1,27 +1,20 @@
 //! `leadflow demo` as a newcomer runs it: an in-process broker, generated traffic, the
 //! pipeline, a readable feed of transitions and SLA alerts on stdout, and /metrics served.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+mod common;
+
 fn get(addr: &str, path: &str) -> String {
-    let mut s = TcpStream::connect(addr).expect("connect to the demo's HTTP server");
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("request");
-    let mut body = String::new();
-    s.read_to_string(&mut body).expect("response");
-    body
+    common::http::get(addr, path).1
 }
 
 /// A series' value; a labelled series does not exist before its first sample: 0.
 fn metric(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
+    common::http::series(text, name).map_or(0, |v| v as u64)
 }
 
 #[test]

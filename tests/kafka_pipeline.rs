@@ -5,6 +5,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::http::{get, series};
 use common::kafka::{assert_same, send, total, wait_until, Running, TestBroker};
 use leadflow::codec::avro;
 use leadflow::config::Settings;
@@ -397,24 +398,6 @@ fn producer_errors_are_retried_or_surfaced_never_dropped() {
     assert_same(&expected, &actual);
 }
 
-fn get(addr: &str, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).expect("connect");
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("request");
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).expect("response");
-    let code = raw
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("status code");
-    let body = raw
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (code, body)
-}
-
 /// The endpoints of the service that just processed the conformance example.
 fn check_http(addr: &str) {
     wait_until(Duration::from_secs(20), "ready", || {
@@ -446,52 +429,50 @@ fn check_http(addr: &str) {
 
     let (code, text) = get(addr, "/metrics");
     assert_eq!(code, 200);
-    let value = |series: &str| -> f64 {
-        text.lines()
-            .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+    let value = |name: &str| -> f64 {
+        series(&text, name).unwrap_or_else(|| panic!("no {name} in:\n{text}"))
     };
     // From the example's 41 valid events, 6 invalid lines and 23 records.
-    assert_eq!(
-        value(r#"leadflow_events_total{source="crm",type="lead_upsert"}"#),
-        5.0
-    );
-    assert_eq!(
-        value(r#"leadflow_events_total{source="web",type="webinar_attended"}"#),
-        9.0
-    );
-    assert_eq!(
-        value(r#"leadflow_invalid_events_total{reason="unknown_crm_type"}"#),
-        1.0
-    );
-    assert_eq!(
-        value(r#"leadflow_transitions_total{from="new",to="mql"}"#),
-        4.0
-    );
-    assert_eq!(
-        value(r#"leadflow_transitions_total{from="recycled",to="mql"}"#),
-        1.0
-    );
-    assert_eq!(
-        value(r#"leadflow_sla_records_total{kind="breach",policy="mql_follow_up"}"#),
-        3.0
-    );
-    assert_eq!(
-        value(r#"leadflow_lead_response_seconds_count{policy="mql_follow_up"}"#),
-        3.0
-    );
-    assert_eq!(
-        value(r#"leadflow_lead_response_seconds_bucket{policy="mql_follow_up",le="14400"}"#),
-        1.0
-    );
-    assert_eq!(value(r#"leadflow_leads{stage="won"}"#), 1.0);
-    assert_eq!(value(r#"leadflow_leads{stage="mql"}"#), 2.0);
-    assert_eq!(value("leadflow_leads_in_memory"), 5.0);
-    assert_eq!(value("leadflow_open_sla_clocks"), 3.0);
-    assert_eq!(value("leadflow_ready"), 1.0);
-    assert_eq!(value("leadflow_producer_errors_total"), 0.0);
+    let expected: [(&str, f64); 14] = [
+        (
+            r#"leadflow_events_total{source="crm",type="lead_upsert"}"#,
+            5.0,
+        ),
+        (
+            r#"leadflow_events_total{source="web",type="webinar_attended"}"#,
+            9.0,
+        ),
+        (
+            r#"leadflow_invalid_events_total{reason="unknown_crm_type"}"#,
+            1.0,
+        ),
+        (r#"leadflow_transitions_total{from="new",to="mql"}"#, 4.0),
+        (
+            r#"leadflow_transitions_total{from="recycled",to="mql"}"#,
+            1.0,
+        ),
+        (
+            r#"leadflow_sla_records_total{kind="breach",policy="mql_follow_up"}"#,
+            3.0,
+        ),
+        (
+            r#"leadflow_lead_response_seconds_count{policy="mql_follow_up"}"#,
+            3.0,
+        ),
+        (
+            r#"leadflow_lead_response_seconds_bucket{policy="mql_follow_up",le="14400"}"#,
+            1.0,
+        ),
+        (r#"leadflow_leads{stage="won"}"#, 1.0),
+        (r#"leadflow_leads{stage="mql"}"#, 2.0),
+        ("leadflow_leads_in_memory", 5.0),
+        ("leadflow_open_sla_clocks", 3.0),
+        ("leadflow_ready", 1.0),
+        ("leadflow_producer_errors_total", 0.0),
+    ];
+    for (name, want) in expected {
+        assert_eq!(value(name), want, "{name}");
+    }
     assert!(value("leadflow_event_time_lag_seconds_count") >= 41.0);
     assert!(!text.contains("@"), "no lead key in any label");
     promtool_check_metrics(&text);

@@ -43,4 +43,5 @@ pub fn examples_dir() -> PathBuf {
         root.join("examples")
     }
 }
+pub mod http;
 pub mod kafka;
