@@ -149,7 +149,31 @@ pub fn decode_input(source: Source, bytes: &[u8], framing: Framing) -> Result<Ev
         Framing::Plain => bytes,
         Framing::Confluent => unframe(bytes)?.1,
     };
-    let Value::Record(fields) = read_datum(input_schema(source), datum)? else {
+    event_from_value(source, read_datum(input_schema(source), datum)?)
+}
+
+/// Decodes a datum written with `writer` (e.g. a producer's evolved schema from the registry),
+/// resolved into leadflow's schema for `source`: fields the reader lacks are dropped, fields
+/// the writer lacks take their defaults; incompatible schemas are undecodable input.
+pub fn decode_input_with_writer(
+    source: Source,
+    writer: &Schema,
+    datum: &[u8],
+) -> Result<Event, Invalid> {
+    let mut reader = datum;
+    let value = apache_avro::from_avro_datum(writer, &mut reader, Some(input_schema(source)))
+        .map_err(|e| Invalid::Undecodable(format!("not readable with the writer schema: {e}")))?;
+    if !reader.is_empty() {
+        return Err(Invalid::Undecodable(format!(
+            "{} trailing bytes after the Avro datum",
+            reader.len()
+        )));
+    }
+    event_from_value(source, value)
+}
+
+fn event_from_value(source: Source, value: Value) -> Result<Event, Invalid> {
+    let Value::Record(fields) = value else {
         return Err(Invalid::Undecodable("datum is not a record".into()));
     };
     let mut ev = EventFields {

@@ -105,6 +105,8 @@ struct RawConfig {
     http: service::RawHttp,
     #[serde(default)]
     log: service::RawLog,
+    #[serde(default)]
+    schema_registry: service::RawRegistry,
 }
 
 #[derive(Deserialize, Default)]
@@ -702,6 +704,7 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         raw.run,
         raw.http,
         raw.log,
+        raw.schema_registry,
     )?;
     let rules = Ruleset::new(engagement, decay, fit, grades, funnel, sla);
     Ok(Settings {

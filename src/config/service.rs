@@ -53,6 +53,13 @@ pub(super) struct RawSnapshots {
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
+pub(super) struct RawRegistry {
+    url: Option<String>,
+    timeout: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 pub(super) struct RawLog {
     format: Option<String>,
     level: Option<String>,
@@ -144,6 +151,9 @@ pub struct Service {
     /// Address of the metrics and health endpoints; `None` disables them.
     pub http_listen: Option<std::net::SocketAddr>,
     pub log_json: bool,
+    /// Confluent-compatible schema registry for `avro-confluent` inputs (writer schemas by id).
+    pub schema_registry_url: Option<String>,
+    pub schema_registry_timeout_ms: i64,
     /// A `tracing` filter; LEADFLOW_LOG overrides it.
     pub log_level: String,
 }
@@ -190,7 +200,23 @@ pub(super) fn validate(
     run: RawRun,
     http: RawHttp,
     log: RawLog,
+    registry: RawRegistry,
 ) -> Result<Service, ConfigError> {
+    let schema_registry_url = match registry.url.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(u) if u.starts_with("http://") || u.starts_with("https://") => Some(u.to_string()),
+        Some(u) => {
+            return Err(invalid(
+                "schema_registry.url",
+                u,
+                "an http:// or https:// URL such as http://schema-registry:8081",
+            ))
+        }
+    };
+    let schema_registry_timeout_ms = positive_duration(
+        "schema_registry.timeout",
+        registry.timeout.as_deref().unwrap_or("5s"),
+    )?;
     let log_json = match log.format.as_deref().unwrap_or("pretty") {
         "pretty" => false,
         "json" => true,
@@ -289,5 +315,7 @@ pub(super) fn validate(
         http_listen,
         log_json,
         log_level,
+        schema_registry_url,
+        schema_registry_timeout_ms,
     })
 }

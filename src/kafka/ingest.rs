@@ -19,6 +19,7 @@ use super::producer::{self, LfProducer};
 use super::{H_ERROR, H_ERROR_CODE, H_SOURCE_OFFSET, H_SOURCE_PARTITION, H_SOURCE_TOPIC};
 use crate::codec::avro::{self, Framing, InternalRecord};
 use crate::codec::json;
+use crate::codec::registry::SchemaRegistry;
 use crate::config::{InputFormat, Service};
 use crate::model::event::{Event, Invalid, Source};
 use crate::partition::partition_for;
@@ -84,6 +85,12 @@ pub fn run(
     let (producer, deliveries) =
         producer::idempotent(svc, 5, Some(metrics.producer_errors.clone()))?;
     let sources: HashMap<&str, Source> = Source::ALL.iter().map(|s| (t.input(*s), *s)).collect();
+    let registry = svc.schema_registry_url.as_deref().map(|url| {
+        SchemaRegistry::new(
+            url,
+            Duration::from_millis(svc.schema_registry_timeout_ms as u64),
+        )
+    });
     let flush_timeout = Duration::from_millis(svc.drain_timeout_ms as u64);
     tracing::info!(topics = ?[&t.web, &t.email, &t.crm], group = %svc.ingest_group, "ingest started");
 
@@ -102,7 +109,16 @@ pub fn run(
                     let Some(&source) = sources.get(m.topic()) else {
                         continue;
                     };
-                    forward(svc, layout, &producer, source, &m, stats, metrics)?;
+                    forward(
+                        svc,
+                        layout,
+                        &producer,
+                        registry.as_ref(),
+                        source,
+                        &m,
+                        stats,
+                        metrics,
+                    )?;
                     next.insert((m.topic().to_string(), m.partition()), m.offset() + 1);
                     n += 1;
                 }
@@ -129,10 +145,12 @@ pub fn run(
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn forward<M: Message>(
     svc: &Service,
     layout: &Layout,
     producer: &LfProducer,
+    registry: Option<&SchemaRegistry>,
     source: Source,
     m: &M,
     stats: &IngestStats,
@@ -140,7 +158,16 @@ fn forward<M: Message>(
 ) -> anyhow::Result<()> {
     stats.consumed.fetch_add(1, Ordering::Relaxed);
     let bytes = m.payload().unwrap_or(&[]);
-    match decode(source, svc.input_formats[source.index()], bytes) {
+    let format = svc.input_formats[source.index()];
+    let decoded = match (format, registry) {
+        // An unreachable registry is not bad input: fail the stage (nothing is committed, the
+        // restart re-reads) instead of dead-lettering everything.
+        (InputFormat::AvroConfluent, Some(reg)) => reg
+            .decode(source, bytes)
+            .context("decoding with the schema registry")?,
+        _ => decode(source, format, bytes),
+    };
+    match decoded {
         Ok(ev) => {
             metrics
                 .events

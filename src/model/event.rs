@@ -156,10 +156,12 @@ pub enum Invalid {
         found: Source,
         topic: Source,
     },
+    /// A Confluent-framed message names a schema id the registry does not know.
+    UnknownSchema(u32),
 }
 
 impl Invalid {
-    pub const CODES: [&'static str; 9] = [
+    pub const CODES: [&'static str; 10] = [
         "undecodable",
         "missing_field",
         "empty_field",
@@ -169,6 +171,7 @@ impl Invalid {
         "unknown_crm_type",
         "lead_key_too_long",
         "source_mismatch",
+        "unknown_schema",
     ];
 
     /// The static code equal to `s`, if it is one of `CODES`.
@@ -187,6 +190,7 @@ impl Invalid {
             Invalid::UnknownCrmType(_) => "unknown_crm_type",
             Invalid::LeadKeyTooLong(_) => "lead_key_too_long",
             Invalid::SourceMismatch { .. } => "source_mismatch",
+            Invalid::UnknownSchema(_) => "unknown_schema",
         }
     }
 }
@@ -213,6 +217,9 @@ impl fmt::Display for Invalid {
                 f,
                 "lead_key is {n} bytes, longer than the maximum {MAX_LEAD_KEY_BYTES}"
             ),
+            Invalid::UnknownSchema(id) => {
+                write!(f, "schema id {id} is not in the schema registry")
+            }
             Invalid::SourceMismatch { found, topic } => write!(
                 f,
                 "source {found:?} does not match the topic's source {topic:?}",
@@ -405,6 +412,7 @@ mod tests {
                 found: Source::Web,
                 topic: Source::Crm,
             },
+            Invalid::UnknownSchema(7),
         ];
         for i in &all {
             assert_eq!(Invalid::code_from_str(i.code()), Some(i.code()));
