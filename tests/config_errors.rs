@@ -184,6 +184,11 @@ fn service_settings_are_checked() {
     );
     let msg = error_of(&format!("{}\n[topics]\ndlq = \"leads.web\"\n", example()));
     assert_mentions(&msg, &["topics", "leads.web", "distinct"]);
+    let msg = error_of(&format!(
+        "{}\n[schema_registry]\nurl = \"registry:8081\"\n",
+        example()
+    ));
+    assert_mentions(&msg, &["schema_registry.url", "registry:8081", "http://"]);
     let msg = error_of(&format!("{}\n[snapshots]\nretain = 0\n", example()));
     assert_mentions(&msg, &["snapshots.retain", "at least 1"]);
 }

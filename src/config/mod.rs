@@ -696,16 +696,16 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         None => 30_000,
     };
 
-    let service = service::validate(
-        raw.kafka,
-        raw.topics,
-        raw.formats,
-        raw.snapshots,
-        raw.run,
-        raw.http,
-        raw.log,
-        raw.schema_registry,
-    )?;
+    let service = service::validate(service::RawSections {
+        kafka: raw.kafka,
+        topics: raw.topics,
+        formats: raw.formats,
+        snapshots: raw.snapshots,
+        run: raw.run,
+        http: raw.http,
+        log: raw.log,
+        registry: raw.schema_registry,
+    })?;
     let rules = Ruleset::new(engagement, decay, fit, grades, funnel, sla);
     Ok(Settings {
         rules: Arc::new(rules),

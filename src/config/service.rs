@@ -192,16 +192,29 @@ fn non_empty(key: &str, v: Option<String>, default: &str) -> Result<String, Conf
     Ok(s)
 }
 
-pub(super) fn validate(
-    kafka: RawKafka,
-    topics: RawTopics,
-    formats: RawFormats,
-    snapshots: RawSnapshots,
-    run: RawRun,
-    http: RawHttp,
-    log: RawLog,
-    registry: RawRegistry,
-) -> Result<Service, ConfigError> {
+/// The raw service sections of a config file.
+pub(super) struct RawSections {
+    pub kafka: RawKafka,
+    pub topics: RawTopics,
+    pub formats: RawFormats,
+    pub snapshots: RawSnapshots,
+    pub run: RawRun,
+    pub http: RawHttp,
+    pub log: RawLog,
+    pub registry: RawRegistry,
+}
+
+pub(super) fn validate(raw: RawSections) -> Result<Service, ConfigError> {
+    let RawSections {
+        kafka,
+        topics,
+        formats,
+        snapshots,
+        run,
+        http,
+        log,
+        registry,
+    } = raw;
     let schema_registry_url = match registry.url.as_deref().map(str::trim) {
         None | Some("") => None,
         Some(u) if u.starts_with("http://") || u.starts_with("https://") => Some(u.to_string()),
