@@ -200,3 +200,25 @@ fn missing_required_settings() {
     let msg = error_of("[funnel]\nmql_min_fit = 3\n");
     assert_mentions(&msg, &["`funnel`", "missing", "mql_threshold"]);
 }
+
+#[test]
+fn the_documented_production_example_loads() {
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/configuration.md"
+    ))
+    .expect("docs/configuration.md");
+    let block = doc
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a toml example");
+    let s =
+        Settings::from_toml(&format!("{block}\n[funnel]\nmql_threshold = 50\n")).expect("loads");
+    assert_eq!(
+        s.service.schema_registry_url.as_deref(),
+        Some("https://schema-registry:8081")
+    );
+    assert!(s.service.log_json);
+    assert_eq!(s.service.properties["security.protocol"], "SASL_SSL");
+}
