@@ -132,5 +132,74 @@ fn codecs(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, engine, codecs);
+/// Snapshot encode + restore of a partition with 1M leads (issue target: < 2 s together).
+fn snapshots(c: &mut Criterion) {
+    let rules = Settings::from_toml(CONFIG).expect("example config").rules;
+    let mut st = PartitionState::new(Arc::clone(&rules));
+    let mut out = Vec::new();
+    // Every one of 1M leads gets a profile, then 2M mixed events give many of them
+    // engagement, cooldowns, transitions and clocks.
+    for i in 0..1_000_000u64 {
+        let e = EventFields::from_parts(
+            &format!("u{i}"),
+            &format!("lead{i}@x.io"),
+            1_794_837_600_000,
+            "crm",
+            "lead_upsert",
+            &[
+                ("title", "VP Sales"),
+                ("employees", "500"),
+                ("country", "US"),
+            ],
+        )
+        .validate()
+        .expect("valid");
+        st.apply(&e, &mut out);
+        out.clear();
+    }
+    for e in events(2_000_000, 1_000_000) {
+        st.apply(&e, &mut out);
+        out.clear();
+    }
+    let bytes = st.encode_snapshot(0);
+    eprintln!(
+        "snapshot of {} leads: {} bytes ({} bytes per lead)",
+        st.lead_count(),
+        bytes.len(),
+        bytes.len() / st.lead_count().max(1)
+    );
+    let mut g = c.benchmark_group("snapshot_1m_leads");
+    g.sample_size(10);
+    g.bench_function("encode", |b| b.iter(|| black_box(st.encode_snapshot(0))));
+    g.bench_function("decode", |b| {
+        b.iter(|| {
+            black_box(PartitionState::decode_snapshot(Arc::clone(&rules), &bytes).expect("decodes"))
+        })
+    });
+    g.finish();
+}
+
+/// `leadflow replay` without the file system: JSON lines in, JSON lines out.
+fn replay(c: &mut Criterion) {
+    let rules = Settings::from_toml(CONFIG).expect("example config").rules;
+    let mut input = Vec::new();
+    for e in events(200_000, 20_000) {
+        serde_json::to_writer(&mut input, &leadflow::gen::to_json(&e)).expect("json");
+        input.push(b'\n');
+    }
+    let mut g = c.benchmark_group("replay");
+    g.throughput(Throughput::Elements(200_000));
+    g.sample_size(10);
+    g.bench_function("jsonl_200k_events", |b| {
+        b.iter(|| {
+            let mut st = PartitionState::new(Arc::clone(&rules));
+            let mut sink = std::io::sink();
+            leadflow::replay::run(&mut st, &input[..], &mut sink, None, |_| {}, |_| {})
+                .expect("replay")
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, engine, codecs, snapshots, replay);
 criterion_main!(benches);
