@@ -257,37 +257,45 @@ pub enum InternalRecord {
 }
 
 pub fn encode_internal(rec: &InternalRecord) -> anyhow::Result<Vec<u8>> {
-    let body = match rec {
-        InternalRecord::Event(ev) => Value::Union(
-            0,
-            Box::new(Value::Record(vec![
-                ("event_id".into(), Value::String(ev.event_id.clone())),
-                ("lead_key".into(), Value::String(ev.lead_key.clone())),
-                ("occurred_at".into(), Value::TimestampMillis(ev.occurred_at)),
-                (
-                    "source".into(),
-                    Value::Enum(ev.source.index() as u32, ev.source.as_str().into()),
-                ),
-                ("type".into(), Value::String(ev.event_type.clone())),
-                (
-                    "attributes".into(),
-                    Value::Map(
-                        ev.attributes
-                            .iter()
-                            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-                            .collect(),
-                    ),
-                ),
-            ])),
-        ),
-        InternalRecord::Tick(t) => Value::Union(
+    match rec {
+        InternalRecord::Event(ev) => encode_internal_event(ev),
+        InternalRecord::Tick(t) => internal_datum(Value::Union(
             1,
             Box::new(Value::Record(vec![(
                 "time".into(),
                 Value::TimestampMillis(*t),
             )])),
-        ),
-    };
+        )),
+    }
+}
+
+/// An event as an internal record, from a borrowed event (ingest's hot path: no copy).
+pub fn encode_internal_event(ev: &Event) -> anyhow::Result<Vec<u8>> {
+    internal_datum(Value::Union(
+        0,
+        Box::new(Value::Record(vec![
+            ("event_id".into(), Value::String(ev.event_id.clone())),
+            ("lead_key".into(), Value::String(ev.lead_key.clone())),
+            ("occurred_at".into(), Value::TimestampMillis(ev.occurred_at)),
+            (
+                "source".into(),
+                Value::Enum(ev.source.index() as u32, ev.source.as_str().into()),
+            ),
+            ("type".into(), Value::String(ev.event_type.clone())),
+            (
+                "attributes".into(),
+                Value::Map(
+                    ev.attributes
+                        .iter()
+                        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                        .collect(),
+                ),
+            ),
+        ])),
+    ))
+}
+
+fn internal_datum(body: Value) -> anyhow::Result<Vec<u8>> {
     Ok(apache_avro::to_avro_datum(
         &SCHEMAS.internal,
         Value::Record(vec![("body".into(), body)]),

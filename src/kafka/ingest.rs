@@ -17,7 +17,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::admin::Layout;
 use super::producer::{self, LfProducer};
 use super::{H_ERROR, H_ERROR_CODE, H_SOURCE_OFFSET, H_SOURCE_PARTITION, H_SOURCE_TOPIC};
-use crate::codec::avro::{self, Framing, InternalRecord};
+use crate::codec::avro::{self, Framing};
 use crate::codec::json;
 use crate::codec::registry::SchemaRegistry;
 use crate::config::{InputFormat, Service};
@@ -176,7 +176,7 @@ fn forward<M: Message>(
                     crate::metrics::type_label(source, &ev.event_type),
                 ])
                 .inc();
-            let value = avro::encode_internal(&InternalRecord::Event(ev.clone()))?;
+            let value = avro::encode_internal_event(&ev)?;
             let partition =
                 partition_for(ev.lead_key.as_bytes(), layout.internal_partitions as u32) as i32;
             producer::send(
