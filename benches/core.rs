@@ -1,8 +1,11 @@
-//! Micro-benchmarks of the pure core and the codecs: engine apply on a realistic mix, JSON line
-//! decode, Avro input decode. Run: `cargo bench --bench core`.
+//! Micro-benchmarks of the pure core and the codecs: engine apply on a realistic mix (10k, 1M
+//! and, with `LEADFLOW_BENCH_10M=1`, 10M leads in memory), JSON line decode, Avro decode and
+//! encode per source (the hand-written reader against apache-avro's generic path), snapshot
+//! encode and restore of 1M leads, JSONL replay. Run: `cargo bench --bench core`.
 
 use std::hint::black_box;
 use std::sync::Arc;
+use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
@@ -22,6 +25,11 @@ type Kind = (
 
 /// A deterministic mix: mostly web and email engagement, some CRM, over `leads` leads.
 fn events(n: usize, leads: u64) -> Vec<Event> {
+    events_seeded(n, leads, 0)
+}
+
+/// `events` from another seed (ids and times continue per seed, so batches do not repeat).
+fn events_seeded(n: usize, leads: u64, seed: u64) -> Vec<Event> {
     let mix: [Kind; 8] = [
         ("web", "page_view", &[("url", "https://x.io/pricing")]),
         ("web", "page_view", &[("url", "https://x.io/blog")]),
@@ -40,8 +48,8 @@ fn events(n: usize, leads: u64) -> Vec<Event> {
         ("crm", "sales_accepted", &[]),
         ("crm", "sales_activity", &[]),
     ];
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut t = 1_794_837_600_000i64;
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ seed.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    let mut t = 1_794_837_600_000i64 + seed as i64 * 3_600_000;
     (0..n)
         .map(|i| {
             // xorshift: cheap, deterministic
@@ -51,7 +59,7 @@ fn events(n: usize, leads: u64) -> Vec<Event> {
             t += (x % 2000) as i64;
             let (s, ty, attrs) = mix[(x >> 20) as usize % mix.len()];
             EventFields::from_parts(
-                &format!("e{i}"),
+                &format!("e{seed}-{i}"),
                 &format!("lead{}@x.io", (x >> 32) % leads),
                 t,
                 s,
@@ -85,6 +93,61 @@ fn engine(c: &mut Criterion) {
         )
     });
     g.finish();
+}
+
+/// Engine apply with 1M and 10M leads already in memory: the same mix, lead keys spread over
+/// all of them, so lookups miss the CPU caches as they do in production. Events are made
+/// outside the timed section; the state keeps growing in event time across iterations.
+fn engine_at_scale(c: &mut Criterion) {
+    let rules = Settings::from_toml(CONFIG).expect("example config").rules;
+    let sizes: &[u64] = if std::env::var_os("LEADFLOW_BENCH_10M").is_some() {
+        &[1_000_000, 10_000_000]
+    } else {
+        &[1_000_000]
+    };
+    let mut g = c.benchmark_group("engine_at_scale");
+    g.sample_size(10);
+    for &leads in sizes {
+        let mut st = PartitionState::new(Arc::clone(&rules));
+        let mut out = Vec::new();
+        for i in 0..leads {
+            st.apply(&upsert(i), &mut out);
+            out.clear();
+        }
+        let mut seed = leads;
+        g.throughput(Throughput::Elements(1));
+        g.bench_function(format!("apply_{}m_leads", leads / 1_000_000), |b| {
+            b.iter_custom(|iters| {
+                seed += 1;
+                let evs = events_seeded(iters as usize, leads, seed);
+                let start = Instant::now();
+                for e in &evs {
+                    st.apply(e, &mut out);
+                    out.clear();
+                }
+                start.elapsed()
+            })
+        });
+    }
+    g.finish();
+}
+
+/// A `lead_upsert` giving lead `i` a profile.
+fn upsert(i: u64) -> Event {
+    EventFields::from_parts(
+        &format!("u{i}"),
+        &format!("lead{i}@x.io"),
+        1_794_837_600_000,
+        "crm",
+        "lead_upsert",
+        &[
+            ("title", "VP Sales"),
+            ("employees", "500"),
+            ("country", "US"),
+        ],
+    )
+    .validate()
+    .expect("valid")
 }
 
 fn codecs(c: &mut Criterion) {
@@ -122,13 +185,63 @@ fn codecs(c: &mut Criterion) {
             }
         })
     });
-    g.bench_function("avro_input_1k", |b| {
+    g.bench_function("avro_input_1k_mix", |b| {
         b.iter(|| {
             for (s, d) in &datums {
                 black_box(avro::decode_input(*s, d, avro::Framing::Plain).ok());
             }
         })
     });
+    g.bench_function("avro_input_1k_mix_generic", |b| {
+        b.iter(|| {
+            for (s, d) in &datums {
+                black_box(avro::decode_input_generic(*s, d, avro::Framing::Plain).ok());
+            }
+        })
+    });
+    g.finish();
+
+    // Per source, one datum at a time: ns per datum, fast reader and apache-avro generic.
+    let mut g = c.benchmark_group("avro_per_source");
+    g.throughput(Throughput::Elements(1));
+    for source in Source::ALL {
+        let Some((_, d)) = datums.iter().find(|(s, _)| *s == source) else {
+            continue;
+        };
+        g.bench_function(format!("decode_{source}"), |b| {
+            b.iter(|| {
+                black_box(avro::decode_input(
+                    source,
+                    black_box(d),
+                    avro::Framing::Plain,
+                ))
+            })
+        });
+        g.bench_function(format!("decode_{source}_generic"), |b| {
+            b.iter(|| {
+                black_box(avro::decode_input_generic(
+                    source,
+                    black_box(d),
+                    avro::Framing::Plain,
+                ))
+            })
+        });
+        let ev = avro::decode_input(source, d, avro::Framing::Plain).expect("decodes");
+        let rec = avro::InternalRecord::Event(ev.clone());
+        g.bench_function(format!("encode_internal_{source}"), |b| {
+            b.iter(|| black_box(avro::encode_internal_event(black_box(&ev))))
+        });
+        g.bench_function(format!("encode_internal_{source}_generic"), |b| {
+            b.iter(|| black_box(avro::encode_internal_generic(black_box(&rec))))
+        });
+        let internal = avro::encode_internal(&rec).expect("encodes");
+        g.bench_function(format!("decode_internal_{source}"), |b| {
+            b.iter(|| black_box(avro::decode_internal(black_box(&internal))))
+        });
+        g.bench_function(format!("decode_internal_{source}_generic"), |b| {
+            b.iter(|| black_box(avro::decode_internal_generic(black_box(&internal))))
+        });
+    }
     g.finish();
 }
 
@@ -140,21 +253,7 @@ fn snapshots(c: &mut Criterion) {
     // Every one of 1M leads gets a profile, then 2M mixed events give many of them
     // engagement, cooldowns, transitions and clocks.
     for i in 0..1_000_000u64 {
-        let e = EventFields::from_parts(
-            &format!("u{i}"),
-            &format!("lead{i}@x.io"),
-            1_794_837_600_000,
-            "crm",
-            "lead_upsert",
-            &[
-                ("title", "VP Sales"),
-                ("employees", "500"),
-                ("country", "US"),
-            ],
-        )
-        .validate()
-        .expect("valid");
-        st.apply(&e, &mut out);
+        st.apply(&upsert(i), &mut out);
         out.clear();
     }
     for e in events(2_000_000, 1_000_000) {
@@ -201,5 +300,5 @@ fn replay(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, engine, codecs, snapshots, replay);
+criterion_group!(benches, engine, engine_at_scale, codecs, snapshots, replay);
 criterion_main!(benches);

@@ -45,8 +45,8 @@ static SCHEMAS: LazyLock<Schemas> = LazyLock::new(|| {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Framing {
     Plain,
-    /// Confluent wire format; the schema id is read but not resolved (no registry yet): the
-    /// writer must use leadflow's schema.
+    /// Confluent wire format. Without a schema registry the writer must use leadflow's schema;
+    /// with one (`decode_input_with_writer`) the writer's schema is resolved by id.
     Confluent,
 }
 
@@ -145,11 +145,27 @@ fn take_common(ev: &mut EventFields, name: &str, map_field: &str, value: Value) 
 /// Decodes an input message of `source`'s schema into a validated event. Typed fields become
 /// attributes of the same name and override `properties` entries with that name.
 pub fn decode_input(source: Source, bytes: &[u8], framing: Framing) -> Result<Event, Invalid> {
-    let datum = match framing {
-        Framing::Plain => bytes,
-        Framing::Confluent => unframe(bytes)?.1,
-    };
-    event_from_value(source, read_datum(input_schema(source), datum)?)
+    super::fast::decode_input(source, datum_of(bytes, framing)?)
+}
+
+/// The same as `decode_input` through apache-avro's generic `Value` path (kept to check the
+/// fast reader against, and for the benchmarks' comparison).
+pub fn decode_input_generic(
+    source: Source,
+    bytes: &[u8],
+    framing: Framing,
+) -> Result<Event, Invalid> {
+    event_from_value(
+        source,
+        read_datum(input_schema(source), datum_of(bytes, framing)?)?,
+    )
+}
+
+fn datum_of(bytes: &[u8], framing: Framing) -> Result<&[u8], Invalid> {
+    match framing {
+        Framing::Plain => Ok(bytes),
+        Framing::Confluent => Ok(unframe(bytes)?.1),
+    }
 }
 
 /// Decodes a datum written with `writer` (e.g. a producer's evolved schema from the registry),
@@ -258,7 +274,15 @@ pub enum InternalRecord {
 
 pub fn encode_internal(rec: &InternalRecord) -> anyhow::Result<Vec<u8>> {
     match rec {
-        InternalRecord::Event(ev) => encode_internal_event(ev),
+        InternalRecord::Event(ev) => Ok(super::fast::encode_internal_event(ev)),
+        InternalRecord::Tick(t) => Ok(super::fast::encode_tick(*t)),
+    }
+}
+
+/// `encode_internal` through apache-avro's generic path (for the cross-check and benches).
+pub fn encode_internal_generic(rec: &InternalRecord) -> anyhow::Result<Vec<u8>> {
+    match rec {
+        InternalRecord::Event(ev) => encode_internal_event_generic(ev),
         InternalRecord::Tick(t) => internal_datum(Value::Union(
             1,
             Box::new(Value::Record(vec![(
@@ -271,6 +295,10 @@ pub fn encode_internal(rec: &InternalRecord) -> anyhow::Result<Vec<u8>> {
 
 /// An event as an internal record, from a borrowed event (ingest's hot path: no copy).
 pub fn encode_internal_event(ev: &Event) -> anyhow::Result<Vec<u8>> {
+    Ok(super::fast::encode_internal_event(ev))
+}
+
+fn encode_internal_event_generic(ev: &Event) -> anyhow::Result<Vec<u8>> {
     internal_datum(Value::Union(
         0,
         Box::new(Value::Record(vec![
@@ -305,6 +333,11 @@ fn internal_datum(body: Value) -> anyhow::Result<Vec<u8>> {
 /// Decodes an internal record; events are validated again (the log may be written by an
 /// older or foreign producer).
 pub fn decode_internal(bytes: &[u8]) -> Result<InternalRecord, Invalid> {
+    super::fast::decode_internal(bytes)
+}
+
+/// `decode_internal` through apache-avro's generic path.
+pub fn decode_internal_generic(bytes: &[u8]) -> Result<InternalRecord, Invalid> {
     let Value::Record(mut fields) = read_datum(&SCHEMAS.internal, bytes)? else {
         return Err(Invalid::Undecodable("datum is not a record".into()));
     };

@@ -1,0 +1,151 @@
+//! The hand-written Avro reader (`codec::fast`) against apache-avro's generic path: the same
+//! event for every valid datum, and the same verdict (decoded or undecodable) for corrupted
+//! ones, including truncations, flipped bytes and hostile lengths.
+
+use leadflow::codec::avro::{self, Framing, InternalRecord};
+use leadflow::model::event::{Event, EventFields, Source};
+use proptest::prelude::*;
+
+fn text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[a-z_]{0,12}",
+        "\\PC{0,8}",
+        Just(String::new()),
+        Just("owner_id".to_string()),
+        Just("url".to_string()),
+        Just("employees".to_string()),
+        Just("250".to_string()),
+    ]
+}
+
+fn event() -> impl Strategy<Value = EventFields> {
+    (
+        "[a-z0-9]{1,10}",
+        "[a-z@.]{1,20}",
+        prop_oneof![0..2_000_000_000_000i64, any::<i64>()],
+        prop::sample::select(vec![
+            ("web", "page_view"),
+            ("web", "custom"),
+            ("email", "click"),
+            ("crm", "lead_upsert"),
+            ("crm", "owner_assigned"),
+        ]),
+        prop::collection::vec((text(), text()), 0..8),
+    )
+        .prop_map(|(id, key, t, (source, ty), attrs)| EventFields {
+            event_id: Some(id),
+            lead_key: Some(key),
+            occurred_at: Some(t),
+            source: Some(source.to_string()),
+            event_type: Some(ty.to_string()),
+            attributes: attrs,
+        })
+}
+
+/// A corruption of a datum: truncate, flip a byte, insert a byte, or overwrite with a large
+/// varint (a hostile length or count).
+fn corrupt(bytes: &[u8], kind: u8, at: usize, byte: u8) -> Vec<u8> {
+    let mut b = bytes.to_vec();
+    if b.is_empty() {
+        return vec![byte];
+    }
+    let at = at % b.len();
+    match kind % 4 {
+        0 => b.truncate(at),
+        1 => b[at] ^= byte | 1,
+        2 => b.insert(at, byte),
+        _ => {
+            b.splice(at..at, [0xfe, 0xff, 0xff, 0xff, 0x0f]);
+        }
+    }
+    b
+}
+
+fn same_verdict(
+    fast: Result<Event, leadflow::model::event::Invalid>,
+    generic: Result<Event, leadflow::model::event::Invalid>,
+) -> Result<(), TestCaseError> {
+    match (fast, generic) {
+        (Ok(a), Ok(b)) => prop_assert_eq!(a, b),
+        (Err(a), Err(b)) => prop_assert_eq!(a.code(), b.code()),
+        (a, b) => prop_assert!(false, "fast {a:?} but generic {b:?}"),
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn input_datums_decode_the_same(fields in event(), framing in prop::bool::ANY) {
+        let Ok(ev) = fields.validate() else { return Ok(()) };
+        let framing = if framing { Framing::Confluent } else { Framing::Plain };
+        let bytes = avro::encode_input(&ev, framing, 3).expect("encodes");
+        let fast = avro::decode_input(ev.source, &bytes, framing);
+        same_verdict(fast.clone(), avro::decode_input_generic(ev.source, &bytes, framing))?;
+        // Encoding drops nothing: the decoded event has every attribute (typed or not).
+        let decoded = fast.expect("valid datum decodes");
+        let mut want = ev.attributes.clone();
+        want.sort();
+        prop_assert_eq!(decoded.attributes, want);
+    }
+
+    #[test]
+    fn corrupted_input_datums_get_the_same_verdict(
+        fields in event(), kind in any::<u8>(), at in any::<usize>(), byte in any::<u8>(),
+    ) {
+        let Ok(ev) = fields.validate() else { return Ok(()) };
+        let bytes = avro::encode_input(&ev, Framing::Plain, 0).expect("encodes");
+        let bad = corrupt(&bytes, kind, at, byte);
+        for source in Source::ALL {
+            same_verdict(
+                avro::decode_input(source, &bad, Framing::Plain),
+                avro::decode_input_generic(source, &bad, Framing::Plain),
+            )?;
+        }
+    }
+
+    #[test]
+    fn internal_records_agree_both_ways(
+        fields in event(), kind in any::<u8>(), at in any::<usize>(), byte in any::<u8>(),
+        tick in any::<i64>(),
+    ) {
+        let Ok(mut ev) = fields.validate() else { return Ok(()) };
+        // Maps have no order: decoding sorts attributes by key.
+        ev.attributes.sort();
+        for rec in [InternalRecord::Event(ev), InternalRecord::Tick(tick)] {
+            let fast = avro::encode_internal(&rec).expect("encodes");
+            let generic = avro::encode_internal_generic(&rec).expect("encodes");
+            for bytes in [&fast, &generic] {
+                prop_assert_eq!(&avro::decode_internal(bytes).expect("decodes"), &rec);
+                prop_assert_eq!(&avro::decode_internal_generic(bytes).expect("decodes"), &rec);
+            }
+            let bad = corrupt(&fast, kind, at, byte);
+            match (avro::decode_internal(&bad), avro::decode_internal_generic(&bad)) {
+                (Ok(a), Ok(b)) => prop_assert_eq!(a, b),
+                (Err(a), Err(b)) => prop_assert_eq!(a.code(), b.code()),
+                (a, b) => prop_assert!(false, "fast {a:?} but generic {b:?}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn a_hostile_map_count_is_rejected_without_allocating() {
+    // A web datum whose properties map claims 2^40 entries in a 30-byte message.
+    let mut b = Vec::new();
+    for s in ["e1", "k@x", ""] {
+        if s.is_empty() {
+            b.push(0x02); // occurred_at = 1
+        } else {
+            b.push((s.len() * 2) as u8);
+            b.extend_from_slice(s.as_bytes());
+        }
+    }
+    b.extend_from_slice(&[0x12]);
+    b.extend_from_slice(b"page_view");
+    b.extend_from_slice(&[0; 6]); // six null typed fields
+    b.extend_from_slice(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x02]); // count 2^40
+    let err = avro::decode_input(Source::Web, &b, Framing::Plain).expect_err("rejected");
+    assert_eq!(err.code(), "undecodable", "{err}");
+}
