@@ -196,14 +196,14 @@ proptest! {
             }
         }
         prop_assert_eq!(st.stage_counts().iter().sum::<u64>(), st.lead_count() as u64);
-        let clocks: usize = ["a", "b", "c", "d"].iter().filter_map(|k| st.lead(k)).map(|l| l.clocks.len()).sum();
+        let clocks: usize = ["a", "b", "c", "d"].iter().filter_map(|k| st.lead(k)).map(|l| l.clocks().len()).sum();
         prop_assert_eq!(st.open_clocks(), clocks as u64);
         for key in ["a", "b", "c", "d"] {
             if let Some(lead) = st.lead(key) {
                 let stage_total = st.stage_counts()[lead.stage.index()];
                 prop_assert!(stage_total >= 1);
                 prop_assert!((-100.0..=400.0).contains(&lead.engagement.value));
-                prop_assert!(lead.clocks.len() <= st.rules().sla.len());
+                prop_assert!(lead.clocks().len() <= st.rules().sla.len());
             }
         }
     }

@@ -63,7 +63,7 @@ impl PartitionState {
     /// Explains `key` at `as_of` (default: the later of the stream clock and the lead's last
     /// engagement time, so the numbers match the records the lead produced).
     pub fn explain(&self, key: &str, as_of: Option<i64>) -> Option<Explanation> {
-        let lead = self.leads.get(key)?;
+        let lead = self.lead(key)?;
         let rules = &*self.rules;
         let as_of = as_of.unwrap_or_else(|| {
             self.clock
@@ -100,8 +100,13 @@ impl PartitionState {
                     })
                 })
                 .collect(),
-            profile: lead.profile.iter().cloned().collect(),
+            profile: lead
+                .profile
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             recent_transitions: lead
+                .extra()
                 .recent_transitions
                 .iter()
                 .map(|t| TransitionView {
@@ -112,7 +117,7 @@ impl PartitionState {
                 })
                 .collect(),
             open_sla_clocks: lead
-                .clocks
+                .clocks()
                 .iter()
                 .map(|c| {
                     let p = &rules.sla[c.policy as usize];

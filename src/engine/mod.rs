@@ -3,159 +3,27 @@
 //! `advance`.
 
 mod explain;
+mod lead;
 mod snapshot;
 
 pub use explain::Explanation;
+pub use lead::{
+    id_hash, static_reason, Clock, Extra, Lead, Profile, RecentIds, RecentTransition, RECENT_IDS,
+    RECENT_TRANSITIONS,
+};
 pub use snapshot::SnapshotError;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
-use hashbrown::HashMap;
+use hashbrown::{DefaultHashBuilder, HashTable};
 
 use crate::model::event::{CrmType, Event};
 use crate::model::funnel::{crm_move, crm_outcome, CrmOutcome, Stage};
 use crate::model::records::{Output, SlaKind, SlaRecord, Transition};
 use crate::model::rules::{Ruleset, Until};
 use crate::model::score::{round4, Engagement};
-
-/// How many recent event ids per lead are remembered for duplicate detection (SPEC §2).
-pub const RECENT_IDS: usize = 8;
-
-/// Hashes of the last `RECENT_IDS` event ids applied to a lead. A 64-bit hash keeps the lead
-/// small; a false duplicate needs a collision among 8 ids (~4e-19).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RecentIds {
-    ids: [u64; RECENT_IDS],
-    len: u8,
-    next: u8,
-}
-
-impl RecentIds {
-    pub fn contains(&self, h: u64) -> bool {
-        self.ids[..self.len as usize].contains(&h)
-    }
-
-    pub fn push(&mut self, h: u64) {
-        self.ids[self.next as usize] = h;
-        self.next = ((self.next as usize + 1) % RECENT_IDS) as u8;
-        self.len = (self.len + 1).min(RECENT_IDS as u8);
-    }
-}
-
-/// FNV-1a, 64 bit: stable across builds and platforms, so snapshots stay valid.
-pub fn id_hash(id: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in id.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
-
-/// A running SLA clock.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Clock {
-    pub policy: u16,
-    pub k: u32,
-    pub start: i64,
-    pub deadline: i64,
-    pub warn_at: Option<i64>,
-}
-
-#[derive(Clone, Debug)]
-pub struct Lead {
-    pub key: Arc<str>,
-    pub stage: Stage,
-    pub engagement: Engagement,
-    pub fit: f64,
-    pub grade: Option<u8>,
-    /// Sorted by attribute name.
-    pub profile: Vec<(String, String)>,
-    /// `(rule index, t_last)` for rules with a cooldown that have scored this lead.
-    pub cooldowns: Vec<(u16, i64)>,
-    pub recent: RecentIds,
-    pub transitions: u32,
-    pub clocks: Vec<Clock>,
-    /// `(policy index, clocks started)`.
-    pub sla_started: Vec<(u16, u32)>,
-    /// Per engagement rule that scored: its own decayed sum (no clamp), for explanations.
-    pub contributions: Vec<(u16, Engagement)>,
-    /// The last `RECENT_TRANSITIONS` stage changes, oldest first.
-    pub recent_transitions: Vec<RecentTransition>,
-}
-
-/// How many stage changes a lead remembers for explanations.
-pub const RECENT_TRANSITIONS: usize = 5;
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct RecentTransition {
-    pub from: Stage,
-    pub to: Stage,
-    pub reason: &'static str,
-    pub at: i64,
-}
-
-/// Transition reasons are `score`, `fast_track` or a CRM type: all static strings.
-pub fn static_reason(reason: &str) -> Option<&'static str> {
-    match reason {
-        "score" => Some("score"),
-        "fast_track" => Some("fast_track"),
-        other => CrmType::parse(other).map(CrmType::as_str),
-    }
-}
-
-impl Lead {
-    fn new(key: Arc<str>, t: i64) -> Lead {
-        Lead {
-            key,
-            stage: Stage::New,
-            engagement: Engagement::zero(t),
-            fit: 0.0,
-            grade: None,
-            profile: Vec::new(),
-            cooldowns: Vec::new(),
-            recent: RecentIds::default(),
-            transitions: 0,
-            clocks: Vec::new(),
-            sla_started: Vec::new(),
-            contributions: Vec::new(),
-            recent_transitions: Vec::new(),
-        }
-    }
-
-    pub fn attribute(&self, name: &str) -> Option<&str> {
-        self.profile
-            .binary_search_by(|(k, _)| k.as_str().cmp(name))
-            .ok()
-            .map(|i| self.profile[i].1.as_str())
-    }
-
-    pub fn owner_id(&self) -> Option<&str> {
-        self.attribute("owner_id")
-    }
-
-    /// Sets (or, for an empty value, removes) a profile attribute; true when it changed.
-    fn set_attribute(&mut self, name: &str, value: &str) -> bool {
-        match self.profile.binary_search_by(|(k, _)| k.as_str().cmp(name)) {
-            Ok(i) if value.is_empty() => {
-                self.profile.remove(i);
-                true
-            }
-            Ok(i) if self.profile[i].1 == value => false,
-            Ok(i) => {
-                self.profile[i].1 = value.to_string();
-                true
-            }
-            Err(_) if value.is_empty() => false,
-            Err(i) => {
-                self.profile
-                    .insert(i, (name.to_string(), value.to_string()));
-                true
-            }
-        }
-    }
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum TimerKind {
@@ -198,7 +66,12 @@ pub enum Applied {
 
 pub struct PartitionState {
     rules: Arc<Ruleset>,
-    leads: HashMap<Arc<str>, Lead>,
+    /// Leads in a dense vector, found through `index` (positions, hashed by lead key): a
+    /// table of 4-byte slots wastes far less than a map holding whole leads at its load
+    /// factor.
+    leads: Vec<Lead>,
+    index: HashTable<u32>,
+    hasher: DefaultHashBuilder,
     timers: BTreeSet<Timer>,
     clock: Option<i64>,
     stats: Stats,
@@ -211,7 +84,9 @@ impl PartitionState {
     pub fn new(rules: Arc<Ruleset>) -> PartitionState {
         PartitionState {
             rules,
-            leads: HashMap::new(),
+            leads: Vec::new(),
+            index: HashTable::new(),
+            hasher: DefaultHashBuilder::default(),
             timers: BTreeSet::new(),
             clock: None,
             stats: Stats::default(),
@@ -234,9 +109,9 @@ impl PartitionState {
     fn recount(&mut self) {
         self.stage_counts = [0; 8];
         self.open_clocks = 0;
-        for lead in self.leads.values() {
+        for lead in &self.leads {
             self.stage_counts[lead.stage.index()] += 1;
-            self.open_clocks += lead.clocks.len() as u64;
+            self.open_clocks += lead.clocks().len() as u64;
         }
     }
 
@@ -245,7 +120,64 @@ impl PartitionState {
     }
 
     pub fn lead(&self, key: &str) -> Option<&Lead> {
-        self.leads.get(key)
+        self.find(key).map(|i| &self.leads[i])
+    }
+
+    fn find(&self, key: &str) -> Option<usize> {
+        let h = self.hasher.hash_one(key);
+        self.index
+            .find(h, |&i| &*self.leads[i as usize].key == key)
+            .map(|&i| i as usize)
+    }
+
+    /// The position of `key`'s lead, created (as of `t`) when it is new.
+    fn find_or_insert(&mut self, key: &str, t: i64) -> usize {
+        let h = self.hasher.hash_one(key);
+        let PartitionState {
+            leads,
+            index,
+            hasher,
+            stage_counts,
+            ..
+        } = self;
+        let entry = index.entry(
+            h,
+            |&i| &*leads[i as usize].key == key,
+            |&i| hasher.hash_one(&*leads[i as usize].key),
+        );
+        match entry {
+            hashbrown::hash_table::Entry::Occupied(e) => *e.get() as usize,
+            hashbrown::hash_table::Entry::Vacant(e) => {
+                let i = leads.len();
+                e.insert(i as u32);
+                leads.push(Lead::new(Arc::from(key), t));
+                stage_counts[Stage::New.index()] += 1;
+                i
+            }
+        }
+    }
+
+    /// Adds a restored lead; false when its key is already present.
+    fn insert_restored(&mut self, lead: Lead) -> bool {
+        let h = self.hasher.hash_one(&*lead.key);
+        let PartitionState {
+            leads,
+            index,
+            hasher,
+            ..
+        } = self;
+        match index.entry(
+            h,
+            |&i| leads[i as usize].key == lead.key,
+            |&i| hasher.hash_one(&*leads[i as usize].key),
+        ) {
+            hashbrown::hash_table::Entry::Occupied(_) => false,
+            hashbrown::hash_table::Entry::Vacant(e) => {
+                e.insert(leads.len() as u32);
+                leads.push(lead);
+                true
+            }
+        }
     }
 
     pub fn lead_count(&self) -> usize {
@@ -291,10 +223,11 @@ impl PartitionState {
 
     fn fire(&mut self, timer: &Timer, out: &mut Vec<Output>) {
         let rules = &*self.rules;
-        let Some(lead) = self.leads.get(&*timer.lead) else {
+        let Some(i) = self.find(&timer.lead) else {
             return;
         };
-        let Some(clock) = lead.clocks.iter().find(|c| c.policy == timer.policy) else {
+        let lead = &self.leads[i];
+        let Some(clock) = lead.clocks().iter().find(|c| c.policy == timer.policy) else {
             return;
         };
         let kind = match timer.kind {
@@ -317,6 +250,7 @@ impl PartitionState {
         self.stats.events += 1;
         let t = ev.occurred_at;
         self.advance(t, out);
+        let li = self.find_or_insert(&ev.lead_key, t);
 
         let PartitionState {
             rules,
@@ -328,10 +262,7 @@ impl PartitionState {
             ..
         } = self;
         let rules: &Ruleset = rules;
-        let lead = leads.entry_ref(ev.lead_key.as_str()).or_insert_with(|| {
-            stage_counts[Stage::New.index()] += 1;
-            Lead::new(Arc::from(ev.lead_key.as_str()), t)
-        });
+        let lead = &mut leads[li];
 
         let h = id_hash(&ev.event_id);
         if lead.recent.contains(h) {
@@ -345,8 +276,8 @@ impl PartitionState {
 
         // The event's own SLA `met` records (until-lists), before its transition.
         let mut i = 0;
-        while i < lead.clocks.len() {
-            let clock = &lead.clocks[i];
+        while i < lead.clocks().len() {
+            let clock = &lead.clocks()[i];
             let policy = &rules.sla[clock.policy as usize];
             let met = match &policy.until {
                 Until::Events(patterns) => {
@@ -355,7 +286,7 @@ impl PartitionState {
                 Until::StageExit => false,
             };
             if met {
-                let clock = lead.clocks.remove(i);
+                let clock = lead.extra_mut().clocks.remove(i);
                 *open_clocks -= 1;
                 out.push(met_record(rules, lead, &clock, t, stats));
                 remove_timers(timers, rules, &lead.key, &clock);
@@ -376,11 +307,11 @@ impl PartitionState {
             None => mql_reason(rules, lead, ev).map(|reason| (Stage::Mql, reason)),
         };
         if let Some((to, reason)) = target {
-            let before = lead.clocks.len() as u64;
+            let before = lead.clocks().len() as u64;
             stage_counts[lead.stage.index()] -= 1;
             stage_counts[to.index()] += 1;
             transition(rules, lead, timers, stats, ev, to, reason, out);
-            *open_clocks = *open_clocks - before + lead.clocks.len() as u64;
+            *open_clocks = *open_clocks - before + lead.clocks().len() as u64;
         }
         Applied::Applied
     }
@@ -391,13 +322,13 @@ fn update_profile(rules: &Ruleset, lead: &mut Lead, ev: &Event) {
         Some(CrmType::LeadUpsert) => {
             let mut changed = false;
             for (k, v) in &ev.attributes {
-                changed |= lead.set_attribute(k, v);
+                changed |= lead.profile.set(k, v);
             }
             changed
         }
         // A missing `owner_id` attribute leaves the owner as it is; an empty one clears it.
         Some(CrmType::OwnerAssigned) => match ev.attribute("owner_id") {
-            Some(owner) => lead.set_attribute("owner_id", owner),
+            Some(owner) => lead.profile.set("owner_id", owner),
             None => false,
         },
         _ => false,
@@ -421,14 +352,15 @@ fn score_engagement(rules: &Ruleset, lead: &mut Lead, ev: &Event) {
             continue;
         }
         if let Some(cooldown) = rule.cooldown_ms {
-            match lead.cooldowns.iter_mut().find(|(r, _)| *r == ri) {
+            let cooldowns = &mut lead.extra_mut().cooldowns;
+            match cooldowns.iter_mut().find(|(r, _)| *r == ri) {
                 Some((_, last)) => {
                     if t.abs_diff(*last) < cooldown.unsigned_abs() {
                         continue;
                     }
                     *last = (*last).max(t);
                 }
-                None => lead.cooldowns.push((ri, t)),
+                None => push_exact(cooldowns, (ri, t)),
             }
         }
         lead.engagement.add(rule.points, t, &rules.decay);
@@ -437,14 +369,7 @@ fn score_engagement(rules: &Ruleset, lead: &mut Lead, ev: &Event) {
             max: None,
             ..rules.decay
         };
-        match lead.contributions.iter_mut().find(|(r, _)| *r == ri) {
-            Some((_, c)) => c.add(rule.points, t, &unclamped),
-            None => {
-                let mut c = Engagement::zero(t);
-                c.add(rule.points, t, &unclamped);
-                lead.contributions.push((ri, c));
-            }
-        }
+        lead.add_contribution(ri, rule.points, t, &unclamped);
     }
 }
 
@@ -484,17 +409,21 @@ fn transition(
     lead.stage = to;
     if to == Stage::Recycled && rules.funnel.recycle_reset {
         lead.engagement = Engagement::zero(t);
-        lead.contributions.clear();
+        lead.contributions = Box::default();
     }
-    if lead.recent_transitions.len() == RECENT_TRANSITIONS {
-        lead.recent_transitions.remove(0);
+    let recent = &mut lead.extra_mut().recent_transitions;
+    if recent.len() == RECENT_TRANSITIONS {
+        recent.remove(0);
     }
-    lead.recent_transitions.push(RecentTransition {
-        from,
-        to,
-        reason,
-        at: t,
-    });
+    push_exact(
+        recent,
+        RecentTransition {
+            from,
+            to,
+            reason,
+            at: t,
+        },
+    );
     lead.transitions += 1;
     stats.transitions_to[to.index()] += 1;
     let now = eval_time(lead, t);
@@ -514,7 +443,7 @@ fn transition(
 
     // Leaving `from`: every running clock belongs to it. stage_exit clocks are met; the
     // others are cancelled silently.
-    let clocks = std::mem::take(&mut lead.clocks);
+    let clocks = std::mem::take(&mut lead.extra_mut().clocks);
     for clock in &clocks {
         if matches!(rules.sla[clock.policy as usize].until, Until::StageExit) {
             out.push(met_record(rules, lead, clock, t, stats));
@@ -524,13 +453,14 @@ fn transition(
 
     for &pi in rules.policies_for(to) {
         let policy = &rules.sla[pi as usize];
-        let k = match lead.sla_started.iter_mut().find(|(p, _)| *p == pi) {
+        let started = &mut lead.extra_mut().sla_started;
+        let k = match started.iter_mut().find(|(p, _)| *p == pi) {
             Some((_, n)) => {
                 *n += 1;
                 *n
             }
             None => {
-                lead.sla_started.push((pi, 1));
+                push_exact(started, (pi, 1));
                 1
             }
         };
@@ -554,8 +484,15 @@ fn transition(
                 policy: pi,
             });
         }
-        lead.clocks.push(clock);
+        push_exact(&mut lead.extra_mut().clocks, clock);
     }
+}
+
+/// Pushes without the doubling growth of `Vec::push`: per-lead lists are short and millions
+/// of them would otherwise carry spare capacity.
+fn push_exact<T>(v: &mut Vec<T>, item: T) {
+    v.reserve_exact(1);
+    v.push(item);
 }
 
 fn timer_slots(clock: &Clock) -> impl Iterator<Item = (i64, TimerKind)> {

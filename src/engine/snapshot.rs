@@ -5,15 +5,12 @@
 //! Layout (little endian): magic `LFSN`, version u16, body, CRC-32 of everything before it.
 //! Pure bytes in and out; the store that writes files lives at the edge.
 
-use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::Arc;
 
-use hashbrown::HashMap;
-
 use super::{
-    static_reason, Clock, Lead, PartitionState, RecentIds, RecentTransition, Stats, Timer,
-    TimerKind, RECENT_IDS, RECENT_TRANSITIONS,
+    static_reason, Clock, Extra, Lead, PartitionState, Profile, RecentIds, RecentTransition, Stats,
+    Timer, TimerKind, RECENT_IDS, RECENT_TRANSITIONS,
 };
 use crate::model::funnel::Stage;
 use crate::model::rules::Ruleset;
@@ -181,19 +178,20 @@ impl PartitionState {
         }
 
         w.len(self.leads.len());
-        for lead in self.leads.values() {
+        for lead in &self.leads {
+            let extra = lead.extra();
             w.str(&lead.key);
             w.u8(lead.stage.index() as u8);
             w.f64(lead.engagement.value);
             w.i64(lead.engagement.at);
             w.f64(lead.fit);
             w.len(lead.profile.len());
-            for (k, v) in &lead.profile {
+            for (k, v) in lead.profile.iter() {
                 w.str(k);
                 w.str(v);
             }
-            w.len(lead.cooldowns.len());
-            for (ri, t) in &lead.cooldowns {
+            w.len(extra.cooldowns.len());
+            for (ri, t) in &extra.cooldowns {
                 w.str(&rules.engagement[*ri as usize].name);
                 w.i64(*t);
             }
@@ -203,27 +201,27 @@ impl PartitionState {
             w.u8(lead.recent.len);
             w.u8(lead.recent.next);
             w.u32(lead.transitions);
-            w.len(lead.clocks.len());
-            for c in &lead.clocks {
+            w.len(extra.clocks.len());
+            for c in &extra.clocks {
                 w.str(&rules.sla[c.policy as usize].name);
                 w.u32(c.k);
                 w.i64(c.start);
                 w.i64(c.deadline);
                 w.opt_i64(c.warn_at);
             }
-            w.len(lead.sla_started.len());
-            for (pi, n) in &lead.sla_started {
+            w.len(extra.sla_started.len());
+            for (pi, n) in &extra.sla_started {
                 w.str(&rules.sla[*pi as usize].name);
                 w.u32(*n);
             }
             w.len(lead.contributions.len());
-            for (ri, c) in &lead.contributions {
+            for (ri, c) in lead.contributions.iter() {
                 w.str(&rules.engagement[*ri as usize].name);
                 w.f64(c.value);
                 w.i64(c.at);
             }
-            w.len(lead.recent_transitions.len());
-            for t in &lead.recent_transitions {
+            w.len(extra.recent_transitions.len());
+            for t in &extra.recent_transitions {
                 w.u8(t.from.index() as u8);
                 w.u8(t.to.index() as u8);
                 w.str(t.reason);
@@ -288,7 +286,10 @@ impl PartitionState {
         let policy_index = |name: &str| rules.sla.iter().position(|p| p.name == name);
 
         let n_leads = r.count(40, "leads")?;
-        let mut leads: HashMap<Arc<str>, Lead> = HashMap::with_capacity(n_leads);
+        let mut state = PartitionState::new(Arc::clone(&rules));
+        state.leads.reserve_exact(n_leads);
+        state.index.reserve(n_leads, |_| 0);
+        let mut pairs: Vec<(&str, &str)> = Vec::new();
         for _ in 0..n_leads {
             let key: Arc<str> = Arc::from(r.str("lead key")?);
             let stage = stage_from(r.u8("stage")?)?;
@@ -297,17 +298,19 @@ impl PartitionState {
                 at: r.i64("engagement time")?,
             };
             let fit = r.f64("fit")?;
-            let mut profile = Vec::new();
+            pairs.clear();
             for _ in 0..r.count(8, "profile")? {
-                profile.push((r.str("attribute")?.to_string(), r.str("value")?.to_string()));
+                pairs.push((r.str("attribute")?, r.str("value")?));
             }
-            if !profile.windows(2).all(|w| w[0].0 < w[1].0) {
+            if !pairs.windows(2).all(|w| w[0].0 < w[1].0) {
                 return Err(SnapshotError::Corrupt(format!(
                     "profile of {key} is not sorted"
                 )));
             }
-            let mut cooldowns = Vec::new();
-            for _ in 0..r.count(12, "cooldowns")? {
+            let profile = Profile::from_sorted(pairs.iter().copied());
+            let n = r.count(12, "cooldowns")?;
+            let mut cooldowns = Vec::with_capacity(n);
+            for _ in 0..n {
                 let name = r.str("rule name")?;
                 let t = r.i64("cooldown time")?;
                 if let Some(i) = rule_index(name) {
@@ -324,8 +327,9 @@ impl PartitionState {
                 return Err(SnapshotError::Corrupt("recent id ring out of range".into()));
             }
             let transitions = r.u32("transitions")?;
-            let mut clocks = Vec::new();
-            for _ in 0..r.count(25, "clocks")? {
+            let n = r.count(25, "clocks")?;
+            let mut clocks = Vec::with_capacity(n);
+            for _ in 0..n {
                 let name = r.str("policy name")?;
                 let clock = Clock {
                     policy: 0,
@@ -341,16 +345,18 @@ impl PartitionState {
                     });
                 }
             }
-            let mut sla_started = Vec::new();
-            for _ in 0..r.count(8, "clock counters")? {
+            let n = r.count(8, "clock counters")?;
+            let mut sla_started = Vec::with_capacity(n);
+            for _ in 0..n {
                 let name = r.str("policy name")?;
                 let n = r.u32("clock counter")?;
                 if let Some(i) = policy_index(name) {
                     sla_started.push((i as u16, n));
                 }
             }
-            let mut contributions = Vec::new();
-            for _ in 0..r.count(20, "contributions")? {
+            let n = r.count(20, "contributions")?;
+            let mut contributions = Vec::with_capacity(n);
+            for _ in 0..n {
                 let name = r.str("rule name")?;
                 let c = Engagement {
                     value: r.f64("contribution")?,
@@ -360,8 +366,8 @@ impl PartitionState {
                     contributions.push((i as u16, c));
                 }
             }
-            let mut recent_transitions = Vec::new();
             let n = r.count(14, "recent transitions")?;
+            let mut recent_transitions = Vec::with_capacity(n);
             if n > RECENT_TRANSITIONS {
                 return Err(SnapshotError::Corrupt("too many recent transitions".into()));
             }
@@ -379,27 +385,26 @@ impl PartitionState {
                     at,
                 });
             }
-            let lead = Lead {
-                key: Arc::clone(&key),
-                stage,
-                engagement,
-                fit,
-                grade: rules.grade_for(fit),
-                profile,
+            let mut lead = Lead::new(key, engagement.at);
+            lead.stage = stage;
+            lead.engagement = engagement;
+            lead.fit = fit;
+            lead.grade = rules.grade_for(fit);
+            lead.profile = profile;
+            lead.recent = recent;
+            lead.transitions = transitions;
+            lead.contributions = contributions.into_boxed_slice();
+            lead.set_extra(Extra {
                 cooldowns,
-                recent,
-                transitions,
                 clocks,
                 sla_started,
-                contributions,
                 recent_transitions,
-            };
-            if leads.insert(key, lead).is_some() {
+            });
+            if !state.insert_restored(lead) {
                 return Err(SnapshotError::Corrupt("a lead appears twice".into()));
             }
         }
 
-        let mut timers = BTreeSet::new();
         for _ in 0..r.count(17, "timers")? {
             let lead = r.str("timer lead")?;
             let policy = r.str("timer policy")?;
@@ -409,13 +414,12 @@ impl PartitionState {
                 k => return Err(SnapshotError::Corrupt(format!("unknown timer kind {k}"))),
             };
             let due = r.i64("timer due")?;
-            let (Some((key, _)), Some(pi)) = (leads.get_key_value(lead), policy_index(policy))
-            else {
+            let (Some(li), Some(pi)) = (state.find(lead), policy_index(policy)) else {
                 continue; // its lead or policy is gone: nothing can fire for it
             };
-            timers.insert(Timer {
+            state.timers.insert(Timer {
                 due,
-                lead: Arc::clone(key),
+                lead: Arc::clone(&state.leads[li].key),
                 rank: rules.sla_rank[pi],
                 kind,
                 policy: pi as u16,
@@ -427,15 +431,8 @@ impl PartitionState {
                 r.buf.len()
             )));
         }
-        let mut state = PartitionState {
-            rules,
-            leads,
-            timers,
-            clock,
-            stats,
-            stage_counts: [0; 8],
-            open_clocks: 0,
-        };
+        state.clock = clock;
+        state.stats = stats;
         state.recount();
         Ok((state, position))
     }
@@ -501,7 +498,7 @@ mod tests {
                     a.fit,
                     a.grade,
                     &a.profile,
-                    &a.cooldowns
+                    &a.extra().cooldowns
                 ),
                 (
                     b.stage,
@@ -509,12 +506,12 @@ mod tests {
                     b.fit,
                     b.grade,
                     &b.profile,
-                    &b.cooldowns
+                    &b.extra().cooldowns
                 )
             );
             assert_eq!(
-                (&a.recent, a.transitions, &a.clocks, &a.sla_started),
-                (&b.recent, b.transitions, &b.clocks, &b.sla_started)
+                (&a.recent, a.transitions, a.clocks(), &a.extra().sla_started),
+                (&b.recent, b.transitions, b.clocks(), &b.extra().sla_started)
             );
         }
     }
@@ -566,11 +563,11 @@ mod tests {
             .rules;
         let (back, _) = PartitionState::decode_snapshot(rules, &bytes).expect("decodes");
         assert!(
-            back.lead("bo").expect("bo").clocks.is_empty(),
+            back.lead("bo").expect("bo").clocks().is_empty(),
             "mql_follow_up is gone"
         );
         assert_eq!(
-            back.lead("ana").expect("ana").clocks.len(),
+            back.lead("ana").expect("ana").clocks().len(),
             1,
             "sal_first_touch stays"
         );

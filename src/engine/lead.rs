@@ -1,0 +1,306 @@
+//! One lead's state, laid out for memory: a partition holds millions of them.
+//!
+//! What a plain lead needs (key, stage, scores, duplicate window, profile, per-rule
+//! contributions) is inline or in one exact-sized allocation each; what only some leads have
+//! (cooldowns, SLA clocks and counters, recent transitions) sits behind one optional box.
+//! The profile is one packed byte string instead of a `String` pair per attribute.
+
+use std::sync::Arc;
+
+use crate::model::event::CrmType;
+use crate::model::funnel::Stage;
+use crate::model::score::{Decay, Engagement};
+
+/// How many recent event ids per lead are remembered for duplicate detection (SPEC §2).
+pub const RECENT_IDS: usize = 8;
+
+/// How many stage changes a lead remembers for explanations.
+pub const RECENT_TRANSITIONS: usize = 5;
+
+/// Hashes of the last `RECENT_IDS` event ids applied to a lead. A 64-bit hash keeps the lead
+/// small; a false duplicate needs a collision among 8 ids (~4e-19).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecentIds {
+    pub(super) ids: [u64; RECENT_IDS],
+    pub(super) len: u8,
+    pub(super) next: u8,
+}
+
+impl RecentIds {
+    pub fn contains(&self, h: u64) -> bool {
+        self.ids[..self.len as usize].contains(&h)
+    }
+
+    pub fn push(&mut self, h: u64) {
+        self.ids[self.next as usize] = h;
+        self.next = ((self.next as usize + 1) % RECENT_IDS) as u8;
+        self.len = (self.len + 1).min(RECENT_IDS as u8);
+    }
+}
+
+/// FNV-1a, 64 bit: stable across builds and platforms, so snapshots stay valid.
+pub fn id_hash(id: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in id.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// A running SLA clock.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Clock {
+    pub policy: u16,
+    pub k: u32,
+    pub start: i64,
+    pub deadline: i64,
+    pub warn_at: Option<i64>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecentTransition {
+    pub from: Stage,
+    pub to: Stage,
+    pub reason: &'static str,
+    pub at: i64,
+}
+
+/// Transition reasons are `score`, `fast_track` or a CRM type: all static strings.
+pub fn static_reason(reason: &str) -> Option<&'static str> {
+    match reason {
+        "score" => Some("score"),
+        "fast_track" => Some("fast_track"),
+        other => CrmType::parse(other).map(CrmType::as_str),
+    }
+}
+
+/// Profile attributes, sorted by name, packed as `len name len value` with LEB128 lengths in
+/// one exact-sized allocation (none when empty).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Profile(Box<[u8]>);
+
+fn put_len(out: &mut Vec<u8>, mut n: usize) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+/// Iterates a packed profile. The bytes were written by `Profile::from_sorted` from `&str`s,
+/// so they always parse; a parse failure ends the iteration rather than panicking.
+pub struct ProfileIter<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> ProfileIter<'a> {
+    fn len(&mut self) -> Option<usize> {
+        let mut n = 0usize;
+        for (i, &b) in self.rest.iter().enumerate().take(10) {
+            n |= usize::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                self.rest = &self.rest[i + 1..];
+                return Some(n);
+            }
+        }
+        None
+    }
+
+    fn text(&mut self) -> Option<&'a str> {
+        let n = self.len()?;
+        let bytes = self.rest.get(..n)?;
+        self.rest = &self.rest[n..];
+        std::str::from_utf8(bytes).ok()
+    }
+}
+
+impl<'a> Iterator for ProfileIter<'a> {
+    type Item = (&'a str, &'a str);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        let name = self.text()?;
+        let value = self.text()?;
+        Some((name, value))
+    }
+}
+
+impl Profile {
+    /// Packs `(name, value)` pairs that are already sorted by name and unique.
+    pub fn from_sorted<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Profile {
+        let mut out = Vec::new();
+        for (k, v) in pairs {
+            put_len(&mut out, k.len());
+            out.extend_from_slice(k.as_bytes());
+            put_len(&mut out, v.len());
+            out.extend_from_slice(v.as_bytes());
+        }
+        Profile(out.into_boxed_slice())
+    }
+
+    pub fn iter(&self) -> ProfileIter<'_> {
+        ProfileIter { rest: &self.0 }
+    }
+
+    pub fn len(&self) -> usize {
+        self.iter().count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.iter().find(|(k, _)| *k == name).map(|(_, v)| v)
+    }
+
+    /// Sets (or, for an empty value, removes) an attribute; true when it changed.
+    pub fn set(&mut self, name: &str, value: &str) -> bool {
+        if self.get(name).unwrap_or("") == value {
+            return false;
+        }
+        let mut pairs: Vec<(&str, &str)> = self.iter().filter(|(k, _)| *k != name).collect();
+        if !value.is_empty() {
+            let at = pairs.partition_point(|(k, _)| *k < name);
+            pairs.insert(at, (name, value));
+        }
+        *self = Profile::from_sorted(pairs);
+        true
+    }
+}
+
+/// Per-lead state that only some leads have: kept out of line so a plain lead stays small.
+#[derive(Clone, Debug, Default)]
+pub struct Extra {
+    /// `(rule index, t_last)` for rules with a cooldown that have scored this lead.
+    pub cooldowns: Vec<(u16, i64)>,
+    pub clocks: Vec<Clock>,
+    /// `(policy index, clocks started)`.
+    pub sla_started: Vec<(u16, u32)>,
+    /// The last `RECENT_TRANSITIONS` stage changes, oldest first.
+    pub recent_transitions: Vec<RecentTransition>,
+}
+
+impl Extra {
+    fn is_empty(&self) -> bool {
+        self.cooldowns.is_empty()
+            && self.clocks.is_empty()
+            && self.sla_started.is_empty()
+            && self.recent_transitions.is_empty()
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Lead {
+    pub key: Arc<str>,
+    pub engagement: Engagement,
+    pub fit: f64,
+    pub recent: RecentIds,
+    pub transitions: u32,
+    pub stage: Stage,
+    pub grade: Option<u8>,
+    pub profile: Profile,
+    /// Per engagement rule that scored: its own decayed sum (no clamp), for explanations.
+    pub contributions: Box<[(u16, Engagement)]>,
+    extra: Option<Box<Extra>>,
+}
+
+static NO_EXTRA: Extra = Extra {
+    cooldowns: Vec::new(),
+    clocks: Vec::new(),
+    sla_started: Vec::new(),
+    recent_transitions: Vec::new(),
+};
+
+impl Lead {
+    pub fn new(key: Arc<str>, t: i64) -> Lead {
+        Lead {
+            key,
+            engagement: Engagement::zero(t),
+            fit: 0.0,
+            recent: RecentIds::default(),
+            transitions: 0,
+            stage: Stage::New,
+            grade: None,
+            profile: Profile::default(),
+            contributions: Box::default(),
+            extra: None,
+        }
+    }
+
+    pub fn attribute(&self, name: &str) -> Option<&str> {
+        self.profile.get(name)
+    }
+
+    pub fn owner_id(&self) -> Option<&str> {
+        self.attribute("owner_id")
+    }
+
+    pub fn extra(&self) -> &Extra {
+        self.extra.as_deref().unwrap_or(&NO_EXTRA)
+    }
+
+    /// The out-of-line state, created on first use.
+    pub fn extra_mut(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Box::default)
+    }
+
+    /// Installs restored out-of-line state (nothing is allocated when it is empty).
+    pub fn set_extra(&mut self, extra: Extra) {
+        self.extra = (!extra.is_empty()).then(|| Box::new(extra));
+    }
+
+    pub fn clocks(&self) -> &[Clock] {
+        &self.extra().clocks
+    }
+
+    /// Adds `points` at `t` to rule `ri`'s contribution (the slice grows only for a new rule).
+    pub fn add_contribution(&mut self, ri: u16, points: f64, t: i64, unclamped: &Decay) {
+        if let Some((_, c)) = self.contributions.iter_mut().find(|(r, _)| *r == ri) {
+            c.add(points, t, unclamped);
+            return;
+        }
+        let mut c = Engagement::zero(t);
+        c.add(points, t, unclamped);
+        let mut v = std::mem::take(&mut self.contributions).into_vec();
+        v.push((ri, c));
+        self.contributions = v.into_boxed_slice();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profile_keeps_attributes_sorted_and_removes_empty_values() {
+        let mut p = Profile::default();
+        assert!(p.is_empty());
+        assert!(p.set("title", "CTO"));
+        assert!(p.set("country", "DE"));
+        assert!(p.set("employees", "1200"));
+        assert!(!p.set("country", "DE"), "same value: no change");
+        assert!(
+            !p.set("missing", ""),
+            "removing an absent attribute: no change"
+        );
+        let long = "x".repeat(300); // a length above one LEB128 byte
+        assert!(p.set("notes", &long));
+        assert_eq!(
+            p.iter().collect::<Vec<_>>(),
+            vec![
+                ("country", "DE"),
+                ("employees", "1200"),
+                ("notes", long.as_str()),
+                ("title", "CTO")
+            ]
+        );
+        assert!(p.set("title", ""));
+        assert_eq!(p.get("title"), None);
+        assert_eq!(p.get("notes"), Some(long.as_str()));
+        assert_eq!(p.len(), 3);
+    }
+}
