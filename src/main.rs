@@ -193,8 +193,11 @@ fn cmd_replay(
     let settings = load_settings(&config)?;
     let mut state = PartitionState::new(settings.rules.clone());
 
-    let (reader, size): (Box<dyn io::BufRead>, Option<u64>) = if input.as_os_str() == "-" {
-        (Box::new(io::stdin().lock()), None)
+    let (reader, size): (Box<dyn io::BufRead + Send>, Option<u64>) = if input.as_os_str() == "-" {
+        (
+            Box::new(BufReader::with_capacity(1 << 20, io::stdin())),
+            None,
+        )
     } else {
         let f = File::open(&input).with_context(|| format!("opening {}", input.display()))?;
         let size = f.metadata().ok().map(|m| m.len());

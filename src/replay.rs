@@ -8,6 +8,7 @@ use anyhow::Context;
 
 use crate::codec::json;
 use crate::engine::{Applied, PartitionState, Stats};
+use crate::model::event::{Event, Invalid};
 use crate::model::funnel::Stage;
 use crate::model::records::Output;
 
@@ -68,54 +69,69 @@ impl Summary {
     }
 }
 
+/// One parsed input line.
+enum Parsed {
+    Blank,
+    Event(Event),
+    Invalid(Invalid),
+}
+
+/// Lines parsed by the reader thread: (parsed lines, bytes consumed by them).
+type Batch = (Vec<Parsed>, u64);
+
+const BATCH_LINES: usize = 2048;
+
 /// Replays `input` into `output`. `on_invalid` hears each rejected line; `on_progress` the
 /// bytes consumed so far (called every few thousand lines). With `until`, timers due before
 /// it fire at the end.
-pub fn run<R: BufRead, W: Write>(
+///
+/// Reading and JSON decoding run on a second thread, one batch of lines ahead of the fold:
+/// decoding costs about as much as folding, so the two cores share the work. The fold itself
+/// stays on this thread, in input order.
+pub fn run<R: BufRead + Send, W: Write>(
     state: &mut PartitionState,
-    mut input: R,
+    input: R,
     output: &mut W,
     until: Option<i64>,
     mut on_invalid: impl FnMut(Rejected),
     mut on_progress: impl FnMut(u64),
 ) -> anyhow::Result<Summary> {
-    let mut line = Vec::with_capacity(1024);
     let mut out_buf = Vec::with_capacity(64 * 1024);
     let mut records = Vec::new();
     let mut summary = Summary::default();
     let mut consumed = 0u64;
-    loop {
-        line.clear();
-        let n = input
-            .read_until(b'\n', &mut line)
-            .context("reading the input")?;
-        if n == 0 {
-            break;
-        }
-        consumed += n as u64;
-        summary.lines += 1;
-        let text = trim_line(&line);
-        if text.is_empty() {
-            continue; // blank lines (e.g. a trailing newline) are not events
-        }
-        match json::decode_event(text) {
-            Ok(ev) => {
-                // Duplicates are counted by the engine; nothing else to do here.
-                let _: Applied = state.apply(&ev, &mut records);
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<anyhow::Result<Batch>>(4);
+        // Parsed batches go back to the reader to be freed there: glibc frees memory fastest
+        // on the thread (arena) that allocated it.
+        let (back_tx, back_rx) = std::sync::mpsc::channel::<Vec<Parsed>>();
+        scope.spawn(move || read_batches(input, tx, back_rx));
+        for batch in rx {
+            let (lines, bytes) = batch?;
+            consumed += bytes;
+            for parsed in &lines {
+                summary.lines += 1;
+                match parsed {
+                    Parsed::Blank => continue, // e.g. a trailing newline: not an event
+                    Parsed::Event(ev) => {
+                        // Duplicates are counted by the engine; nothing else to do here.
+                        let _: Applied = state.apply(ev, &mut records);
+                    }
+                    Parsed::Invalid(why) => {
+                        state.note_invalid(why.code());
+                        on_invalid(Rejected {
+                            line: summary.lines,
+                            reason: why.to_string(),
+                        });
+                    }
+                }
+                flush_records(&mut records, &mut out_buf, output, &mut summary, false)?;
             }
-            Err(why) => {
-                state.note_invalid(why.code());
-                on_invalid(Rejected {
-                    line: summary.lines,
-                    reason: why.to_string(),
-                });
-            }
-        }
-        flush_records(&mut records, &mut out_buf, output, &mut summary, false)?;
-        if summary.lines % 4096 == 0 {
+            let _ = back_tx.send(lines);
             on_progress(consumed);
         }
-    }
+        Ok(())
+    })?;
     if let Some(t) = until {
         state.advance(t, &mut records);
     }
@@ -125,6 +141,50 @@ pub fn run<R: BufRead, W: Write>(
     summary.leads = state.lead_count();
     summary.stats = state.stats().clone();
     Ok(summary)
+}
+
+/// The reader thread: lines to parsed batches, until the input ends, a read fails, or the
+/// fold stops listening.
+fn read_batches<R: BufRead>(
+    mut input: R,
+    tx: std::sync::mpsc::SyncSender<anyhow::Result<Batch>>,
+    back: std::sync::mpsc::Receiver<Vec<Parsed>>,
+) {
+    let mut line = Vec::with_capacity(1024);
+    loop {
+        while let Ok(done) = back.try_recv() {
+            drop(done);
+        }
+        let mut batch = Vec::with_capacity(BATCH_LINES);
+        let mut bytes = 0u64;
+        while batch.len() < BATCH_LINES {
+            line.clear();
+            match input.read_until(b'\n', &mut line) {
+                Ok(0) => break,
+                Ok(n) => bytes += n as u64,
+                Err(e) => {
+                    let _ = tx.send(Err(anyhow::Error::new(e).context("reading the input")));
+                    return;
+                }
+            }
+            let text = trim_line(&line);
+            batch.push(if text.is_empty() {
+                Parsed::Blank
+            } else {
+                match json::decode_event(text) {
+                    Ok(ev) => Parsed::Event(ev),
+                    Err(why) => Parsed::Invalid(why),
+                }
+            });
+        }
+        let last = batch.len() < BATCH_LINES;
+        if !batch.is_empty() && tx.send(Ok((batch, bytes))).is_err() {
+            return;
+        }
+        if last {
+            return;
+        }
+    }
 }
 
 fn trim_line(line: &[u8]) -> &[u8] {
