@@ -1,0 +1,572 @@
+//! End-to-end benchmark through a Kafka-protocol broker: `leadflow run` as a child process,
+//! fed by this process, measured from outside.
+//!
+//! 1. Backlog: one `lead_upsert` per lead, then the generator's journeys, all produced to the
+//!    source topics (Avro) before `leadflow run` starts. Sustained throughput = events / time
+//!    from the first to the last event counted by the service's `/metrics`, once the state
+//!    stage has folded them all (`leadflow_leads_in_memory` and the consumer lag settle).
+//! 2. Latency: events produced at a fixed rate; for every transition record the trigger's
+//!    send instant is looked up, so latency = output consumed - input sent (same clock).
+//! 3. Peak RSS (VmHWM) and RSS per lead in memory, from /proc.
+//!
+//! Run with `benches/e2e.sh` (builds the release binary first). Settings, by environment:
+//! E2E_LEADS (1000000), E2E_EVENTS (3000000, backlog events including the upserts),
+//! E2E_RATE (20000 events/s), E2E_LATENCY_SECS (30), E2E_PARTITIONS (4), E2E_BROKERS
+//! (an external cluster instead of the in-process mock; topics are created), LEADFLOW_BIN.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use leadflow::codec::avro;
+use leadflow::config::{InputFormat, Settings, Topics};
+use leadflow::gen::{generate, GenSpec};
+use leadflow::kafka::dev::DevBroker;
+use leadflow::model::event::{Event, EventFields};
+use leadflow::model::records::Output;
+
+const T0: i64 = 1_793_491_200_000; // 2026-11-01T00:00:00Z
+const DAY: i64 = 86_400_000;
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() -> anyhow::Result<()> {
+    let leads = env_u64("E2E_LEADS", 1_000_000);
+    let backlog = env_u64("E2E_EVENTS", 3_000_000).max(leads);
+    let rate = env_u64("E2E_RATE", 20_000).max(1);
+    let latency_secs = env_u64("E2E_LATENCY_SECS", 30);
+    let partitions = env_u64("E2E_PARTITIONS", 4) as i32;
+    let bin = std::env::var("LEADFLOW_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/leadflow")
+        });
+    if !bin.exists() {
+        bail!(
+            "{} not found: run benches/e2e.sh (it builds it)",
+            bin.display()
+        );
+    }
+
+    let run_id = std::process::id();
+    let topics = Topics {
+        web: format!("e2e{run_id}.web"),
+        email: format!("e2e{run_id}.email"),
+        crm: format!("e2e{run_id}.crm"),
+        internal: format!("e2e{run_id}.events"),
+        transitions: format!("e2e{run_id}.transitions"),
+        sla: format!("e2e{run_id}.sla"),
+        dlq: format!("e2e{run_id}.dlq"),
+    };
+    let (_mock, bootstrap) = match std::env::var("E2E_BROKERS") {
+        Ok(b) if !b.trim().is_empty() => {
+            create_topics(&b, &topics, partitions)?;
+            (None, b)
+        }
+        _ => {
+            let mock = DevBroker::start(&topics, partitions, None)?;
+            let b = mock.bootstrap().to_string();
+            (Some(mock), b)
+        }
+    };
+    let dir = tempfile::tempdir()?;
+    let http = free_port()?;
+    let config = config(
+        &bootstrap,
+        &topics,
+        &dir.path().join("snapshots"),
+        http,
+        run_id,
+    )?;
+    let config_path = dir.path().join("leadflow.toml");
+    std::fs::write(&config_path, &config)?;
+    let settings = Settings::from_toml(&config).context("bench config")?;
+
+    // 1. The backlog, produced while the service runs (see `fold_backlog`).
+    eprintln!("e2e: generating {backlog} events over {leads} leads");
+    let events = backlog_events(leads, backlog);
+
+    let mut child = Command::new(&bin)
+        .args(["run", "--config"])
+        .arg(&config_path)
+        .env(
+            "LEADFLOW_LOG",
+            std::env::var("E2E_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let result = fold_backlog(&mut child, http, &settings, &events).and_then(|fold| {
+        drop(events);
+        measure(&mut child, fold, &bootstrap, &topics, rate, latency_secs)
+    });
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let m = result?;
+
+    println!();
+    println!(
+        "leadflow end-to-end ({} partitions, {}, this machine: {} CPUs)",
+        partitions,
+        if _mock.is_some() {
+            "librdkafka mock cluster in process"
+        } else {
+            "external brokers"
+        },
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
+    println!("| measure | value |");
+    println!("|---|---|");
+    println!("| backlog events | {} |", m.n_events);
+    println!(
+        "| sustained throughput (backlog) | {:.0} events/s |",
+        m.throughput
+    );
+    println!("| time to fold the backlog | {:.1} s |", m.fold_secs);
+    println!(
+        "| latency run | {} events at {} events/s ({} transitions timed) |",
+        m.sent, rate, m.samples
+    );
+    println!("| produce -> transition latency p50 | {:.1} ms |", m.p50_ms);
+    println!("| produce -> transition latency p99 | {:.1} ms |", m.p99_ms);
+    println!("| produce -> transition latency max | {:.1} ms |", m.max_ms);
+    println!("| leads in memory | {} |", m.leads);
+    println!(
+        "| peak RSS (VmHWM) | {:.0} MiB |",
+        m.peak_rss as f64 / 1048576.0
+    );
+    println!(
+        "| RSS after the backlog (before the latency run) | {:.0} MiB |",
+        m.rss as f64 / 1048576.0
+    );
+    println!(
+        "| RSS per lead | {:.0} bytes |",
+        m.rss as f64 / m.leads.max(1) as f64
+    );
+    Ok(())
+}
+
+struct Measured {
+    n_events: u64,
+    throughput: f64,
+    fold_secs: f64,
+    sent: u64,
+    samples: usize,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    leads: u64,
+    peak_rss: u64,
+    rss: u64,
+}
+
+/// What the backlog phase measured.
+struct Fold {
+    n_events: u64,
+    secs: f64,
+    leads: u64,
+    rss: u64,
+}
+
+/// Produces the backlog while the service folds it, keeping at most `AHEAD` events between
+/// what was produced and what ingest has counted: the mock cluster keeps only the last 5 MB
+/// of each partition (older data is deleted, as by retention), so a backlog produced ahead in
+/// full would be lost. The producer is never the bottleneck (it runs several times faster
+/// than ingest), so the service always has work queued and the rate is its own.
+fn fold_backlog(
+    child: &mut Child,
+    http: u16,
+    settings: &Settings,
+    events: &[Event],
+) -> anyhow::Result<Fold> {
+    const AHEAD: u64 = 200_000;
+    let producer: BaseProducer = leadflow::kafka::client_config(&settings.service)
+        .set("linger.ms", "20")
+        .set("compression.type", "lz4")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()?;
+    let n_events = events.len() as u64;
+    let progress = |child: &mut Child| -> anyhow::Result<Option<(f64, f64, f64)>> {
+        if let Some(status) = child.try_wait()? {
+            bail!("leadflow run exited early: {status}");
+        }
+        Ok(scrape(http).ok().map(|text| {
+            (
+                metric_sum(&text, "leadflow_events_total"),
+                metric_sum(&text, "leadflow_leads_in_memory"),
+                metric_sum(&text, "leadflow_consumer_lag_records"),
+            )
+        }))
+    };
+    // Wait until the service serves /metrics (it has joined its groups by then or soon).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while progress(child)?.is_none() {
+        if Instant::now() > deadline {
+            bail!("leadflow run did not serve /metrics within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The clock starts at the first event ingest counts (not at group-join time).
+    let start = Instant::now();
+    let mut first: Option<Instant> = None;
+    let mut last_report = Instant::now();
+    let mut produced = 0u64;
+    for chunk in events.chunks(20_000) {
+        loop {
+            let (ingested, leads, lag) = progress(child)?.unwrap_or_default();
+            if first.is_none() && ingested > 0.0 {
+                first = Some(Instant::now());
+            }
+            if last_report.elapsed() >= Duration::from_secs(2) {
+                last_report = Instant::now();
+                eprintln!(
+                    "e2e: {:>5.1} s  produced {produced}  ingested {ingested:.0}  leads {leads:.0}  lag {lag:.0}",
+                    start.elapsed().as_secs_f64()
+                );
+            }
+            if produced < ingested as u64 + AHEAD {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for ev in chunk {
+            let value = leadflow::kafka::encode_source(ev, InputFormat::Avro)?;
+            let mut record = BaseRecord::to(settings.service.topics.input(ev.source))
+                .key(ev.lead_key.as_bytes())
+                .payload(&value[..]);
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((_, r)) => {
+                        producer.poll(Duration::from_millis(5));
+                        record = r;
+                    }
+                }
+            }
+        }
+        producer.poll(Duration::ZERO);
+        produced += chunk.len() as u64;
+    }
+    producer.flush(Duration::from_secs(60))?;
+    // Done when ingest has counted every event and the state stage has no lag left and its
+    // lead count has stopped moving.
+    let mut last_leads = -1.0;
+    loop {
+        if start.elapsed() > Duration::from_secs(3600) {
+            bail!("the backlog was not folded within an hour");
+        }
+        let (ingested, leads, lag) = progress(child)?.unwrap_or_default();
+        if first.is_none() && ingested > 0.0 {
+            first = Some(Instant::now());
+        }
+        if ingested as u64 >= n_events && lag == 0.0 && leads == last_leads && leads > 0.0 {
+            break;
+        }
+        last_leads = leads;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The last poll that saw movement was up to 100 ms before this.
+    let secs = first.unwrap_or(start).elapsed().as_secs_f64();
+    let (rss, _) = rss_of(child.id())?;
+    Ok(Fold {
+        n_events,
+        secs,
+        leads: last_leads as u64,
+        rss,
+    })
+}
+
+fn measure(
+    child: &mut Child,
+    fold: Fold,
+    bootstrap: &str,
+    topics: &Topics,
+    rate: u64,
+    latency_secs: u64,
+) -> anyhow::Result<Measured> {
+    // Latency at a fixed rate.
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("e2e-latency-{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "5")
+        .create()?;
+    let parts = consumer
+        .fetch_metadata(Some(&topics.transitions), Duration::from_secs(10))?
+        .topics()
+        .first()
+        .map(|t| t.partitions().len())
+        .unwrap_or(0);
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..parts as i32 {
+        tpl.add_partition_offset(&topics.transitions, p, Offset::End)?;
+    }
+    consumer.assign(&tpl)?;
+    // Position the consumer at the end before producing.
+    for _ in 0..20 {
+        consumer.poll(Duration::from_millis(50));
+    }
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "5")
+        .create()?;
+    let journeys = generate(&GenSpec {
+        seed: 7,
+        leads: 50_000,
+        events: rate * latency_secs,
+        start_ms: T0 + 40 * DAY,
+        span_ms: 30 * DAY,
+    });
+    let mut sent_at: HashMap<String, Instant> = HashMap::with_capacity(journeys.len());
+    let mut latencies: Vec<f64> = Vec::new();
+    let begin = Instant::now();
+    let mut collect = |consumer: &BaseConsumer,
+                       sent_at: &HashMap<String, Instant>,
+                       wait: Duration| {
+        let mut wait = wait;
+        while let Some(Ok(m)) = consumer.poll(wait) {
+            wait = Duration::ZERO;
+            let now = Instant::now();
+            if let Ok(Output::Transition(t)) = avro::decode_output(true, m.payload().unwrap_or(&[]))
+            {
+                if let Some(s) = sent_at.get(&t.trigger_event_id) {
+                    let ms = now.duration_since(*s).as_secs_f64() * 1000.0;
+                    if ms > 200.0 && std::env::var_os("E2E_DEBUG").is_some() {
+                        eprintln!(
+                            "slow {ms:.0} ms at {:.2}",
+                            s.duration_since(begin).as_secs_f64()
+                        );
+                    }
+                    latencies.push(ms);
+                }
+            }
+        }
+    };
+    let mut sent = 0u64;
+    // Paced without spinning (a busy loop would take a core from the pipeline): send what is
+    // due, then wait on the output consumer until the next send is due.
+    for ev in &journeys {
+        let due = begin + Duration::from_secs_f64(sent as f64 / rate as f64);
+        let now = Instant::now();
+        if due > now {
+            producer.poll(Duration::ZERO);
+            collect(&consumer, &sent_at, due - now);
+        }
+        let value = leadflow::kafka::encode_source(ev, InputFormat::Avro)?;
+        sent_at.insert(ev.event_id.clone(), Instant::now());
+        let mut record = BaseRecord::to(topics.input(ev.source))
+            .key(ev.lead_key.as_bytes())
+            .payload(&value[..]);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    producer.poll(Duration::from_millis(1));
+                    record = r;
+                }
+            }
+        }
+        sent += 1;
+    }
+    producer.flush(Duration::from_secs(30))?;
+    let tail = Instant::now();
+    while tail.elapsed() < Duration::from_secs(3) {
+        collect(&consumer, &sent_at, Duration::from_millis(50));
+    }
+    if latencies.is_empty() {
+        bail!("no transition was timed");
+    }
+    latencies.sort_by(f64::total_cmp);
+    let q = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize];
+    if let Some(status) = child.try_wait()? {
+        bail!("leadflow run exited during the latency run: {status}");
+    }
+    let (_, peak_rss) = rss_of(child.id())?;
+    Ok(Measured {
+        n_events: fold.n_events,
+        throughput: fold.n_events as f64 / fold.secs.max(1e-9),
+        fold_secs: fold.secs,
+        sent,
+        samples: latencies.len(),
+        p50_ms: q(0.50),
+        p99_ms: q(0.99),
+        max_ms: q(1.0),
+        leads: fold.leads,
+        peak_rss,
+        rss: fold.rss,
+    })
+}
+
+/// One profile per lead (so every lead is in memory), then the generator's journeys.
+fn backlog_events(leads: u64, total: u64) -> Vec<Event> {
+    let mut out = Vec::with_capacity(total as usize);
+    let countries = ["US", "UK", "DE", "FR", "UA", "BR"];
+    for i in 0..leads {
+        let employees = (50 + (i * 37) % 5000).to_string();
+        let fields = EventFields::from_parts(
+            &format!("p{i}"),
+            &format!("lead{i}@company{}.example", i % 997),
+            T0 + (i as i64 % DAY),
+            "crm",
+            "lead_upsert",
+            &[
+                (
+                    "title",
+                    if i % 3 == 0 {
+                        "VP Marketing"
+                    } else {
+                        "Engineer"
+                    },
+                ),
+                ("employees", &employees),
+                ("country", countries[(i % 6) as usize]),
+            ],
+        );
+        if let Ok(ev) = fields.validate() {
+            out.push(ev);
+        }
+    }
+    out.extend(generate(&GenSpec {
+        seed: 1,
+        leads,
+        events: total.saturating_sub(leads),
+        start_ms: T0 + DAY,
+        span_ms: 30 * DAY,
+    }));
+    out
+}
+
+fn config(
+    bootstrap: &str,
+    t: &Topics,
+    snapshots: &std::path::Path,
+    http: u16,
+    run_id: u32,
+) -> anyhow::Result<String> {
+    let example = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/config.toml"),
+    )?;
+    Ok(format!(
+        r#"{example}
+[kafka]
+brokers = "{bootstrap}"
+ingest_group = "e2e{run_id}-ingest"
+state_group = "e2e{run_id}-state"
+
+[kafka.properties]
+"statistics.interval.ms" = "1000"
+# The mock cluster answers an empty fetch only after the full wait (a real broker answers
+# when data arrives), so its consumers must not wait long.
+"fetch.wait.max.ms" = "10"
+# librdkafka warns that producers ignore the consumer property above.
+"log_level" = "3"
+
+[topics]
+web = "{}"
+email = "{}"
+crm = "{}"
+internal = "{}"
+transitions = "{}"
+sla = "{}"
+dlq = "{}"
+
+[snapshots]
+dir = "{}"
+interval = "10s"
+
+[run]
+batch_size = 2000
+
+[http]
+listen = "127.0.0.1:{http}"
+"#,
+        t.web,
+        t.email,
+        t.crm,
+        t.internal,
+        t.transitions,
+        t.sla,
+        t.dlq,
+        snapshots.display()
+    ))
+}
+
+fn create_topics(bootstrap: &str, topics: &Topics, partitions: i32) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()?;
+    let new: Vec<NewTopic> = topics
+        .all()
+        .iter()
+        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let results = futures_executor::block_on(admin.create_topics(&new, &AdminOptions::new()))?;
+    for r in results {
+        r.map_err(|(t, e)| anyhow::anyhow!("creating {t}: {e}"))?;
+    }
+    Ok(())
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// GET /metrics over a plain TCP connection (HTTP/1.0: the body ends at close).
+fn scrape(port: u16) -> anyhow::Result<String> {
+    use std::io::Write;
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    Ok(text)
+}
+
+/// The sum of every sample of `name` (any labels).
+fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// (VmRSS, VmHWM) of a process, in bytes.
+fn rss_of(pid: u32) -> anyhow::Result<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+            .unwrap_or(0)
+    };
+    Ok((field("VmRSS:"), field("VmHWM:")))
+}
