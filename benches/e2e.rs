@@ -14,16 +14,13 @@
 //! E2E_RATE (20000 events/s), E2E_LATENCY_SECS (30), E2E_PARTITIONS (4), E2E_BROKERS
 //! (an external cluster instead of the in-process mock; topics are created), LEADFLOW_BIN.
 
+mod support;
+
 use std::collections::HashMap;
-use std::io::Read;
-use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -33,19 +30,22 @@ use rdkafka::{Offset, TopicPartitionList};
 use leadflow::codec::avro;
 use leadflow::config::{InputFormat, Settings, Topics};
 use leadflow::gen::{generate, GenSpec};
-use leadflow::kafka::dev::DevBroker;
 use leadflow::model::event::{Event, EventFields};
 use leadflow::model::records::Output;
+use support::{env_u64, metric_sum, rss_of, scrape};
 
 const T0: i64 = 1_793_491_200_000; // 2026-11-01T00:00:00Z
 const DAY: i64 = 86_400_000;
 
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+/// The mock cluster answers an empty fetch only after the full wait (a real broker answers
+/// when data arrives), so its consumers must not wait long.
+const MOCK_PROPERTIES: &str = r#"
+[kafka.properties]
+"statistics.interval.ms" = "1000"
+"fetch.wait.max.ms" = "10"
+# librdkafka warns that producers ignore the consumer property above.
+"log_level" = "3"
+"#;
 
 fn main() -> anyhow::Result<()> {
     let leads = env_u64("E2E_LEADS", 1_000_000);
@@ -53,47 +53,19 @@ fn main() -> anyhow::Result<()> {
     let rate = env_u64("E2E_RATE", 20_000).max(1);
     let latency_secs = env_u64("E2E_LATENCY_SECS", 30);
     let partitions = env_u64("E2E_PARTITIONS", 4) as i32;
-    let bin = std::env::var("LEADFLOW_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/leadflow")
-        });
-    if !bin.exists() {
-        bail!(
-            "{} not found: run benches/e2e.sh (it builds it)",
-            bin.display()
-        );
-    }
-
-    let run_id = std::process::id();
-    let topics = Topics {
-        web: format!("e2e{run_id}.web"),
-        email: format!("e2e{run_id}.email"),
-        crm: format!("e2e{run_id}.crm"),
-        internal: format!("e2e{run_id}.events"),
-        transitions: format!("e2e{run_id}.transitions"),
-        sla: format!("e2e{run_id}.sla"),
-        dlq: format!("e2e{run_id}.dlq"),
-    };
-    let (_mock, bootstrap) = match std::env::var("E2E_BROKERS") {
-        Ok(b) if !b.trim().is_empty() => {
-            create_topics(&b, &topics, partitions)?;
-            (None, b)
-        }
-        _ => {
-            let mock = DevBroker::start(&topics, partitions, None)?;
-            let b = mock.bootstrap().to_string();
-            (Some(mock), b)
-        }
-    };
+    let bin = support::binary()?;
+    let run_id = format!("e2e{}", std::process::id());
+    let topics = support::topics(&run_id);
+    let (_mock, bootstrap) = support::broker(&topics, partitions)?;
     let dir = tempfile::tempdir()?;
-    let http = free_port()?;
-    let config = config(
+    let http = support::free_port()?;
+    let config = support::config(
         &bootstrap,
         &topics,
         &dir.path().join("snapshots"),
         http,
-        run_id,
+        &run_id,
+        if _mock.is_some() { MOCK_PROPERTIES } else { "" },
     )?;
     let config_path = dir.path().join("leadflow.toml");
     std::fs::write(&config_path, &config)?;
@@ -103,25 +75,12 @@ fn main() -> anyhow::Result<()> {
     eprintln!("e2e: generating {backlog} events over {leads} leads");
     let events = backlog_events(leads, backlog);
 
-    let mut child = Command::new(&bin)
-        .args(["run", "--config"])
-        .arg(&config_path)
-        .env(
-            "LEADFLOW_LOG",
-            std::env::var("E2E_LOG").unwrap_or_else(|_| "warn".into()),
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
+    let mut child = support::spawn(&bin, &config_path)?;
     let result = fold_backlog(&mut child, http, &settings, &events).and_then(|fold| {
         drop(events);
         measure(&mut child, fold, &bootstrap, &topics, rate, latency_secs)
     });
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
+    support::stop(&mut child);
     let m = result?;
 
     println!();
@@ -456,117 +415,4 @@ fn backlog_events(leads: u64, total: u64) -> Vec<Event> {
         span_ms: 30 * DAY,
     }));
     out
-}
-
-fn config(
-    bootstrap: &str,
-    t: &Topics,
-    snapshots: &std::path::Path,
-    http: u16,
-    run_id: u32,
-) -> anyhow::Result<String> {
-    let example = std::fs::read_to_string(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/config.toml"),
-    )?;
-    Ok(format!(
-        r#"{example}
-[kafka]
-brokers = "{bootstrap}"
-ingest_group = "e2e{run_id}-ingest"
-state_group = "e2e{run_id}-state"
-
-[kafka.properties]
-"statistics.interval.ms" = "1000"
-# The mock cluster answers an empty fetch only after the full wait (a real broker answers
-# when data arrives), so its consumers must not wait long.
-"fetch.wait.max.ms" = "10"
-# librdkafka warns that producers ignore the consumer property above.
-"log_level" = "3"
-
-[topics]
-web = "{}"
-email = "{}"
-crm = "{}"
-internal = "{}"
-transitions = "{}"
-sla = "{}"
-dlq = "{}"
-
-[snapshots]
-dir = "{}"
-interval = "10s"
-
-[run]
-batch_size = 2000
-
-[http]
-listen = "127.0.0.1:{http}"
-"#,
-        t.web,
-        t.email,
-        t.crm,
-        t.internal,
-        t.transitions,
-        t.sla,
-        t.dlq,
-        snapshots.display()
-    ))
-}
-
-fn create_topics(bootstrap: &str, topics: &Topics, partitions: i32) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()?;
-    let new: Vec<NewTopic> = topics
-        .all()
-        .iter()
-        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
-        .collect();
-    let results = futures_executor::block_on(admin.create_topics(&new, &AdminOptions::new()))?;
-    for r in results {
-        r.map_err(|(t, e)| anyhow::anyhow!("creating {t}: {e}"))?;
-    }
-    Ok(())
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-/// GET /metrics over a plain TCP connection (HTTP/1.0: the body ends at close).
-fn scrape(port: u16) -> anyhow::Result<String> {
-    use std::io::Write;
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    Ok(text)
-}
-
-/// The sum of every sample of `name` (any labels).
-fn metric_sum(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-/// (VmRSS, VmHWM) of a process, in bytes.
-fn rss_of(pid: u32) -> anyhow::Result<(u64, u64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-            .map(|kb| kb * 1024)
-            .unwrap_or(0)
-    };
-    Ok((field("VmRSS:"), field("VmHWM:")))
 }

@@ -54,6 +54,8 @@ pub struct Metrics {
     pub leads: IntGaugeVec,
     pub leads_in_memory: IntGauge,
     pub open_sla_clocks: IntGauge,
+    pub evicted_leads: IntCounterVec,
+    pub sla_clocks_refused: IntCounter,
     pub consumer_lag: IntGaugeVec,
     pub snapshot_duration_seconds: Histogram,
     pub snapshot_bytes: IntGauge,
@@ -118,6 +120,14 @@ impl Metrics {
             )),
             leads_in_memory: reg!(r, IntGauge::new("leadflow_leads_in_memory", "Leads held in memory on this instance.")),
             open_sla_clocks: reg!(r, IntGauge::new("leadflow_open_sla_clocks", "SLA clocks running on this instance.")),
+            evicted_leads: reg!(r, IntCounterVec::new(
+                Opts::new("leadflow_evicted_leads_total", "Leads evicted under [limits], by reason (inactive, terminal, max_leads)."),
+                &["reason"]
+            )),
+            sla_clocks_refused: reg!(r, IntCounter::new(
+                "leadflow_sla_clocks_refused_total",
+                "SLA clocks not started because limits.max_pending_timers_per_partition was reached."
+            )),
             consumer_lag: reg!(r, IntGaugeVec::new(
                 Opts::new("leadflow_consumer_lag_records", "Records not yet consumed (high watermark minus position), by stage."),
                 &["stage"]

@@ -11,6 +11,7 @@ use crate::engine::{Applied, PartitionState, Stats};
 use crate::model::event::{Event, Invalid};
 use crate::model::funnel::Stage;
 use crate::model::records::Output;
+use crate::model::rules::Limits;
 
 /// One rejected input line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,7 +106,8 @@ pub fn run<R: BufRead + Send, W: Write>(
         // Parsed batches go back to the reader to be freed there: glibc frees memory fastest
         // on the thread (arena) that allocated it.
         let (back_tx, back_rx) = std::sync::mpsc::channel::<Vec<Parsed>>();
-        scope.spawn(move || read_batches(input, tx, back_rx));
+        let limits = state.rules().limits.clone();
+        scope.spawn(move || read_batches(input, &limits, tx, back_rx));
         for batch in rx {
             let (lines, bytes) = batch?;
             consumed += bytes;
@@ -147,6 +149,7 @@ pub fn run<R: BufRead + Send, W: Write>(
 /// fold stops listening.
 fn read_batches<R: BufRead>(
     mut input: R,
+    limits: &Limits,
     tx: std::sync::mpsc::SyncSender<anyhow::Result<Batch>>,
     back: std::sync::mpsc::Receiver<Vec<Parsed>>,
 ) {
@@ -170,8 +173,10 @@ fn read_batches<R: BufRead>(
             let text = trim_line(&line);
             batch.push(if text.is_empty() {
                 Parsed::Blank
+            } else if text.len() > limits.max_message_bytes {
+                Parsed::Invalid(Invalid::TooLarge(text.len(), limits.max_message_bytes))
             } else {
-                match json::decode_event(text) {
+                match json::decode_event(text).and_then(|ev| ev.check_limits(limits).map(|()| ev)) {
                     Ok(ev) => Parsed::Event(ev),
                     Err(why) => Parsed::Invalid(why),
                 }

@@ -53,10 +53,11 @@ pub fn run(settings: &Settings, stop: Arc<AtomicBool>, stats: ServiceStats) -> a
             stats.clone(),
         );
         let layout = layout.clone();
+        let limits = settings.rules.limits.clone();
         thread::Builder::new()
             .name("ingest".into())
             .spawn(move || {
-                let r = ingest::run(&svc, &layout, &stop, &st);
+                let r = ingest::run(&svc, &layout, &limits, &stop, &st);
                 let _ = tx.send(("ingest", r));
             })
             .context("starting the ingest thread")?

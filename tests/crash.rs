@@ -1,5 +1,7 @@
 //! The crash test: `leadflow run` as a child process on 200k generated events, killed with
-//! SIGKILL at random moments five times and restarted each time. Afterwards every output
+//! SIGKILL at random moments five times and restarted each time. The input arrives in five
+//! parts, one before each round, so every round has work in flight when it is killed (the
+//! pipeline is fast enough to finish a whole backlog within a round). Afterwards every output
 //! partition must hold exactly the records a replay of the internal log gives: nothing lost,
 //! nothing duplicated, same order.
 
@@ -30,6 +32,16 @@ fn spawn(config: &std::path::Path, log: &std::path::Path) -> Child {
         .expect("start leadflow run")
 }
 
+/// Kills the child when the test fails, so no orphan keeps the ports.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The end of the children's log, for failure messages.
 fn tail(log: &std::path::Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
@@ -58,15 +70,18 @@ fn kill_nine_five_times_loses_and_duplicates_nothing() {
         span_ms: 60 * 86_400_000,
     });
     assert_eq!(events.len() as u64, EVENTS);
-    leadflow::kafka::produce_events(&settings.service, &events).expect("produce the input");
+    let mut parts = events.chunks(events.len().div_ceil(5));
 
     let log = dir.path().join("leadflow.log");
     let mut rng = Rng::new(7);
     // Output records: moving only once the state stage has its partitions and is folding.
     let progress = || broker.count(&broker.topics.transitions) + broker.count(&broker.topics.sla);
     for round in 1..=5 {
+        if let Some(part) = parts.next() {
+            leadflow::kafka::produce_events(&settings.service, part).expect("produce the input");
+        }
         let before = progress();
-        let mut child = spawn(&config, &log);
+        let mut child = Guard(spawn(&config, &log));
         // Kill a working process: after it has moved the logs on, at a random moment.
         let started = Instant::now();
         while progress() == before {
@@ -79,8 +94,8 @@ fn kill_nine_five_times_loses_and_duplicates_nothing() {
         }
         let alive = Duration::from_millis(100 + rng.below(1500));
         std::thread::sleep(alive);
-        child.kill().expect("SIGKILL");
-        let status = child.wait().expect("reaped");
+        child.0.kill().expect("SIGKILL");
+        let status = child.0.wait().expect("reaped");
         assert!(
             !status.success(),
             "round {round}: the child was killed, not finished"
@@ -94,15 +109,15 @@ fn kill_nine_five_times_loses_and_duplicates_nothing() {
 
     // The last run goes to the end: every source event is in the internal log, and the
     // outputs equal the replay of that log.
-    let mut child = spawn(&config, &log);
+    let mut child = Guard(spawn(&config, &log));
     let (expected, actual) = broker.converge(&settings, EVENTS as usize, Duration::from_secs(400));
     // A clean stop drains: final snapshot, commit, leave the group.
-    let pid = child.id().to_string();
+    let pid = child.0.id().to_string();
     Command::new("kill")
         .args(["-TERM", &pid])
         .status()
         .expect("send SIGTERM");
-    let status = child.wait().expect("reaped");
+    let status = child.0.wait().expect("reaped");
     assert!(status.success(), "SIGTERM drains and exits 0");
 
     assert!(total(&expected) > 10_000, "a meaningful amount of output");

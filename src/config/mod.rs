@@ -19,7 +19,8 @@ use crate::model::event::{CrmType, Source};
 use crate::model::funnel::Stage;
 use crate::model::matcher::Matcher;
 use crate::model::rules::{
-    EngagementRule, EventPattern, FitRule, FitTest, Funnel, Grade, Ruleset, SlaPolicy, Until,
+    EngagementRule, EventPattern, FitRule, FitTest, Funnel, Grade, Limits, Ruleset, SlaPolicy,
+    Until,
 };
 use crate::model::score::Decay;
 
@@ -107,6 +108,59 @@ struct RawConfig {
     log: service::RawLog,
     #[serde(default)]
     schema_registry: service::RawRegistry,
+    #[serde(default)]
+    limits: RawLimits,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_message_bytes: Option<u64>,
+    max_attributes: Option<u64>,
+    max_attribute_bytes: Option<u64>,
+    max_leads_per_partition: Option<u64>,
+    evict_inactive_after: Option<String>,
+    evict_terminal_after: Option<String>,
+    max_pending_timers_per_partition: Option<u64>,
+}
+
+/// `[limits]`: every key optional; integers checked against a floor that keeps the service
+/// usable.
+fn build_limits(raw: &RawLimits) -> Result<Limits, ConfigError> {
+    let d = Limits::default();
+    let at_least = |key: &str, v: Option<u64>, min: u64| -> Result<Option<u64>, ConfigError> {
+        match v {
+            Some(n) if n < min => Err(invalid(
+                format!("limits.{key}"),
+                n,
+                format!("an integer >= {min}"),
+            )),
+            other => Ok(other),
+        }
+    };
+    let duration = |key: &str, v: &Option<String>| -> Result<Option<i64>, ConfigError> {
+        v.as_deref()
+            .map(|t| positive_duration(&format!("limits.{key}"), t))
+            .transpose()
+    };
+    let size = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+    Ok(Limits {
+        max_message_bytes: at_least("max_message_bytes", raw.max_message_bytes, 1024)?
+            .map_or(d.max_message_bytes, size),
+        max_attributes: at_least("max_attributes", raw.max_attributes, 1)?
+            .map_or(d.max_attributes, size),
+        max_attribute_bytes: at_least("max_attribute_bytes", raw.max_attribute_bytes, 16)?
+            .map_or(d.max_attribute_bytes, size),
+        max_leads: at_least("max_leads_per_partition", raw.max_leads_per_partition, 100)?,
+        evict_inactive_after_ms: duration("evict_inactive_after", &raw.evict_inactive_after)?,
+        evict_terminal_after_ms: duration("evict_terminal_after", &raw.evict_terminal_after)?,
+        max_pending_timers: at_least(
+            "max_pending_timers_per_partition",
+            raw.max_pending_timers_per_partition,
+            2,
+        )?
+        .unwrap_or(d.max_pending_timers),
+    })
 }
 
 #[derive(Deserialize, Default)]
@@ -706,7 +760,8 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         log: raw.log,
         registry: raw.schema_registry,
     })?;
-    let rules = Ruleset::new(engagement, decay, fit, grades, funnel, sla);
+    let mut rules = Ruleset::new(engagement, decay, fit, grades, funnel, sla);
+    rules.limits = build_limits(&raw.limits)?;
     Ok(Settings {
         rules: Arc::new(rules),
         calendars: calendars.into_values().collect(),

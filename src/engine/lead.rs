@@ -182,6 +182,8 @@ pub struct Extra {
     pub sla_started: Vec<(u16, u32)>,
     /// The last `RECENT_TRANSITIONS` stage changes, oldest first.
     pub recent_transitions: Vec<RecentTransition>,
+    /// For a lead created again after an eviction: the time of that creation.
+    pub reborn: Option<i64>,
 }
 
 impl Extra {
@@ -190,6 +192,7 @@ impl Extra {
             && self.clocks.is_empty()
             && self.sla_started.is_empty()
             && self.recent_transitions.is_empty()
+            && self.reborn.is_none()
     }
 }
 
@@ -198,6 +201,8 @@ pub struct Lead {
     pub key: Arc<str>,
     pub engagement: Engagement,
     pub fit: f64,
+    /// The latest event time applied to this lead (eviction age).
+    pub last_seen: i64,
     pub recent: RecentIds,
     pub transitions: u32,
     pub stage: Stage,
@@ -213,6 +218,7 @@ static NO_EXTRA: Extra = Extra {
     clocks: Vec::new(),
     sla_started: Vec::new(),
     recent_transitions: Vec::new(),
+    reborn: None,
 };
 
 impl Lead {
@@ -221,6 +227,7 @@ impl Lead {
             key,
             engagement: Engagement::zero(t),
             fit: 0.0,
+            last_seen: t,
             recent: RecentIds::default(),
             transitions: 0,
             stage: Stage::New,
@@ -251,6 +258,15 @@ impl Lead {
     /// Installs restored out-of-line state (nothing is allocated when it is empty).
     pub fn set_extra(&mut self, extra: Extra) {
         self.extra = (!extra.is_empty()).then(|| Box::new(extra));
+    }
+
+    /// The lead part of record ids: the key, or `key/r{time}` for a lead created again after
+    /// an eviction (SPEC's ids restart per lead; this keeps them unique).
+    pub fn id_base(&self) -> std::borrow::Cow<'_, str> {
+        match self.extra().reborn {
+            None => std::borrow::Cow::Borrowed(&*self.key),
+            Some(t) => std::borrow::Cow::Owned(format!("{}/r{t}", self.key)),
+        }
     }
 
     pub fn clocks(&self) -> &[Clock] {

@@ -2,10 +2,12 @@
 //! output records (SPEC §3–§7). No I/O, no wall clock: time comes only from events and from
 //! `advance`.
 
+mod evict;
 mod explain;
 mod lead;
 mod snapshot;
 
+pub use evict::{EvictReason, EvictedFilter};
 pub use explain::Explanation;
 pub use lead::{
     id_hash, static_reason, Clock, Extra, Lead, Profile, RecentIds, RecentTransition, RECENT_IDS,
@@ -55,6 +57,12 @@ pub struct Stats {
     pub transitions_to: [u64; 8],
     /// SLA records by kind: warning, breach, met.
     pub sla: [u64; 3],
+    /// Leads evicted, by `EvictReason`.
+    pub evicted: [u64; 3],
+    /// Evicted leads that still had a running SLA clock (only `max_leads` does that).
+    pub evicted_with_clocks: u64,
+    /// SLA clocks not started because `limits.max_pending_timers` was reached.
+    pub refused_clocks: u64,
 }
 
 /// Whether an event changed state.
@@ -78,6 +86,10 @@ pub struct PartitionState {
     /// Leads per stage (index = `Stage::index`) and running SLA clocks, kept incrementally.
     stage_counts: [u64; 8],
     open_clocks: u64,
+    /// Keys of evicted leads (created on the first eviction).
+    evicted: Option<EvictedFilter>,
+    /// The last eviction sweep's grid point.
+    last_sweep: Option<i64>,
 }
 
 impl PartitionState {
@@ -92,6 +104,8 @@ impl PartitionState {
             stats: Stats::default(),
             stage_counts: [0; 8],
             open_clocks: 0,
+            evicted: None,
+            last_sweep: None,
         }
     }
 
@@ -130,31 +144,30 @@ impl PartitionState {
             .map(|&i| i as usize)
     }
 
-    /// The position of `key`'s lead, created (as of `t`) when it is new.
+    /// The position of `key`'s lead, created (as of `t`) when it is new. A new lead may first
+    /// make room under `limits.max_leads`; one whose key was evicted before is marked as
+    /// returning (its record ids get a prefix, so they never repeat its earlier ones).
     fn find_or_insert(&mut self, key: &str, t: i64) -> usize {
+        if let Some(i) = self.find(key) {
+            return i;
+        }
+        self.make_room();
+        let mut lead = Lead::new(Arc::from(key), t);
+        if self.evicted.as_ref().is_some_and(|f| f.may_contain(key)) {
+            lead.extra_mut().reborn = Some(t);
+        }
+        let i = self.leads.len();
         let h = self.hasher.hash_one(key);
         let PartitionState {
             leads,
             index,
             hasher,
-            stage_counts,
             ..
         } = self;
-        let entry = index.entry(
-            h,
-            |&i| &*leads[i as usize].key == key,
-            |&i| hasher.hash_one(&*leads[i as usize].key),
-        );
-        match entry {
-            hashbrown::hash_table::Entry::Occupied(e) => *e.get() as usize,
-            hashbrown::hash_table::Entry::Vacant(e) => {
-                let i = leads.len();
-                e.insert(i as u32);
-                leads.push(Lead::new(Arc::from(key), t));
-                stage_counts[Stage::New.index()] += 1;
-                i
-            }
-        }
+        index.insert_unique(h, i as u32, |&x| hasher.hash_one(&*leads[x as usize].key));
+        leads.push(lead);
+        self.stage_counts[Stage::New.index()] += 1;
+        i
     }
 
     /// Adds a restored lead; false when its key is already present.
@@ -219,6 +232,9 @@ impl PartitionState {
             };
             self.fire(&timer, out);
         }
+        if self.rules.limits.evicts() {
+            self.maybe_sweep(clock);
+        }
     }
 
     fn fire(&mut self, timer: &Timer, out: &mut Vec<Output>) {
@@ -270,6 +286,7 @@ impl PartitionState {
             return Applied::Duplicate;
         }
         lead.recent.push(h);
+        lead.last_seen = lead.last_seen.max(t);
 
         update_profile(rules, lead, ev);
         score_engagement(rules, lead, ev);
@@ -428,7 +445,7 @@ fn transition(
     stats.transitions_to[to.index()] += 1;
     let now = eval_time(lead, t);
     out.push(Output::Transition(Transition {
-        transition_id: format!("{}/t/{}", lead.key, lead.transitions),
+        transition_id: format!("{}/t/{}", lead.id_base(), lead.transitions),
         lead_key: lead.key.to_string(),
         from_stage: from,
         to_stage: to,
@@ -453,6 +470,11 @@ fn transition(
 
     for &pi in rules.policies_for(to) {
         let policy = &rules.sla[pi as usize];
+        if timers.len() as u64 + 2 > rules.limits.max_pending_timers {
+            // The bound holds: no clock (and no records) for this entry; counted.
+            stats.refused_clocks += 1;
+            continue;
+        }
         let started = &mut lead.extra_mut().sla_started;
         let k = match started.iter_mut().find(|(p, _)| *p == pi) {
             Some((_, n)) => {
@@ -537,7 +559,7 @@ fn sla_record(
     Output::Sla(SlaRecord {
         sla_event_id: format!(
             "{}/s/{}/{}/{}",
-            lead.key,
+            lead.id_base(),
             policy.name,
             clock.k,
             kind.as_str()

@@ -9,8 +9,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::{
-    static_reason, Clock, Extra, Lead, PartitionState, Profile, RecentIds, RecentTransition, Stats,
-    Timer, TimerKind, RECENT_IDS, RECENT_TRANSITIONS,
+    static_reason, Clock, EvictedFilter, Extra, Lead, PartitionState, Profile, RecentIds,
+    RecentTransition, Stats, Timer, TimerKind, RECENT_IDS, RECENT_TRANSITIONS,
 };
 use crate::model::funnel::Stage;
 use crate::model::rules::Ruleset;
@@ -18,7 +18,9 @@ use crate::model::score::Engagement;
 
 pub const MAGIC: &[u8; 4] = b"LFSN";
 /// 2: per-rule contributions and recent transitions per lead.
-pub const VERSION: u16 = 2;
+/// 3: eviction state: per lead the last event time and the returning mark; eviction counters,
+/// the last sweep, and the evicted-key filter. Version 2 snapshots are still read.
+pub const VERSION: u16 = 3;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SnapshotError {
@@ -171,6 +173,24 @@ impl PartitionState {
         for v in s.transitions_to.iter().chain(s.sla.iter()) {
             w.u64(*v);
         }
+        for v in s
+            .evicted
+            .iter()
+            .chain([&s.evicted_with_clocks, &s.refused_clocks])
+        {
+            w.u64(*v);
+        }
+        w.opt_i64(self.last_sweep);
+        match &self.evicted {
+            None => w.u8(0),
+            Some(f) => {
+                w.u8(1);
+                w.len(f.words.len());
+                for word in f.words.iter() {
+                    w.u64(*word);
+                }
+            }
+        }
         w.len(s.invalid_by_reason.len());
         for (k, v) in &s.invalid_by_reason {
             w.str(k);
@@ -185,6 +205,7 @@ impl PartitionState {
             w.f64(lead.engagement.value);
             w.i64(lead.engagement.at);
             w.f64(lead.fit);
+            w.i64(lead.last_seen);
             w.len(lead.profile.len());
             for (k, v) in lead.profile.iter() {
                 w.str(k);
@@ -227,6 +248,7 @@ impl PartitionState {
                 w.str(t.reason);
                 w.i64(t.at);
             }
+            w.opt_i64(extra.reborn);
         }
 
         w.len(self.timers.len());
@@ -250,9 +272,10 @@ impl PartitionState {
             return Err(SnapshotError::BadMagic);
         }
         let version = u16::from_le_bytes([bytes[4], bytes[5]]);
-        if version != VERSION {
+        if version != VERSION && version != 2 {
             return Err(SnapshotError::UnsupportedVersion(version));
         }
+        let v3 = version >= 3;
         let (body, crc) = bytes.split_at(bytes.len() - 4);
         let stored = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
         let computed = crc32fast::hash(body);
@@ -272,6 +295,38 @@ impl PartitionState {
         };
         for v in stats.transitions_to.iter_mut().chain(stats.sla.iter_mut()) {
             *v = r.u64("stats")?;
+        }
+        let mut last_sweep = None;
+        let mut evicted = None;
+        if v3 {
+            for v in stats.evicted.iter_mut() {
+                *v = r.u64("stats")?;
+            }
+            stats.evicted_with_clocks = r.u64("stats")?;
+            stats.refused_clocks = r.u64("stats")?;
+            last_sweep = r.opt_i64("last sweep")?;
+            match r.u8("evicted filter")? {
+                0 => {}
+                1 => {
+                    let n = r.count(8, "evicted filter")?;
+                    if n != super::evict::FILTER_WORDS {
+                        return Err(SnapshotError::Corrupt(format!(
+                            "evicted filter of {n} words (expected {})",
+                            super::evict::FILTER_WORDS
+                        )));
+                    }
+                    let mut f = EvictedFilter::new();
+                    for word in f.words.iter_mut() {
+                        *word = r.u64("evicted filter")?;
+                    }
+                    evicted = Some(f);
+                }
+                t => {
+                    return Err(SnapshotError::Corrupt(format!(
+                        "bad evicted filter tag {t}"
+                    )))
+                }
+            }
         }
         for _ in 0..r.count(12, "invalid reasons")? {
             let reason = r.str("invalid reason")?;
@@ -298,6 +353,11 @@ impl PartitionState {
                 at: r.i64("engagement time")?,
             };
             let fit = r.f64("fit")?;
+            let last_seen = if v3 {
+                r.i64("last seen")?
+            } else {
+                engagement.at
+            };
             pairs.clear();
             for _ in 0..r.count(8, "profile")? {
                 pairs.push((r.str("attribute")?, r.str("value")?));
@@ -385,7 +445,13 @@ impl PartitionState {
                     at,
                 });
             }
+            let reborn = if v3 {
+                r.opt_i64("returning mark")?
+            } else {
+                None
+            };
             let mut lead = Lead::new(key, engagement.at);
+            lead.last_seen = last_seen;
             lead.stage = stage;
             lead.engagement = engagement;
             lead.fit = fit;
@@ -399,6 +465,7 @@ impl PartitionState {
                 clocks,
                 sla_started,
                 recent_transitions,
+                reborn,
             });
             if !state.insert_restored(lead) {
                 return Err(SnapshotError::Corrupt("a lead appears twice".into()));
@@ -433,6 +500,8 @@ impl PartitionState {
         }
         state.clock = clock;
         state.stats = stats;
+        state.last_sweep = last_sweep;
+        state.evicted = evicted;
         state.recount();
         Ok((state, position))
     }

@@ -16,12 +16,15 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::admin::Layout;
 use super::producer::{self, LfProducer};
-use super::{H_ERROR, H_ERROR_CODE, H_SOURCE_OFFSET, H_SOURCE_PARTITION, H_SOURCE_TOPIC};
+use super::{
+    H_ERROR, H_ERROR_CODE, H_ORIGINAL_SIZE, H_SOURCE_OFFSET, H_SOURCE_PARTITION, H_SOURCE_TOPIC,
+};
 use crate::codec::avro::{self, Framing};
 use crate::codec::json;
 use crate::codec::registry::SchemaRegistry;
 use crate::config::{InputFormat, Service};
 use crate::model::event::{Event, Invalid, Source};
+use crate::model::rules::Limits;
 use crate::partition::partition_for;
 
 /// Counters of the ingest stage (read by metrics).
@@ -51,6 +54,9 @@ impl ClientContext for IngestContext {
 impl ConsumerContext for IngestContext {}
 
 /// Decodes one input message of `source` in `format`.
+/// How much of an oversized message the dead-letter record keeps.
+pub const DLQ_SAMPLE_BYTES: usize = 64 * 1024;
+
 pub fn decode(source: Source, format: InputFormat, bytes: &[u8]) -> Result<Event, Invalid> {
     match format {
         InputFormat::Avro => avro::decode_input(source, bytes, Framing::Plain),
@@ -62,6 +68,7 @@ pub fn decode(source: Source, format: InputFormat, bytes: &[u8]) -> Result<Event
 pub fn run(
     svc: &Service,
     layout: &Layout,
+    limits: &Limits,
     stop: &AtomicBool,
     service_stats: &crate::service::ServiceStats,
 ) -> anyhow::Result<()> {
@@ -112,6 +119,7 @@ pub fn run(
                     forward(
                         svc,
                         layout,
+                        limits,
                         &producer,
                         registry.as_ref(),
                         source,
@@ -149,6 +157,7 @@ pub fn run(
 fn forward<M: Message>(
     svc: &Service,
     layout: &Layout,
+    limits: &Limits,
     producer: &LfProducer,
     registry: Option<&SchemaRegistry>,
     source: Source,
@@ -160,13 +169,18 @@ fn forward<M: Message>(
     let bytes = m.payload().unwrap_or(&[]);
     let format = svc.input_formats[source.index()];
     let decoded = match (format, registry) {
+        // Checked before decoding: an oversized message is never parsed.
+        _ if bytes.len() > limits.max_message_bytes => {
+            Err(Invalid::TooLarge(bytes.len(), limits.max_message_bytes))
+        }
         // An unreachable registry is not bad input: fail the stage (nothing is committed, the
         // restart re-reads) instead of dead-lettering everything.
         (InputFormat::AvroConfluent, Some(reg)) => reg
             .decode(source, bytes)
             .context("decoding with the schema registry")?,
         _ => decode(source, format, bytes),
-    };
+    }
+    .and_then(|ev| ev.check_limits(limits).map(|()| ev));
     match decoded {
         Ok(ev) => {
             metrics
@@ -215,8 +229,19 @@ fn forward<M: Message>(
                     key: H_SOURCE_OFFSET,
                     value: Some(offset.as_bytes()),
                 });
+            // An oversized message goes to the dead-letter topic as its first 64 KiB (the DLQ
+            // has the size limits of any topic); its full size is in a header.
+            let size = bytes.len().to_string();
+            let headers = headers.insert(Header {
+                key: H_ORIGINAL_SIZE,
+                value: Some(size.as_bytes()),
+            });
+            let payload = match why {
+                Invalid::TooLarge(..) => &bytes[..bytes.len().min(DLQ_SAMPLE_BYTES)],
+                _ => bytes,
+            };
             let mut rec = BaseRecord::to(&svc.topics.dlq)
-                .payload(bytes)
+                .payload(payload)
                 .headers(headers);
             if let Some(k) = m.key() {
                 rec = rec.key(k);

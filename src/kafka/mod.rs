@@ -22,6 +22,9 @@ pub const H_ERROR_CODE: &str = "lf-error-code";
 pub const H_SOURCE_TOPIC: &str = "lf-source-topic";
 pub const H_SOURCE_PARTITION: &str = "lf-source-partition";
 pub const H_SOURCE_OFFSET: &str = "lf-source-offset";
+/// Dead-letter records: the original message size (an oversized message's payload is cut to
+/// its first 64 KiB).
+pub const H_ORIGINAL_SIZE: &str = "lf-original-size";
 
 /// Base client settings: brokers, client id, then the user's extra properties.
 pub fn client_config(svc: &Service) -> ClientConfig {

@@ -25,7 +25,12 @@ use super::producer::{self, Deliveries, LfProducer};
 use super::{header_i64, H_SRC_INDEX, H_SRC_OFFSET};
 use crate::codec::avro::{self, InternalRecord};
 use crate::config::{OutputFormat, Settings};
-use crate::engine::{Applied, Explanation, PartitionState};
+use crate::engine::{Applied, EvictReason, Explanation, PartitionState, Stats};
+
+/// The engine counters behind the limit metrics: evictions by reason, refused clocks.
+fn limit_counts(s: &Stats) -> ([u64; 3], u64) {
+    (s.evicted, s.refused_clocks)
+}
 use crate::metrics::Metrics;
 use crate::model::funnel::Stage;
 use crate::model::records::Output;
@@ -382,6 +387,7 @@ impl StateContext {
         }
         self.stats.records_in.fetch_add(1, Ordering::Relaxed);
         part.caught_up = false;
+        let before = limit_counts(part.state.stats());
         match avro::decode_internal(m.payload().unwrap_or(&[])) {
             Ok(InternalRecord::Event(ev)) => {
                 let lag_ms = (crate::metrics::now_ms() - ev.occurred_at).max(0);
@@ -402,6 +408,7 @@ impl StateContext {
                 tracing::warn!(partition = p, offset = off, error = %e, "undecodable internal record skipped");
             }
         }
+        self.count_limits(before, limit_counts(part.state.stats()));
         let svc = &self.settings.service;
         let mut index = [0i64; 2];
         for rec in out.drain(..) {
@@ -449,6 +456,24 @@ impl StateContext {
         part.dirty = true;
         part.update_recovered();
         Ok(())
+    }
+
+    /// Counts what the engine's bounds did during one record (evictions, refused clocks).
+    fn count_limits(&self, before: ([u64; 3], u64), after: ([u64; 3], u64)) {
+        for reason in EvictReason::ALL {
+            let i = reason as usize;
+            let n = after.0[i].saturating_sub(before.0[i]);
+            if n > 0 {
+                self.metrics
+                    .evicted_leads
+                    .with_label_values(&[reason.as_str()])
+                    .inc_by(n);
+            }
+        }
+        let refused = after.1.saturating_sub(before.1);
+        if refused > 0 {
+            self.metrics.sla_clocks_refused.inc_by(refused);
+        }
     }
 
     fn count_output(&self, rec: &Output) {

@@ -128,6 +128,31 @@ pub struct Event {
 }
 
 impl Event {
+    /// The input bounds of `limits` on a decoded event (attribute count and sizes).
+    pub fn check_limits(&self, limits: &crate::model::rules::Limits) -> Result<(), Invalid> {
+        if self.attributes.len() > limits.max_attributes {
+            return Err(Invalid::TooManyAttributes(
+                self.attributes.len(),
+                limits.max_attributes,
+            ));
+        }
+        for (k, v) in &self.attributes {
+            let len = k.len().max(v.len());
+            if len > limits.max_attribute_bytes {
+                let mut cut = 64.min(k.len());
+                while !k.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                return Err(Invalid::AttributeTooLong {
+                    name: k[..cut].to_string(),
+                    len,
+                    limit: limits.max_attribute_bytes,
+                });
+            }
+        }
+        Ok(())
+    }
+
     pub fn attribute(&self, name: &str) -> Option<&str> {
         self.attributes
             .iter()
@@ -158,10 +183,21 @@ pub enum Invalid {
     },
     /// A Confluent-framed message names a schema id the registry does not know.
     UnknownSchema(u32),
+    /// The message is larger than `limits.max_message_bytes`: (size, limit).
+    TooLarge(usize, usize),
+    /// More attributes than `limits.max_attributes`: (count, limit).
+    TooManyAttributes(usize, usize),
+    /// An attribute name or value longer than `limits.max_attribute_bytes`.
+    AttributeTooLong {
+        /// The attribute's name, cut to 64 bytes.
+        name: String,
+        len: usize,
+        limit: usize,
+    },
 }
 
 impl Invalid {
-    pub const CODES: [&'static str; 10] = [
+    pub const CODES: [&'static str; 13] = [
         "undecodable",
         "missing_field",
         "empty_field",
@@ -172,6 +208,9 @@ impl Invalid {
         "lead_key_too_long",
         "source_mismatch",
         "unknown_schema",
+        "too_large",
+        "too_many_attributes",
+        "attribute_too_long",
     ];
 
     /// The static code equal to `s`, if it is one of `CODES`.
@@ -191,6 +230,9 @@ impl Invalid {
             Invalid::LeadKeyTooLong(_) => "lead_key_too_long",
             Invalid::SourceMismatch { .. } => "source_mismatch",
             Invalid::UnknownSchema(_) => "unknown_schema",
+            Invalid::TooLarge(..) => "too_large",
+            Invalid::TooManyAttributes(..) => "too_many_attributes",
+            Invalid::AttributeTooLong { .. } => "attribute_too_long",
         }
     }
 }
@@ -216,6 +258,19 @@ impl fmt::Display for Invalid {
             Invalid::LeadKeyTooLong(n) => write!(
                 f,
                 "lead_key is {n} bytes, longer than the maximum {MAX_LEAD_KEY_BYTES}"
+            ),
+            Invalid::TooLarge(n, limit) => write!(
+                f,
+                "message of {n} bytes is larger than limits.max_message_bytes = {limit}"
+            ),
+            Invalid::TooManyAttributes(n, limit) => write!(
+                f,
+                "{n} attributes, more than limits.max_attributes = {limit}"
+            ),
+            Invalid::AttributeTooLong { name, len, limit } => write!(
+                f,
+                "attribute {name:?} has a name or value of {len} bytes, longer than \
+                 limits.max_attribute_bytes = {limit}"
             ),
             Invalid::UnknownSchema(id) => {
                 write!(f, "schema id {id} is not in the schema registry")
@@ -311,19 +366,32 @@ fn required(v: Option<String>, name: &'static str) -> Result<String, Invalid> {
     }
 }
 
-/// Later duplicates of a key win, as with a JSON object or an Avro map.
+/// Later duplicates of a key win, as with a JSON object or an Avro map. Input order is kept
+/// otherwise. Small lists use a pairwise scan; large ones (hostile input) a hash set, so the
+/// cost stays linear.
 fn dedup_keep_last(attrs: &mut Vec<(String, String)>) {
     if attrs.len() < 2 {
         return;
     }
-    let mut i = 0;
-    while i < attrs.len() {
-        if attrs[i + 1..].iter().any(|(k, _)| *k == attrs[i].0) {
-            attrs.remove(i);
-        } else {
-            i += 1;
+    if attrs.len() <= 32 {
+        let mut i = 0;
+        while i < attrs.len() {
+            if attrs[i + 1..].iter().any(|(k, _)| *k == attrs[i].0) {
+                attrs.remove(i);
+            } else {
+                i += 1;
+            }
         }
+        return;
     }
+    // Walk from the back: the first time a key is seen there is its last occurrence.
+    let mut seen = std::collections::HashSet::with_capacity(attrs.len());
+    let mut keep = vec![false; attrs.len()];
+    for (i, (k, _)) in attrs.iter().enumerate().rev() {
+        keep[i] = seen.insert(k.as_str());
+    }
+    let mut flags = keep.into_iter();
+    attrs.retain(|_| flags.next().unwrap_or(true));
 }
 
 #[cfg(test)]
@@ -413,6 +481,13 @@ mod tests {
                 topic: Source::Crm,
             },
             Invalid::UnknownSchema(7),
+            Invalid::TooLarge(2, 1),
+            Invalid::TooManyAttributes(2, 1),
+            Invalid::AttributeTooLong {
+                name: String::new(),
+                len: 2,
+                limit: 1,
+            },
         ];
         for i in &all {
             assert_eq!(Invalid::code_from_str(i.code()), Some(i.code()));
@@ -425,6 +500,22 @@ mod tests {
         for c in CrmType::ALL {
             assert_eq!(CrmType::parse(c.as_str()), Some(c));
         }
+    }
+
+    #[test]
+    fn many_attributes_dedup_in_linear_time_and_keep_the_last() {
+        let mut f = fields();
+        // 200k attributes, every key twice: a quadratic dedup would take minutes.
+        f.attributes = (0..200_000)
+            .map(|i| (format!("k{}", i % 100_000), i.to_string()))
+            .collect();
+        let ev = f.validate().expect("valid");
+        assert_eq!(ev.attributes.len(), 100_000);
+        assert_eq!(ev.attribute("k7"), Some("100007"));
+        assert_eq!(
+            ev.attributes[0].0, "k0",
+            "input order of the survivors is kept"
+        );
     }
 
     #[test]

@@ -1,0 +1,199 @@
+//! Shared by the end-to-end and soak benches: a broker (in-process mock or external), a
+//! `leadflow run` child with a generated config, and readings from outside the process
+//! (/metrics over HTTP, RSS from /proc).
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+
+use leadflow::config::Topics;
+use leadflow::kafka::dev::DevBroker;
+
+pub fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Topics named after this run.
+pub fn topics(run: &str) -> Topics {
+    Topics {
+        web: format!("{run}.web"),
+        email: format!("{run}.email"),
+        crm: format!("{run}.crm"),
+        internal: format!("{run}.events"),
+        transitions: format!("{run}.transitions"),
+        sla: format!("{run}.sla"),
+        dlq: format!("{run}.dlq"),
+    }
+}
+
+/// The broker: `E2E_BROKERS` (external, topics created) or an in-process mock cluster.
+pub fn broker(topics: &Topics, partitions: i32) -> anyhow::Result<(Option<DevBroker>, String)> {
+    match std::env::var("E2E_BROKERS") {
+        Ok(b) if !b.trim().is_empty() => {
+            create_topics(&b, topics, partitions)?;
+            Ok((None, b))
+        }
+        _ => {
+            let mock = DevBroker::start(topics, partitions, None)?;
+            let b = mock.bootstrap().to_string();
+            Ok((Some(mock), b))
+        }
+    }
+}
+
+/// The leadflow binary (`LEADFLOW_BIN`, else the release build of this checkout).
+pub fn binary() -> anyhow::Result<PathBuf> {
+    let bin = std::env::var("LEADFLOW_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/leadflow")
+        });
+    if !bin.exists() {
+        bail!(
+            "{} not found: build it with cargo build --release",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+/// Starts `leadflow run --config <config>` (logs at `E2E_LOG`, default warn, on stderr).
+pub fn spawn(bin: &Path, config: &Path) -> anyhow::Result<Child> {
+    Command::new(bin)
+        .args(["run", "--config"])
+        .arg(config)
+        .env(
+            "LEADFLOW_LOG",
+            std::env::var("E2E_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))
+}
+
+/// Stops the child with SIGTERM (a clean drain) and waits for it.
+pub fn stop(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
+
+/// The example scoring plus this broker, topics, snapshot folder, HTTP port and `extra`.
+pub fn config(
+    bootstrap: &str,
+    t: &Topics,
+    snapshots: &Path,
+    http: u16,
+    run_id: &str,
+    extra: &str,
+) -> anyhow::Result<String> {
+    let example = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/config.toml"),
+    )?;
+    Ok(format!(
+        r#"{example}
+[kafka]
+brokers = "{bootstrap}"
+ingest_group = "{run_id}-ingest"
+state_group = "{run_id}-state"
+
+
+[topics]
+web = "{}"
+email = "{}"
+crm = "{}"
+internal = "{}"
+transitions = "{}"
+sla = "{}"
+dlq = "{}"
+
+[snapshots]
+dir = "{}"
+interval = "10s"
+
+[http]
+listen = "127.0.0.1:{http}"
+
+{extra}
+"#,
+        t.web,
+        t.email,
+        t.crm,
+        t.internal,
+        t.transitions,
+        t.sla,
+        t.dlq,
+        snapshots.display()
+    ))
+}
+
+pub fn create_topics(bootstrap: &str, topics: &Topics, partitions: i32) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()?;
+    let new: Vec<NewTopic> = topics
+        .all()
+        .iter()
+        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let results = futures_executor::block_on(admin.create_topics(&new, &AdminOptions::new()))?;
+    for r in results {
+        r.map_err(|(t, e)| anyhow::anyhow!("creating {t}: {e}"))?;
+    }
+    Ok(())
+}
+
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// GET /metrics over a plain TCP connection (HTTP/1.0: the body ends at close).
+pub fn scrape(port: u16) -> anyhow::Result<String> {
+    use std::io::Write;
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    Ok(text)
+}
+
+/// The sum of every sample of `name` (any labels).
+pub fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// (VmRSS, VmHWM) of a process, in bytes.
+pub fn rss_of(pid: u32) -> anyhow::Result<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+            .unwrap_or(0)
+    };
+    Ok((field("VmRSS:"), field("VmHWM:")))
+}
