@@ -7,6 +7,7 @@ pub mod codec;
 pub mod config;
 pub mod demo;
 pub mod engine;
+pub mod fuzzing;
 pub mod gen;
 pub mod http;
 pub mod kafka;

@@ -101,7 +101,7 @@ fn typed_fields(source: Source) -> &'static [&'static str] {
     }
 }
 
-fn input_schema(source: Source) -> &'static Schema {
+pub fn input_schema(source: Source) -> &'static Schema {
     match source {
         Source::Web => &SCHEMAS.web,
         Source::Email => &SCHEMAS.email,
@@ -166,6 +166,15 @@ fn datum_of(bytes: &[u8], framing: Framing) -> Result<&[u8], Invalid> {
         Framing::Plain => Ok(bytes),
         Framing::Confluent => Ok(unframe(bytes)?.1),
     }
+}
+
+/// Caps what apache-avro's generic reader may allocate from a count or length in a datum. It
+/// reserves room for a map's or array's entries as the datum announces them, so without a cap
+/// a 60-byte hostile datum claiming 500 million entries makes it request tens of GB and abort
+/// the process (found by fuzzing the registry path). Process-wide; the first call wins, so the
+/// service calls it at startup with `limits.max_message_bytes`. Returns the cap in force.
+pub fn bound_generic_allocations(max_bytes: usize) -> usize {
+    apache_avro::util::max_allocation_bytes(max_bytes)
 }
 
 /// Decodes a datum written with `writer` (e.g. a producer's evolved schema from the registry),

@@ -72,6 +72,7 @@ pub fn run(
     stop: &AtomicBool,
     service_stats: &crate::service::ServiceStats,
 ) -> anyhow::Result<()> {
+    avro::bound_generic_allocations(limits.max_message_bytes);
     let stats: &IngestStats = &service_stats.ingest;
     let metrics = &service_stats.metrics;
     let t = &svc.topics;

@@ -1,0 +1,3 @@
+#![no_main]
+// Fuzz target: see leadflow::fuzzing::confluent for what it checks.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| leadflow::fuzzing::confluent(data));
