@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -54,31 +54,18 @@ fn main() -> anyhow::Result<()> {
     let latency_secs = env_u64("E2E_LATENCY_SECS", 30);
     let partitions = env_u64("E2E_PARTITIONS", 4) as i32;
     let bin = support::binary()?;
-    let run_id = format!("e2e{}", std::process::id());
-    let topics = support::topics(&run_id);
-    let (_mock, bootstrap) = support::broker(&topics, partitions)?;
-    let dir = tempfile::tempdir()?;
-    let http = support::free_port()?;
-    let config = support::config(
-        &bootstrap,
-        &topics,
-        &dir.path().join("snapshots"),
-        http,
-        &run_id,
-        if _mock.is_some() { MOCK_PROPERTIES } else { "" },
-    )?;
-    let config_path = dir.path().join("leadflow.toml");
-    std::fs::write(&config_path, &config)?;
-    let settings = Settings::from_toml(&config).context("bench config")?;
+    let run = support::setup("e2e", partitions, "", MOCK_PROPERTIES)?;
+    let (bootstrap, topics, http, settings) =
+        (&run.bootstrap, &run.topics, run.http, &run.settings);
 
     // 1. The backlog, produced while the service runs (see `fold_backlog`).
     eprintln!("e2e: generating {backlog} events over {leads} leads");
     let events = backlog_events(leads, backlog);
 
-    let mut child = support::spawn(&bin, &config_path)?;
-    let result = fold_backlog(&mut child, http, &settings, &events).and_then(|fold| {
+    let mut child = support::spawn(&bin, &run.config_path)?;
+    let result = fold_backlog(&mut child, http, settings, &events).and_then(|fold| {
         drop(events);
-        measure(&mut child, fold, &bootstrap, &topics, rate, latency_secs)
+        measure(&mut child, fold, bootstrap, topics, rate, latency_secs)
     });
     support::stop(&mut child);
     let m = result?;
@@ -87,7 +74,7 @@ fn main() -> anyhow::Result<()> {
     println!(
         "leadflow end-to-end ({} partitions, {}, this machine: {} CPUs)",
         partitions,
-        if _mock.is_some() {
+        if run.mock.is_some() {
             "librdkafka mock cluster in process"
         } else {
             "external brokers"
@@ -212,18 +199,12 @@ fn fold_backlog(
         }
         for ev in chunk {
             let value = leadflow::kafka::encode_source(ev, InputFormat::Avro)?;
-            let mut record = BaseRecord::to(settings.service.topics.input(ev.source))
-                .key(ev.lead_key.as_bytes())
-                .payload(&value[..]);
-            loop {
-                match producer.send(record) {
-                    Ok(()) => break,
-                    Err((_, r)) => {
-                        producer.poll(Duration::from_millis(5));
-                        record = r;
-                    }
-                }
-            }
+            support::send(
+                &producer,
+                BaseRecord::to(settings.service.topics.input(ev.source))
+                    .key(ev.lead_key.as_bytes())
+                    .payload(&value[..]),
+            );
         }
         producer.poll(Duration::ZERO);
         produced += chunk.len() as u64;
@@ -335,18 +316,12 @@ fn measure(
         }
         let value = leadflow::kafka::encode_source(ev, InputFormat::Avro)?;
         sent_at.insert(ev.event_id.clone(), Instant::now());
-        let mut record = BaseRecord::to(topics.input(ev.source))
-            .key(ev.lead_key.as_bytes())
-            .payload(&value[..]);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((_, r)) => {
-                    producer.poll(Duration::from_millis(1));
-                    record = r;
-                }
-            }
-        }
+        support::send(
+            &producer,
+            BaseRecord::to(topics.input(ev.source))
+                .key(ev.lead_key.as_bytes())
+                .payload(&value[..]),
+        );
         sent += 1;
     }
     producer.flush(Duration::from_secs(30))?;

@@ -13,10 +13,10 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
-use leadflow::config::{InputFormat, Settings};
+use leadflow::config::InputFormat;
 use leadflow::gen::{generate, GenSpec};
 use support::{env_u64, metric_sum, rss_of, scrape};
 
@@ -45,22 +45,8 @@ fn main() -> anyhow::Result<()> {
     let days = env_u64("SOAK_DAYS", 120) as i64;
     let partitions = env_u64("E2E_PARTITIONS", 4) as i32;
     let bin = support::binary()?;
-    let run_id = format!("soak{}", std::process::id());
-    let topics = support::topics(&run_id);
-    let (_mock, bootstrap) = support::broker(&topics, partitions)?;
-    let dir = tempfile::tempdir()?;
-    let http = support::free_port()?;
-    let config = support::config(
-        &bootstrap,
-        &topics,
-        &dir.path().join("snapshots"),
-        http,
-        &run_id,
-        LIMITS,
-    )?;
-    let config_path = dir.path().join("leadflow.toml");
-    std::fs::write(&config_path, &config)?;
-    let settings = Settings::from_toml(&config).context("soak config")?;
+    let run = support::setup("soak", partitions, LIMITS, "")?;
+    let (topics, http, settings) = (&run.topics, run.http, &run.settings);
 
     let total = rate * minutes * 60;
     eprintln!("soak: generating {total} events over {leads} leads and {days} days of event time");
@@ -71,7 +57,7 @@ fn main() -> anyhow::Result<()> {
         start_ms: T0,
         span_ms: days * DAY,
     });
-    let mut child = support::spawn(&bin, &config_path)?;
+    let mut child = support::spawn(&bin, &run.config_path)?;
     let producer: BaseProducer = leadflow::kafka::client_config(&settings.service)
         .set("linger.ms", "100")
         .set("compression.type", "lz4")
@@ -116,18 +102,12 @@ fn main() -> anyhow::Result<()> {
             } else {
                 leadflow::kafka::encode_source(ev, InputFormat::Avro)?
             };
-            let mut record = BaseRecord::to(topics.input(ev.source))
-                .key(ev.lead_key.as_bytes())
-                .payload(&value[..]);
-            loop {
-                match producer.send(record) {
-                    Ok(()) => break,
-                    Err((_, r)) => {
-                        producer.poll(Duration::from_millis(5));
-                        record = r;
-                    }
-                }
-            }
+            support::send(
+                &producer,
+                BaseRecord::to(topics.input(ev.source))
+                    .key(ev.lead_key.as_bytes())
+                    .payload(&value[..]),
+            );
             sent += 1;
         }
         producer.flush(Duration::from_secs(30))?;

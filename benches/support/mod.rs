@@ -13,8 +13,9 @@ use anyhow::{bail, Context};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
+use rdkafka::producer::{BaseProducer, BaseRecord};
 
-use leadflow::config::Topics;
+use leadflow::config::{Settings, Topics};
 use leadflow::kafka::dev::DevBroker;
 
 pub fn env_u64(name: &str, default: u64) -> u64 {
@@ -52,6 +53,58 @@ pub fn broker(topics: &Topics, partitions: i32) -> anyhow::Result<(Option<DevBro
     }
 }
 
+/// Everything a bench run needs before it starts the service: the broker (kept alive here),
+/// topics, a config file in a temporary folder, the HTTP port and the parsed settings.
+pub struct Setup {
+    pub mock: Option<DevBroker>,
+    pub bootstrap: String,
+    pub topics: Topics,
+    pub dir: tempfile::TempDir,
+    pub http: u16,
+    pub config_path: PathBuf,
+    pub settings: Settings,
+}
+
+/// Sets up a run named `prefix` + pid; `extra` is appended to the config, and
+/// `mock_extra` too when the broker is the in-process mock.
+pub fn setup(
+    prefix: &str,
+    partitions: i32,
+    extra: &str,
+    mock_extra: &str,
+) -> anyhow::Result<Setup> {
+    let run_id = format!("{prefix}{}", std::process::id());
+    let topics = topics(&run_id);
+    let (mock, bootstrap) = broker(&topics, partitions)?;
+    let dir = tempfile::tempdir()?;
+    let http = free_port()?;
+    let extra = if mock.is_some() {
+        format!("{extra}\n{mock_extra}")
+    } else {
+        extra.to_string()
+    };
+    let text = config(
+        &bootstrap,
+        &topics,
+        &dir.path().join("snapshots"),
+        http,
+        &run_id,
+        &extra,
+    )?;
+    let config_path = dir.path().join("leadflow.toml");
+    std::fs::write(&config_path, &text)?;
+    let settings = Settings::from_toml(&text).context("bench config")?;
+    Ok(Setup {
+        mock,
+        bootstrap,
+        topics,
+        dir,
+        http,
+        config_path,
+        settings,
+    })
+}
+
 /// The leadflow binary (`LEADFLOW_BIN`, else the release build of this checkout).
 pub fn binary() -> anyhow::Result<PathBuf> {
     let bin = std::env::var("LEADFLOW_BIN")
@@ -81,6 +134,19 @@ pub fn spawn(bin: &Path, config: &Path) -> anyhow::Result<Child> {
         .stderr(Stdio::inherit())
         .spawn()
         .with_context(|| format!("starting {}", bin.display()))
+}
+
+/// Queues one record, polling while the producer's queue is full.
+pub fn send(producer: &BaseProducer, mut record: BaseRecord<'_, [u8], [u8]>) {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return,
+            Err((_, r)) => {
+                producer.poll(Duration::from_millis(1));
+                record = r;
+            }
+        }
+    }
 }
 
 /// Stops the child with SIGTERM (a clean drain) and waits for it.
