@@ -189,6 +189,25 @@ pub fn decode_input(source: Source, datum: &[u8]) -> Result<Event, Invalid> {
         attributes.extend(typed.into_iter().map(|(k, v)| (k.to_string(), v)));
         attributes.sort_by(|a, b| a.0.cmp(&b.0));
     }
+    validated(
+        event_id,
+        lead_key,
+        occurred_at,
+        source,
+        event_type,
+        attributes,
+    )
+}
+
+/// The decoded parts as an event, through the same validation as every other decoder.
+fn validated(
+    event_id: &str,
+    lead_key: &str,
+    occurred_at: i64,
+    source: Source,
+    event_type: &str,
+    attributes: Vec<(String, String)>,
+) -> Result<Event, Invalid> {
     EventFields {
         event_id: Some(event_id.to_string()),
         lead_key: Some(lead_key.to_string()),
@@ -222,17 +241,14 @@ pub fn decode_internal(bytes: &[u8]) -> Result<InternalRecord, Invalid> {
     r.string_map("attributes", &mut attrs)?;
     r.finish()?;
     let attributes = map_to_attributes(attrs);
-    Ok(InternalRecord::Event(
-        EventFields {
-            event_id: Some(event_id.to_string()),
-            lead_key: Some(lead_key.to_string()),
-            occurred_at: Some(occurred_at),
-            source: Some(source.as_str().to_string()),
-            event_type: Some(event_type.to_string()),
-            attributes,
-        }
-        .validate()?,
-    ))
+    Ok(InternalRecord::Event(validated(
+        event_id,
+        lead_key,
+        occurred_at,
+        source,
+        event_type,
+        attributes,
+    )?))
 }
 
 fn put_long(out: &mut Vec<u8>, n: i64) {
