@@ -24,7 +24,7 @@ use anyhow::bail;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use leadflow::codec::avro;
@@ -199,12 +199,7 @@ fn fold_backlog(
         }
         for ev in chunk {
             let value = leadflow::kafka::encode_source(ev, InputFormat::Avro)?;
-            support::send(
-                &producer,
-                BaseRecord::to(settings.service.topics.input(ev.source))
-                    .key(ev.lead_key.as_bytes())
-                    .payload(&value[..]),
-            );
+            support::send_event(&producer, &settings.service.topics, ev, &value);
         }
         producer.poll(Duration::ZERO);
         produced += chunk.len() as u64;
@@ -316,12 +311,7 @@ fn measure(
         }
         let value = leadflow::kafka::encode_source(ev, InputFormat::Avro)?;
         sent_at.insert(ev.event_id.clone(), Instant::now());
-        support::send(
-            &producer,
-            BaseRecord::to(topics.input(ev.source))
-                .key(ev.lead_key.as_bytes())
-                .payload(&value[..]),
-        );
+        support::send_event(&producer, topics, ev, &value);
         sent += 1;
     }
     producer.flush(Duration::from_secs(30))?;

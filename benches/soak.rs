@@ -14,7 +14,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, Producer};
 
 use leadflow::config::InputFormat;
 use leadflow::gen::{generate, GenSpec};
@@ -102,12 +102,7 @@ fn main() -> anyhow::Result<()> {
             } else {
                 leadflow::kafka::encode_source(ev, InputFormat::Avro)?
             };
-            support::send(
-                &producer,
-                BaseRecord::to(topics.input(ev.source))
-                    .key(ev.lead_key.as_bytes())
-                    .payload(&value[..]),
-            );
+            support::send_event(&producer, topics, ev, &value);
             sent += 1;
         }
         producer.flush(Duration::from_secs(30))?;

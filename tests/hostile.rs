@@ -7,6 +7,8 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rdkafka::producer::{BaseRecord, Producer};
+
 use common::kafka::{send, wait_until, Running, TestBroker};
 use common::{ev, examples_dir, DAY};
 use leadflow::codec::avro::{self, Framing};
@@ -219,7 +221,7 @@ fn hostile_messages_through_kafka_are_dead_lettered_with_their_reason() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = broker.config(
         dir.path(),
-        "[limits]\nmax_message_bytes = 100000\n\n[http]\nlisten = \"\"\n",
+        "[limits]\nmax_message_bytes = 100000\nmax_leads_per_partition = 100\n\n[http]\nlisten = \"\"\n",
     );
     let running = Running::start(&config);
     let producer = broker.producer();
@@ -284,6 +286,19 @@ fn hostile_messages_through_kafka_are_dead_lettered_with_their_reason() {
         n_valid += 1;
         send(&producer, &t.web, Some(b"k"), bytes);
     }
+    // A flood of distinct leads: each of the 2 partitions passes its cap of 100 leads.
+    let flood: Vec<Vec<u8>> = (0..300).map(|i| valid(1000 + i)).collect();
+    for value in &flood {
+        producer
+            .send(
+                BaseRecord::<[u8], [u8]>::to(&t.web)
+                    .key(b"k")
+                    .payload(value),
+            )
+            .expect("queued");
+        n_valid += 1;
+    }
+    producer.flush(Duration::from_secs(30)).expect("flushed");
     let n_bad = cases.iter().filter(|c| c.2 != "ok").count() as i64;
     wait_until(
         Duration::from_secs(60),
@@ -324,5 +339,18 @@ fn hostile_messages_through_kafka_are_dead_lettered_with_their_reason() {
     }
     assert_eq!(m.invalid.with_label_values(&["undecodable"]).get(), 4);
     assert_eq!(m.invalid.with_label_values(&["too_large"]).get(), 1);
+    // The lead cap held, and its evictions were counted.
+    let evicted = || m.evicted_leads.with_label_values(&["max_leads"]).get();
+    wait_until(Duration::from_secs(30), "evictions counted", || {
+        evicted() >= 100
+    });
+    // The gauge is refreshed from the live state when /metrics is scraped.
+    running.stats.view.refresh(m);
+    assert!(m.leads_in_memory.get() > 0);
+    assert!(
+        m.leads_in_memory.get() <= 200,
+        "{} leads",
+        m.leads_in_memory.get()
+    );
     running.stop().expect("clean stop");
 }

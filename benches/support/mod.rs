@@ -17,6 +17,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord};
 
 use leadflow::config::{Settings, Topics};
 use leadflow::kafka::dev::DevBroker;
+use leadflow::model::event::Event;
 
 pub fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -136,8 +137,12 @@ pub fn spawn(bin: &Path, config: &Path) -> anyhow::Result<Child> {
         .with_context(|| format!("starting {}", bin.display()))
 }
 
-/// Queues one record, polling while the producer's queue is full.
-pub fn send(producer: &BaseProducer, mut record: BaseRecord<'_, [u8], [u8]>) {
+/// Queues an encoded event to its source topic, keyed by lead, polling while the producer's
+/// queue is full.
+pub fn send_event(producer: &BaseProducer, topics: &Topics, ev: &Event, value: &[u8]) {
+    let mut record = BaseRecord::to(topics.input(ev.source))
+        .key(ev.lead_key.as_bytes())
+        .payload(value);
     loop {
         match producer.send(record) {
             Ok(()) => return,

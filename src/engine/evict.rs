@@ -9,7 +9,7 @@
 
 use std::hash::BuildHasher;
 
-use super::{id_hash, Lead, PartitionState, Timer, TimerKind};
+use super::{id_hash, remove_timers, Lead, PartitionState};
 use crate::model::funnel::Stage;
 use crate::model::rules::Limits;
 
@@ -181,22 +181,7 @@ impl PartitionState {
             self.stats.evicted_with_clocks += 1;
             self.open_clocks -= lead.clocks().len() as u64;
             for clock in lead.clocks() {
-                let rank = self.rules.sla_rank[clock.policy as usize];
-                for (due, kind) in [
-                    clock.warn_at.map(|w| (w, TimerKind::Warning)),
-                    Some((clock.deadline, TimerKind::Breach)),
-                ]
-                .into_iter()
-                .flatten()
-                {
-                    self.timers.remove(&Timer {
-                        due,
-                        lead: lead.key.clone(),
-                        rank,
-                        kind,
-                        policy: clock.policy,
-                    });
-                }
+                remove_timers(&mut self.timers, &self.rules, &lead.key, clock);
             }
         }
         self.stage_counts[lead.stage.index()] -= 1;

@@ -59,7 +59,8 @@ pub struct Stats {
     pub sla: [u64; 3],
     /// Leads evicted, by `EvictReason`.
     pub evicted: [u64; 3],
-    /// Evicted leads that still had a running SLA clock (only `max_leads` does that).
+    /// Evicted leads that still had a running SLA clock: breached ones (age rules) or, under
+    /// `max_leads`, any.
     pub evicted_with_clocks: u64,
     /// SLA clocks not started because `limits.max_pending_timers` was reached.
     pub refused_clocks: u64,
