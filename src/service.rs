@@ -42,6 +42,7 @@ pub fn run(settings: &Settings, stop: Arc<AtomicBool>, stats: ServiceStats) -> a
     tracing::info!(
         brokers = %svc.brokers,
         internal_partitions = layout.internal_partitions,
+        transactions = layout.transactions,
         "connected; topics checked"
     );
     let (done_tx, done_rx) = mpsc::channel::<(&'static str, anyhow::Result<()>)>();
@@ -65,11 +66,11 @@ pub fn run(settings: &Settings, stop: Arc<AtomicBool>, stats: ServiceStats) -> a
     let state_handle = {
         let (settings, stop, tx, st) =
             (settings.clone(), Arc::clone(&stop), done_tx, stats.clone());
-        let partitions = layout.internal_partitions;
+        let layout = layout.clone();
         thread::Builder::new()
             .name("state".into())
             .spawn(move || {
-                let r = state::run(&settings, partitions, &stop, &st);
+                let r = state::run(&settings, &layout, &stop, &st);
                 let _ = tx.send(("state", r));
             })
             .context("starting the state thread")?

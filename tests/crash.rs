@@ -7,56 +7,34 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::child::{spawn, tail};
 use common::kafka::{assert_same, total, TestBroker};
 use leadflow::config::Settings;
 use leadflow::gen::{self, GenSpec, Rng};
 
 const EVENTS: u64 = 200_000;
 
-fn spawn(config: &std::path::Path, log: &std::path::Path) -> Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .expect("log file");
-    Command::new(env!("CARGO_BIN_EXE_leadflow"))
-        .args(["run", "--config", config.to_str().expect("utf-8")])
-        .env("LEADFLOW_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start leadflow run")
-}
-
-/// Kills the child when the test fails, so no orphan keeps the ports.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The end of the children's log, for failure messages.
-fn tail(log: &std::path::Path) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(60)..].join("\n")
-}
-
 #[test]
 fn kill_nine_five_times_loses_and_duplicates_nothing() {
     let broker = TestBroker::start("crash", 3);
     let dir = tempfile::tempdir().expect("tempdir");
-    let config_text = broker.config(
-        &dir.path().join("snapshots"),
-        "[run]\ntick_interval = \"200ms\"\ndrain_timeout = \"30s\"\n",
-    );
+    // A stable transactional id, as a StatefulSet pod has: each restart fences the killed
+    // process's producer and aborts its open transaction at once (with transactions).
+    let config_text = broker
+        .config(
+            &dir.path().join("snapshots"),
+            "[run]\ntick_interval = \"200ms\"\ndrain_timeout = \"30s\"\n",
+        )
+        .replace(
+            "[kafka.properties]",
+            &format!(
+                "transactional_id = \"{}-state-0\"\n[kafka.properties]",
+                broker.prefix
+            ),
+        );
     let config = dir.path().join("leadflow.toml");
     std::fs::write(&config, &config_text).expect("write config");
     let settings = Settings::from_toml(&config_text).expect("config");
@@ -81,7 +59,7 @@ fn kill_nine_five_times_loses_and_duplicates_nothing() {
             leadflow::kafka::produce_events(&settings.service, part).expect("produce the input");
         }
         let before = progress();
-        let mut child = Guard(spawn(&config, &log));
+        let mut child = spawn(&config, &log);
         // Kill a working process: after it has moved the logs on, at a random moment.
         let started = Instant::now();
         while progress() == before {
@@ -109,7 +87,7 @@ fn kill_nine_five_times_loses_and_duplicates_nothing() {
 
     // The last run goes to the end: every source event is in the internal log, and the
     // outputs equal the replay of that log.
-    let mut child = Guard(spawn(&config, &log));
+    let mut child = spawn(&config, &log);
     let (expected, actual) = broker.converge(&settings, EVENTS as usize, Duration::from_secs(400));
     // A clean stop drains: final snapshot, commit, leave the group.
     let pid = child.0.id().to_string();

@@ -69,8 +69,8 @@ fn conformance_example_through_kafka_and_every_invalid_class_in_the_dlq() {
     }
     let (want_t, want_s) = expected_by_kind();
     wait_until(Duration::from_secs(30), "all 23 output records", || {
-        broker.count(&broker.topics.transitions) == want_t.len() as i64
-            && broker.count(&broker.topics.sla) == want_s.len() as i64
+        broker.records(&broker.topics.transitions) == want_t.len()
+            && broker.records(&broker.topics.sla) == want_s.len()
     });
     check_http(&http.to_string());
     let ingest = &running.stats.ingest;

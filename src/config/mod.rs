@@ -26,7 +26,7 @@ use crate::model::score::Decay;
 
 mod service;
 
-pub use service::{InputFormat, OutputFormat, Service, Topics};
+pub use service::{InputFormat, OutputFormat, Service, Topics, Transactions};
 
 /// Environment variables with this prefix (then `__`) override file settings.
 pub const ENV_PREFIX: &str = "LEADFLOW";

@@ -18,6 +18,9 @@ pub(super) struct RawKafka {
     ingest_group: Option<String>,
     state_group: Option<String>,
     connect_timeout: Option<String>,
+    transactions: Option<String>,
+    transaction_timeout: Option<String>,
+    transactional_id: Option<String>,
     #[serde(default)]
     properties: BTreeMap<String, String>,
 }
@@ -77,6 +80,7 @@ pub(super) struct RawRun {
     drain_timeout: Option<String>,
     tick_interval: Option<String>,
     batch_size: Option<u32>,
+    commit_interval: Option<String>,
 }
 
 /// How the messages of an input topic are encoded.
@@ -92,6 +96,18 @@ pub enum InputFormat {
 pub enum OutputFormat {
     Avro,
     Json,
+}
+
+/// How the state stage writes its outputs (`kafka.transactions`; docs/kafka.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transactions {
+    /// Transactions on a broker that implements them; idempotent writes on librdkafka's mock
+    /// cluster, which accepts transactional requests without implementing them.
+    Auto,
+    /// Transactional outputs: a stalled instance that lost its partitions cannot write.
+    On,
+    /// Idempotent outputs with position-based recovery only: no zombie fencing.
+    Off,
 }
 
 #[derive(Clone, Debug)]
@@ -135,6 +151,17 @@ pub struct Service {
     pub ingest_group: String,
     pub state_group: String,
     pub connect_timeout_ms: i64,
+    /// Transactional outputs (zombie fencing); see [`Transactions`].
+    pub transactions: Transactions,
+    /// `transaction.timeout.ms` of the state stage's producer: how long a stalled instance's
+    /// open transaction can hold back readers before the broker aborts it.
+    pub transaction_timeout_ms: i64,
+    /// The state producer's `transactional.id`; `None`: the state group, the host name and a
+    /// random suffix (unique per process).
+    pub transactional_id: Option<String>,
+    /// How often the state stage commits its transaction (outputs become visible to
+    /// `read_committed` consumers then).
+    pub commit_interval_ms: i64,
     /// Extra librdkafka properties for every client (security, tuning).
     pub properties: BTreeMap<String, String>,
     pub topics: Topics,
@@ -289,6 +316,48 @@ pub(super) fn validate(raw: RawSections) -> Result<Service, ConfigError> {
             "keep at least 1 snapshot",
         ));
     }
+    let transactions = match kafka.transactions.as_deref().unwrap_or("auto") {
+        "auto" => Transactions::Auto,
+        "on" => Transactions::On,
+        "off" => Transactions::Off,
+        other => {
+            return Err(invalid(
+                "kafka.transactions",
+                other,
+                "allowed: auto, on, off",
+            ))
+        }
+    };
+    let transaction_timeout_ms = positive_duration(
+        "kafka.transaction_timeout",
+        kafka.transaction_timeout.as_deref().unwrap_or("10s"),
+    )?;
+    // The broker's transaction.max.timeout.ms defaults to 15 minutes; librdkafka wants >= 1 s.
+    if !(1_000..=900_000).contains(&transaction_timeout_ms) {
+        return Err(invalid(
+            "kafka.transaction_timeout",
+            kafka.transaction_timeout.as_deref().unwrap_or_default(),
+            "from 1s to 15m (the broker's default transaction.max.timeout.ms)",
+        ));
+    }
+    let commit_interval_ms = positive_duration(
+        "run.commit_interval",
+        run.commit_interval.as_deref().unwrap_or("100ms"),
+    )?;
+    if commit_interval_ms * 2 > transaction_timeout_ms {
+        return Err(invalid(
+            "run.commit_interval",
+            run.commit_interval.as_deref().unwrap_or_default(),
+            format!(
+                "at most half of kafka.transaction_timeout ({transaction_timeout_ms} ms), or \
+                 the broker aborts transactions that are still in use"
+            ),
+        ));
+    }
+    let transactional_id = match kafka.transactional_id.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(id) => Some(id.to_string()),
+    };
     let batch_size = run.batch_size.unwrap_or(2000);
     if batch_size == 0 {
         return Err(invalid("run.batch_size", batch_size, "at least 1"));
@@ -302,6 +371,10 @@ pub(super) fn validate(raw: RawSections) -> Result<Service, ConfigError> {
             "kafka.connect_timeout",
             kafka.connect_timeout.as_deref().unwrap_or("30s"),
         )?,
+        transactions,
+        transaction_timeout_ms,
+        transactional_id,
+        commit_interval_ms,
         properties: kafka.properties,
         topics,
         input_formats: [

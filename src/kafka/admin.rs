@@ -7,11 +7,13 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
-use crate::config::Service;
+use crate::config::{Service, Transactions};
 
 #[derive(Clone, Debug)]
 pub struct Layout {
     pub internal_partitions: i32,
+    /// The state stage writes its outputs in transactions (`kafka.transactions`, resolved).
+    pub transactions: bool,
 }
 
 /// Topic name -> partition count, retrying until the brokers answer or the timeout passes.
@@ -70,5 +72,26 @@ pub fn check(svc: &Service) -> anyhow::Result<Layout> {
     }
     Ok(Layout {
         internal_partitions: internal,
+        transactions: transactions(svc)?,
     })
 }
+
+/// Resolves `kafka.transactions`: `auto` means on, except on librdkafka's mock cluster
+/// (recognised by its cluster id), which accepts transactional requests but neither aborts
+/// records nor hides them from `read_committed` readers.
+pub fn transactions(svc: &Service) -> anyhow::Result<bool> {
+    Ok(match svc.transactions {
+        Transactions::On => true,
+        Transactions::Off => false,
+        Transactions::Auto => {
+            let client: BaseConsumer = super::client_config(svc)
+                .create()
+                .context("creating the metadata client")?;
+            let id = client.client().fetch_cluster_id(Duration::from_secs(10));
+            !id.is_some_and(|id| id.starts_with(MOCK_CLUSTER_ID_PREFIX))
+        }
+    })
+}
+
+/// The cluster id librdkafka's mock cluster reports (`mockCluster` and a number).
+pub const MOCK_CLUSTER_ID_PREFIX: &str = "mockCluster";

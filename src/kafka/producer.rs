@@ -45,6 +45,15 @@ impl ProducerContext for DeliveryContext {
 
 pub type LfProducer = BaseProducer<DeliveryContext>;
 
+fn idempotent_config(svc: &Service, linger_ms: u32) -> rdkafka::ClientConfig {
+    let mut c = super::client_config(svc);
+    c.set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", linger_ms.to_string())
+        .set("compression.type", "lz4");
+    c
+}
+
 /// An idempotent producer (no duplicates or reordering from retries), acks from all replicas.
 pub fn idempotent(
     svc: &Service,
@@ -52,13 +61,39 @@ pub fn idempotent(
     errors: Option<prometheus::IntCounter>,
 ) -> anyhow::Result<(LfProducer, Arc<Deliveries>)> {
     let deliveries = Arc::new(Deliveries::default());
-    let producer = super::client_config(svc)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", linger_ms.to_string())
-        .set("compression.type", "lz4")
+    let producer = idempotent_config(svc, linger_ms)
         .create_with_context(DeliveryContext(Arc::clone(&deliveries), errors))
         .context("creating the Kafka producer")?;
+    Ok((producer, deliveries))
+}
+
+/// A transactional producer (`transactional.id` = `id`), its transactions initialized: any
+/// earlier producer with the same id is fenced and its open transaction aborted.
+///
+/// Errors: the broker does not implement transactions, or `init_transactions` did not finish
+/// within `transaction_timeout_ms` (e.g. the transaction coordinator is unavailable).
+pub fn transactional(
+    svc: &Service,
+    id: &str,
+    linger_ms: u32,
+    errors: Option<prometheus::IntCounter>,
+) -> anyhow::Result<(LfProducer, Arc<Deliveries>)> {
+    let deliveries = Arc::new(Deliveries::default());
+    let producer: LfProducer = idempotent_config(svc, linger_ms)
+        .set("transactional.id", id)
+        .set(
+            "transaction.timeout.ms",
+            svc.transaction_timeout_ms.to_string(),
+        )
+        .create_with_context(DeliveryContext(Arc::clone(&deliveries), errors))
+        .context("creating the transactional Kafka producer")?;
+    let wait = Duration::from_millis(svc.transaction_timeout_ms as u64 + 30_000);
+    producer.init_transactions(wait).with_context(|| {
+        format!(
+            "initializing transactions for transactional.id {id} (a broker without transactions \
+             needs kafka.transactions = \"off\")"
+        )
+    })?;
     Ok((producer, deliveries))
 }
 

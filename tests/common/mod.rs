@@ -43,5 +43,6 @@ pub fn examples_dir() -> PathBuf {
         root.join("examples")
     }
 }
+pub mod child;
 pub mod http;
 pub mod kafka;

@@ -6,7 +6,14 @@
 //! - every output carries `lf-src-offset` (its cause) and `lf-src-index` (its index among that
 //!   cause's outputs in that topic);
 //! - on assignment, q restarts from its newest valid snapshot and re-folds silently up to the
-//!   last output already in each output topic, then emits normally.
+//!   last output already in each output topic, then emits normally (recovery.rs);
+//! - with transactions, outputs, ticks and positions are committed together and an instance
+//!   whose group generation is stale cannot commit: zombie fencing (checkpoint.rs).
+
+mod checkpoint;
+mod recovery;
+
+use checkpoint::Commit;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -14,7 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::BaseRecord;
@@ -22,7 +29,7 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::producer::{self, Deliveries, LfProducer};
-use super::{header_i64, H_SRC_INDEX, H_SRC_OFFSET};
+use super::{H_SRC_INDEX, H_SRC_OFFSET};
 use crate::codec::avro::{self, InternalRecord};
 use crate::config::{OutputFormat, Settings};
 use crate::engine::{Applied, EvictReason, Explanation, PartitionState, Stats};
@@ -46,6 +53,8 @@ pub struct StateStats {
     pub ticks_appended: AtomicU64,
     pub snapshots: AtomicU64,
     pub undecodable: AtomicU64,
+    /// Transactions aborted (e.g. after this instance lost its partitions while stalled).
+    pub aborted: AtomicU64,
 }
 
 /// One assigned partition.
@@ -65,6 +74,19 @@ struct Part {
 }
 
 impl Part {
+    fn new(state: PartitionState, start: Option<i64>, suppress: [Option<(i64, i64)>; 2]) -> Part {
+        Part {
+            state,
+            next_offset: start,
+            suppress,
+            caught_up: false,
+            recovered: suppress == [None, None],
+            tick_in_flight: false,
+            last_tick: Instant::now(),
+            dirty: false,
+        }
+    }
+
     fn update_recovered(&mut self) {
         if !self.recovered && (self.caught_up || self.suppress == [None, None]) {
             self.recovered = true;
@@ -150,7 +172,14 @@ pub struct StateContext {
     store: SnapshotStore,
     producer: LfProducer,
     deliveries: Arc<Deliveries>,
+    /// Outputs, ticks and positions go in transactions (zombie fencing).
+    txn: bool,
+    /// A transaction is open (transactions only).
+    txn_open: AtomicBool,
+    /// Reads the last committed output of a partition (read_committed).
     tail: BaseConsumer,
+    /// Reads high watermarks (read_uncommitted), to see open transactions (transactions only).
+    hw: Option<BaseConsumer>,
     shared: Arc<Mutex<Shared>>,
     metrics: Arc<Metrics>,
     /// An error raised inside a rebalance callback, reported by the main loop.
@@ -217,8 +246,9 @@ impl StateContext {
     ) -> anyhow::Result<()> {
         let internal = self.settings.service.topics.internal.clone();
         let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
-        let mut shared = lock(&self.shared);
-        shared.assigned_once = true;
+        // Recovery can wait for a previous owner's transaction: not under the shared lock,
+        // which the HTTP endpoints take.
+        let mut recovered = Vec::with_capacity(partitions.len());
         for p in partitions {
             let started = Instant::now();
             let (part, start) = self.recover(p)?;
@@ -237,8 +267,11 @@ impl StateContext {
                 ms = started.elapsed().as_millis() as u64,
                 "partition assigned and recovered"
             );
-            shared.parts.insert(p, part);
+            recovered.push((p, part));
         }
+        let mut shared = lock(&self.shared);
+        shared.assigned_once = true;
+        shared.parts.extend(recovered);
         consumer.assign(tpl).context("assigning partitions")?;
         Ok(())
     }
@@ -246,130 +279,32 @@ impl StateContext {
     fn on_revoke(&self, consumer: &BaseConsumer<Self>) -> anyhow::Result<()> {
         let mut shared = lock(&self.shared);
         let revoked: Vec<i32> = shared.parts.keys().copied().collect();
-        self.checkpoint(&mut shared, consumer)?;
-        shared.parts.clear();
-        consumer.unassign().context("unassigning")?;
-        tracing::info!(partitions = ?revoked, "partitions revoked after a final snapshot");
-        Ok(())
-    }
-
-    /// Newest valid snapshot, then the output tails.
-    fn recover(&self, p: i32) -> anyhow::Result<(Part, Option<i64>)> {
-        let topics = &self.settings.service.topics;
-        let (loaded, skipped) = self.store.load_newest(&topics.internal, p, &self.rules);
-        for s in skipped {
-            tracing::warn!(path = %s.path.display(), reason = %s.reason, "unusable snapshot skipped");
-        }
-        let (state, start) = match loaded {
-            Some((state, pos)) => (state, Some(pos)),
-            None => (PartitionState::new(Arc::clone(&self.rules)), None),
-        };
-        let suppress = [
-            self.last_output(&topics.transitions, p)?,
-            self.last_output(&topics.sla, p)?,
-        ];
-        Ok((
-            Part {
-                state,
-                next_offset: start,
-                suppress,
-                caught_up: false,
-                recovered: suppress == [None, None],
-                tick_in_flight: false,
-                last_tick: Instant::now(),
-                dirty: false,
-            },
-            start,
-        ))
-    }
-
-    /// `(lf-src-offset, lf-src-index)` of the last record in partition `p` of `topic`.
-    fn last_output(&self, topic: &str, p: i32) -> anyhow::Result<Option<(i64, i64)>> {
-        let timeout = Duration::from_secs(10);
-        let (low, high) = self
-            .tail
-            .fetch_watermarks(topic, p, timeout)
-            .with_context(|| format!("reading the watermarks of {topic}/{p}"))?;
-        if high <= low {
-            return Ok(None);
-        }
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, p, Offset::Offset(high - 1))
-            .context("building the tail assignment")?;
-        self.tail
-            .assign(&tpl)
-            .context("assigning the tail reader")?;
-        let deadline = Instant::now() + timeout;
-        let found = loop {
-            if Instant::now() >= deadline {
-                anyhow::bail!("timed out reading the last record of {topic}/{p}");
-            }
-            match self.tail.poll(Duration::from_millis(200)) {
-                Some(Ok(m)) if m.topic() == topic && m.offset() == high - 1 => {
-                    let (Some(o), Some(i)) =
-                        (header_i64(&m, H_SRC_OFFSET), header_i64(&m, H_SRC_INDEX))
-                    else {
-                        anyhow::bail!(
-                            "the last record of {topic}/{p} has no {H_SRC_OFFSET}/{H_SRC_INDEX} \
-                             headers: is another producer writing to leadflow's output topics?"
-                        );
-                    };
-                    break Some((o, i));
+        let outcome = if self.failed.load(Ordering::SeqCst) {
+            // The stage is failing: no snapshot, but still hand the partitions back, or
+            // closing the consumer waits for the revoke forever.
+            let _ = self.abort();
+            Ok(())
+        } else if self.txn && consumer.assignment_lost() {
+            // The group moved these partitions on without us (a stall past the session
+            // timeout): what is open must not be committed.
+            tracing::warn!(partitions = ?revoked, "partitions lost; aborting the open transaction");
+            self.abort()
+        } else {
+            match self.checkpoint(&mut shared, consumer) {
+                Ok(Commit::Done) => {
+                    tracing::info!(partitions = ?revoked, "partitions revoked after a final snapshot");
+                    Ok(())
                 }
-                Some(Ok(_)) | None => {}
-                Some(Err(e)) => tracing::debug!(error = %e, "tail reader"),
+                Ok(Commit::Aborted) => {
+                    tracing::warn!(partitions = ?revoked, "partitions revoked after an aborted transaction");
+                    Ok(())
+                }
+                Err(e) => Err(e),
             }
         };
-        self.tail
-            .unassign()
-            .context("unassigning the tail reader")?;
-        Ok(found)
-    }
-
-    /// Flushes all outputs (acknowledged), snapshots every dirty partition, commits positions.
-    fn checkpoint(&self, shared: &mut Shared, consumer: &BaseConsumer<Self>) -> anyhow::Result<()> {
-        if self.failed.load(Ordering::SeqCst) {
-            anyhow::bail!("not snapshotting after a failure");
-        }
-        let svc = &self.settings.service;
-        producer::flush(
-            &self.producer,
-            &self.deliveries,
-            Duration::from_millis(svc.drain_timeout_ms as u64),
-        )?;
-        let mut tpl = TopicPartitionList::new();
-        for (p, part) in shared.parts.iter_mut() {
-            let Some(pos) = part.next_offset else {
-                continue;
-            };
-            if part.dirty {
-                let started = Instant::now();
-                let bytes = part.state.encode_snapshot(pos);
-                let (path, size) = self.store.write(&svc.topics.internal, *p, pos, &bytes)?;
-                self.metrics
-                    .snapshot_written(started.elapsed().as_secs_f64(), size);
-                part.dirty = false;
-                self.stats.snapshots.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(
-                    partition = p,
-                    position = pos,
-                    leads = part.state.lead_count(),
-                    bytes = size,
-                    ms = started.elapsed().as_millis() as u64,
-                    path = %path.display(),
-                    "snapshot written"
-                );
-            }
-            tpl.add_partition_offset(&svc.topics.internal, *p, Offset::Offset(pos))
-                .context("building the commit list")?;
-        }
-        if tpl.count() > 0 {
-            // Informational (lag); recovery positions come from snapshots.
-            if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
-                tracing::warn!(error = %e, "committing state positions failed");
-            }
-        }
-        Ok(())
+        shared.parts.clear();
+        let unassigned = consumer.unassign().context("unassigning");
+        outcome.and(unassigned)
     }
 
     fn process(
@@ -426,6 +361,7 @@ impl StateContext {
                 part.suppress[slot] = None;
             }
             self.count_output(&rec);
+            self.begin()?;
             let value = match svc.output_format {
                 OutputFormat::Avro => avro::encode_output(&rec)?,
                 OutputFormat::Json => {
@@ -515,6 +451,7 @@ impl StateContext {
                 continue;
             }
             let value = avro::encode_internal(&InternalRecord::Tick(t))?;
+            self.begin()?;
             producer::send(
                 &self.producer,
                 BaseRecord::to(&svc.topics.internal)
@@ -536,28 +473,53 @@ impl StateContext {
 /// Runs the state stage until `stop`, then drains: final snapshot, commit, leave the group.
 pub fn run(
     settings: &Settings,
-    internal_partitions: i32,
+    layout: &super::admin::Layout,
     stop: &AtomicBool,
     service_stats: &crate::service::ServiceStats,
 ) -> anyhow::Result<()> {
     let svc = &settings.service;
     let metrics = Arc::clone(&service_stats.metrics);
     let stats = Arc::clone(&service_stats.state);
-    let (producer, deliveries) =
-        producer::idempotent(svc, 5, Some(metrics.producer_errors.clone()))?;
-    lock(&service_stats.view.0).internal_partitions = internal_partitions;
+    let txn = layout.transactions;
+    let errors = Some(metrics.producer_errors.clone());
+    let (producer, deliveries) = if txn {
+        let id = transactional_id(svc);
+        tracing::info!(transactional_id = %id, "outputs are transactional (zombie fencing on)");
+        producer::transactional(svc, &id, 5, errors)?
+    } else {
+        tracing::info!("outputs are idempotent, without transactions (no zombie fencing)");
+        producer::idempotent(svc, 5, errors)?
+    };
+    lock(&service_stats.view.0).internal_partitions = layout.internal_partitions;
+    // Every reader of the logs leadflow writes skips aborted transactions, also without
+    // transactions now: a log may hold aborted records from an earlier run with them.
     let tail: BaseConsumer = super::client_config(svc)
         .set("group.id", format!("{}-tail", svc.state_group))
         .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed")
         .create()
         .context("creating the output tail reader")?;
+    let hw = match txn {
+        true => Some(
+            super::client_config(svc)
+                .set("group.id", format!("{}-tail", svc.state_group))
+                .set("isolation.level", "read_uncommitted")
+                .create()
+                .context("creating the watermark reader")?,
+        ),
+        false => None,
+    };
     let ctx = StateContext {
         settings: settings.clone(),
         rules: Arc::clone(&settings.rules),
         store: SnapshotStore::new(&svc.snapshot_dir, svc.snapshot_retain),
         producer,
         deliveries,
+        txn,
+        txn_open: AtomicBool::new(false),
         tail,
+        hw,
         shared: Arc::clone(&service_stats.view.0),
         metrics,
         fatal: Mutex::new(None),
@@ -569,6 +531,7 @@ pub fn run(
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed")
         .set("statistics.interval.ms", "1000")
         .create_with_context(ctx)
         .context("creating the state consumer")?;
@@ -578,7 +541,9 @@ pub fn run(
     tracing::info!(topic = %svc.topics.internal, group = %svc.state_group, "state stage started");
 
     let snapshot_every = Duration::from_millis(svc.snapshot_interval_ms as u64);
+    let commit_every = Duration::from_millis(svc.commit_interval_ms as u64);
     let mut last_snapshot = Instant::now();
+    let mut last_commit = Instant::now();
     let mut last_maintenance = Instant::now();
     let mut out = Vec::new();
     let ctx = consumer.context();
@@ -602,9 +567,21 @@ pub fn run(
                 last_maintenance = Instant::now();
                 ctx.producer.poll(Duration::ZERO);
                 ctx.ticks(&mut lock(&ctx.shared))?;
-                if last_snapshot.elapsed() >= snapshot_every {
+                let mut shared = lock(&ctx.shared);
+                let outcome = if last_snapshot.elapsed() >= snapshot_every {
                     last_snapshot = Instant::now();
-                    ctx.checkpoint(&mut lock(&ctx.shared), &consumer)?;
+                    last_commit = Instant::now();
+                    Some(ctx.checkpoint(&mut shared, &consumer)?)
+                } else if txn && last_commit.elapsed() >= commit_every {
+                    last_commit = Instant::now();
+                    Some(ctx.commit(&shared, &consumer)?)
+                } else {
+                    None
+                };
+                if outcome == Some(Commit::Aborted) {
+                    // Start over from what is committed; if the partitions were lost, the
+                    // group's revoke follows on the next poll.
+                    ctx.recover_assigned(&mut shared, &consumer)?;
                 }
             }
         }
@@ -614,10 +591,42 @@ pub fn run(
         // No snapshot after a failure (also not in the revoke that closing the consumer runs):
         // the outputs it would cover may be incomplete.
         ctx.failed.store(true, Ordering::SeqCst);
+        tracing::error!(error = %format!("{e:#}"), "state stage failed; draining");
+        let _ = ctx.abort();
         return Err(e);
     }
-    ctx.checkpoint(&mut lock(&ctx.shared), &consumer)?;
+    if ctx.checkpoint(&mut lock(&ctx.shared), &consumer)? == Commit::Aborted {
+        tracing::warn!("the last transaction was aborted at shutdown; the next owner re-folds it");
+        ctx.failed.store(true, Ordering::SeqCst);
+    }
     consumer.unsubscribe();
-    tracing::info!("state stage stopped after a final snapshot");
+    tracing::info!("state stage stopped");
     Ok(())
+}
+
+/// `kafka.transactional_id`, or the state group, the host name and a random suffix: unique
+/// per process, so that two instances never fence each other.
+fn transactional_id(svc: &crate::config::Service) -> String {
+    if let Some(id) = &svc.transactional_id {
+        return id.clone();
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".into());
+    // Time, process id and a counter: distinct for every stage started on this host.
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    format!(
+        "{}-{host}-{}-{seq}-{:x}",
+        svc.state_group,
+        std::process::id(),
+        nanos & 0xffff_ffff
+    )
 }

@@ -1,0 +1,186 @@
+//! Recovery of an assigned partition q of the internal log: the newest valid snapshot, then the
+//! last output already in partition q of each output topic, so the re-fold emits nothing twice.
+//!
+//! With transactions, the output tails are read only once no transaction is open on them
+//! (last stable offset = high watermark): a transaction left open by an instance that lost q
+//! is either committed (its outputs count as emitted) or aborted (they never happened) before
+//! the new owner decides where to resume.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::{Part, Shared, StateContext};
+use crate::engine::PartitionState;
+use crate::kafka::{header_i64, H_SRC_INDEX, H_SRC_OFFSET};
+
+/// How many records before the end the tail search starts with; it doubles while the window
+/// holds only aborted records and transaction markers.
+const TAIL_WINDOW: i64 = 16;
+
+impl StateContext {
+    /// Newest valid snapshot, then the output tails. Returns the partition and the internal
+    /// offset to fetch from (`None`: the beginning).
+    pub(super) fn recover(&self, p: i32) -> anyhow::Result<(Part, Option<i64>)> {
+        let topics = &self.settings.service.topics;
+        let (loaded, skipped) = self.store.load_newest(&topics.internal, p, &self.rules);
+        for s in skipped {
+            tracing::warn!(path = %s.path.display(), reason = %s.reason, "unusable snapshot skipped");
+        }
+        let (state, start) = match loaded {
+            Some((state, pos)) => (state, Some(pos)),
+            None => (PartitionState::new(Arc::clone(&self.rules)), None),
+        };
+        let suppress = [
+            self.last_output(&topics.transitions, p)?,
+            self.last_output(&topics.sla, p)?,
+        ];
+        Ok((Part::new(state, start, suppress), start))
+    }
+
+    /// Recovers every assigned partition again and moves the consumer back to each one's
+    /// start: after an aborted transaction the in-memory state is ahead of what was committed.
+    pub(super) fn recover_assigned(
+        &self,
+        shared: &mut Shared,
+        consumer: &BaseConsumer<Self>,
+    ) -> anyhow::Result<()> {
+        let internal = self.settings.service.topics.internal.clone();
+        let partitions: Vec<i32> = shared.parts.keys().copied().collect();
+        for p in partitions {
+            let (part, start) = self.recover(p)?;
+            let offset = start.map_or(Offset::Beginning, Offset::Offset);
+            consumer
+                .seek(&internal, p, offset, Duration::from_secs(10))
+                .with_context(|| {
+                    format!("rewinding {internal}/{p} after an aborted transaction")
+                })?;
+            tracing::info!(partition = p, start = ?start, "partition recovered after an aborted transaction");
+            shared.parts.insert(p, part);
+        }
+        Ok(())
+    }
+
+    /// `(lf-src-offset, lf-src-index)` of the last committed record in partition `p` of
+    /// `topic`, or `None` when it has none.
+    fn last_output(&self, topic: &str, p: i32) -> anyhow::Result<Option<(i64, i64)>> {
+        let timeout = Duration::from_secs(10);
+        let (low, end) = self.stable_end(topic, p)?;
+        if end <= low {
+            return Ok(None);
+        }
+        // The last record before `end` may be a transaction marker or an aborted record,
+        // which a read_committed reader never sees: search backwards in growing windows.
+        let mut window = TAIL_WINDOW;
+        loop {
+            let from = (end - window).max(low);
+            if let Some(found) = self.last_in(topic, p, from, end, timeout)? {
+                return Ok(Some(found));
+            }
+            if from == low {
+                return Ok(None);
+            }
+            window *= 2;
+        }
+    }
+
+    /// The log start and the end up to which partition `p` of `topic` is stable. With
+    /// transactions, waits until no transaction is open on it (last stable offset = high
+    /// watermark), at most the transaction timeout plus the broker's abort check interval.
+    fn stable_end(&self, topic: &str, p: i32) -> anyhow::Result<(i64, i64)> {
+        let timeout = Duration::from_secs(10);
+        let watermarks = |c: &BaseConsumer<_>| {
+            c.fetch_watermarks(topic, p, timeout)
+                .with_context(|| format!("reading the watermarks of {topic}/{p}"))
+        };
+        let Some(hw_reader) = &self.hw else {
+            return watermarks(&self.tail);
+        };
+        let wait = Duration::from_millis(self.settings.service.transaction_timeout_ms as u64)
+            + Duration::from_secs(60);
+        let deadline = Instant::now() + wait;
+        let mut logged = false;
+        loop {
+            // The read_committed reader's high watermark is the last stable offset.
+            let (low, stable) = watermarks(&self.tail)?;
+            let (_, high) = watermarks(hw_reader)?;
+            if stable >= high {
+                return Ok((low, stable));
+            }
+            if Instant::now() >= deadline {
+                anyhow::bail!(
+                    "{topic}/{p} still has an open transaction after {wait:?} (last stable offset \
+                     {stable}, high watermark {high}); is kafka.transaction_timeout longer than \
+                     the broker's transaction.max.timeout.ms?"
+                );
+            }
+            if !logged {
+                tracing::info!(
+                    topic,
+                    partition = p,
+                    stable,
+                    high,
+                    "waiting for an open transaction (of the previous owner) to end"
+                );
+                logged = true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The headers of the last committed record of `topic`/`p` in `[from, end)`.
+    fn last_in(
+        &self,
+        topic: &str,
+        p: i32,
+        from: i64,
+        end: i64,
+        timeout: Duration,
+    ) -> anyhow::Result<Option<(i64, i64)>> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, p, Offset::Offset(from))
+            .context("building the tail assignment")?;
+        self.tail
+            .assign(&tpl)
+            .context("assigning the tail reader")?;
+        let deadline = Instant::now() + timeout;
+        let mut last = None;
+        loop {
+            if Instant::now() >= deadline {
+                anyhow::bail!("timed out reading the end of {topic}/{p} (from {from} to {end})");
+            }
+            match self.tail.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) if m.topic() == topic && m.partition() == p => {
+                    if m.offset() >= end {
+                        break;
+                    }
+                    let (Some(o), Some(i)) =
+                        (header_i64(&m, H_SRC_OFFSET), header_i64(&m, H_SRC_INDEX))
+                    else {
+                        anyhow::bail!(
+                            "record {} of {topic}/{p} has no {H_SRC_OFFSET}/{H_SRC_INDEX} \
+                             headers: is another producer writing to leadflow's output topics?",
+                            m.offset()
+                        );
+                    };
+                    last = Some((o, i));
+                    if m.offset() == end - 1 {
+                        break;
+                    }
+                }
+                Some(Err(KafkaError::PartitionEOF(q))) if q == p => break,
+                Some(Ok(_)) | None => {}
+                Some(Err(e)) => tracing::debug!(error = %e, "tail reader"),
+            }
+        }
+        self.tail
+            .unassign()
+            .context("unassigning the tail reader")?;
+        Ok(last)
+    }
+}
