@@ -77,7 +77,7 @@ fn main() -> anyhow::Result<()> {
         if run.mock.is_some() {
             "librdkafka mock cluster in process"
         } else {
-            "external brokers"
+            "external brokers, transactional outputs when they support them"
         },
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -247,6 +247,8 @@ fn measure(
         .set("group.id", format!("e2e-latency-{}", std::process::id()))
         .set("enable.auto.commit", "false")
         .set("fetch.wait.max.ms", "5")
+        // As consumers must with transactions: a record counts once its commit is visible.
+        .set("isolation.level", "read_committed")
         .create()?;
     let parts = consumer
         .fetch_metadata(Some(&topics.transitions), Duration::from_secs(10))?

@@ -194,6 +194,46 @@ fn service_settings_are_checked() {
 }
 
 #[test]
+fn transaction_settings_are_checked() {
+    use leadflow::config::Transactions;
+    let s = Settings::from_toml(&example()).expect("loads");
+    assert_eq!(s.service.transactions, Transactions::Auto, "the default");
+    assert_eq!(
+        (
+            s.service.transaction_timeout_ms,
+            s.service.commit_interval_ms
+        ),
+        (10_000, 100)
+    );
+    let msg = error_of(&format!("{}\n[kafka]\ntransactions = \"yes\"\n", example()));
+    assert_mentions(&msg, &["kafka.transactions", "yes", "auto, on, off"]);
+    let msg = error_of(&format!(
+        "{}\n[kafka]\ntransaction_timeout = \"1h\"\n",
+        example()
+    ));
+    assert_mentions(&msg, &["kafka.transaction_timeout", "1h", "15m"]);
+    let msg = error_of(&format!(
+        "{}\n[kafka]\ntransaction_timeout = \"2s\"\n[run]\ncommit_interval = \"1500ms\"\n",
+        example()
+    ));
+    assert_mentions(
+        &msg,
+        &[
+            "run.commit_interval",
+            "1500ms",
+            "half of kafka.transaction_timeout",
+        ],
+    );
+    // A StatefulSet passes the pod name through the environment.
+    let env = Some(HashMap::from([(
+        "LEADFLOW__KAFKA__TRANSACTIONAL_ID".to_string(),
+        "leadflow-2".to_string(),
+    )]));
+    let s = Settings::from_sources(&example(), env).expect("override loads");
+    assert_eq!(s.service.transactional_id.as_deref(), Some("leadflow-2"));
+}
+
+#[test]
 fn missing_required_settings() {
     let msg = error_of("[scoring]\nhalf_life = \"1d\"\n");
     assert_mentions(&msg, &["the top level", "missing", "funnel"]);

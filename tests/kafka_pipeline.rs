@@ -38,6 +38,13 @@ fn conformance_example_through_kafka_and_every_invalid_class_in_the_dlq() {
         snaps.path(),
         "[formats]\nweb = \"json\"\nemail = \"json\"\ncrm = \"json\"\n[run]\ntick_interval = \"0s\"\n",
     );
+    // kafka.transactions = "auto": on for a real broker, off for librdkafka's mock.
+    let settings = Settings::from_toml(&config).expect("config");
+    assert_eq!(
+        leadflow::kafka::admin::transactions(&settings.service).expect("resolved"),
+        broker.mock().is_none(),
+        "auto resolves by the broker"
+    );
     let running = Running::start(&config);
     let http = leadflow::http::serve(
         "127.0.0.1:0".parse().expect("addr"),
