@@ -40,9 +40,12 @@ impl Guard {
 impl Drop for Guard {
     fn drop(&mut self) {
         // A stopped process must be resumed to die of SIGKILL promptly everywhere.
-        let _ = Command::new("kill")
-            .args(["-CONT", &self.0.id().to_string()])
-            .status();
+        if let Ok(None) = self.0.try_wait() {
+            let _ = Command::new("kill")
+                .args(["-CONT", &self.0.id().to_string()])
+                .stderr(Stdio::null())
+                .status();
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
