@@ -62,6 +62,9 @@ pub struct Metrics {
     pub snapshot_age_seconds: IntGauge,
     pub recovery_duration_seconds: Histogram,
     pub producer_errors: IntCounter,
+    pub output_transactions: IntGauge,
+    pub transaction_commit_seconds: Histogram,
+    pub transactions_aborted: IntCounter,
     pub assigned_partitions: IntGauge,
     pub ready: IntGauge,
     /// Wall time of the last snapshot (or of the start), for `snapshot_age_seconds`.
@@ -150,6 +153,19 @@ impl Metrics {
             producer_errors: reg!(r, IntCounter::new(
                 "leadflow_producer_errors_total",
                 "Records the broker did not acknowledge (each stops the stage; nothing is dropped)."
+            )),
+            output_transactions: reg!(r, IntGauge::new(
+                "leadflow_output_transactions",
+                "1 when the state stage writes in transactions (zombie fencing on), else 0."
+            )),
+            transaction_commit_seconds: reg!(r, Histogram::with_opts(hist(
+                "leadflow_transaction_commit_seconds",
+                "Time to commit one state-stage transaction (positions, then end of transaction).",
+                &DURATION_BUCKETS
+            ))),
+            transactions_aborted: reg!(r, IntCounter::new(
+                "leadflow_transactions_aborted_total",
+                "State-stage transactions aborted: refused commits (a stale group generation) and lost partitions."
             )),
             assigned_partitions: reg!(r, IntGauge::new(
                 "leadflow_assigned_partitions",

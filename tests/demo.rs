@@ -107,6 +107,9 @@ fn demo_prints_alerts_serves_metrics_and_exits_cleanly() {
         "leadflow_snapshot_age_seconds",
         "leadflow_producer_errors_total 0",
         "leadflow_duplicate_events_total",
+        // The demo's broker is librdkafka's mock: no transactions (kafka.transactions = auto).
+        "leadflow_output_transactions 0",
+        "leadflow_transactions_aborted_total 0",
     ] {
         assert!(text.contains(present), "no {present} in:\n{text}");
     }

@@ -120,7 +120,7 @@ fn alert_rules_use_exported_metrics_and_labels() {
             exprs.push(e);
         }
     }
-    assert_eq!(exprs.len(), 7);
+    assert_eq!(exprs.len(), 8);
     for e in &exprs {
         check_expr(e, &known, "alerts.yml");
     }
@@ -130,6 +130,7 @@ fn alert_rules_use_exported_metrics_and_labels() {
         "ConsumerLag",
         "SnapshotTooOld",
         "NotReady",
+        "TransactionsAborted",
     ] {
         assert!(
             text.contains(&format!("alert: Leadflow{alert}")),

@@ -79,7 +79,7 @@ fn conformance_example_through_kafka_and_every_invalid_class_in_the_dlq() {
         broker.records(&broker.topics.transitions) == want_t.len()
             && broker.records(&broker.topics.sla) == want_s.len()
     });
-    check_http(&http.to_string());
+    check_http(&http.to_string(), broker.mock().is_none());
     let ingest = &running.stats.ingest;
     use std::sync::atomic::Ordering::Relaxed;
     assert_eq!(
@@ -406,7 +406,7 @@ fn producer_errors_are_retried_or_surfaced_never_dropped() {
 }
 
 /// The endpoints of the service that just processed the conformance example.
-fn check_http(addr: &str) {
+fn check_http(addr: &str, transactional: bool) {
     wait_until(Duration::from_secs(20), "ready", || {
         get(addr, "/health/ready").0 == 200
     });
@@ -481,6 +481,15 @@ fn check_http(addr: &str) {
         assert_eq!(value(name), want, "{name}");
     }
     assert!(value("leadflow_event_time_lag_seconds_count") >= 41.0);
+    // Outputs are transactional on a real broker: every output was committed in one.
+    assert_eq!(
+        value("leadflow_output_transactions"),
+        f64::from(u8::from(transactional))
+    );
+    assert_eq!(value("leadflow_transactions_aborted_total"), 0.0);
+    if transactional {
+        assert!(value("leadflow_transaction_commit_seconds_count") >= 1.0);
+    }
     assert!(!text.contains("@"), "no lead key in any label");
     promtool_check_metrics(&text);
 }

@@ -69,6 +69,7 @@ impl StateContext {
                     .context("the state consumer has no group metadata")?,
             ),
         };
+        let started = Instant::now();
         // Positions first: the group coordinator checks this instance's generation there.
         // A retriable error (a timeout) may be retried with the same call.
         let deadline = Instant::now() + timeout;
@@ -91,13 +92,15 @@ impl StateContext {
         match result {
             Ok(()) => {
                 self.txn_open.store(false, Ordering::Relaxed);
+                self.metrics
+                    .transaction_commit_seconds
+                    .observe(started.elapsed().as_secs_f64());
                 self.fail_on_delivery_errors()?;
                 Ok(Commit::Done)
             }
             Err(KafkaError::Transaction(e)) if e.txn_requires_abort() => {
                 tracing::warn!(error = %e, "transaction aborted: its outputs will not be seen");
                 self.abort()?;
-                self.stats.aborted.fetch_add(1, Ordering::Relaxed);
                 Ok(Commit::Aborted)
             }
             Err(e) => Err(anyhow::Error::new(e).context(
@@ -118,6 +121,8 @@ impl StateContext {
             .abort_transaction(timeout)
             .context("aborting the state stage's transaction")?;
         self.txn_open.store(false, Ordering::Relaxed);
+        self.stats.aborted.fetch_add(1, Ordering::Relaxed);
+        self.metrics.transactions_aborted.inc();
         // What the aborted transaction carried is void, failed deliveries included.
         self.deliveries.failed.store(0, Ordering::Relaxed);
         Ok(())

@@ -490,6 +490,7 @@ pub fn run(
         tracing::info!("outputs are idempotent, without transactions (no zombie fencing)");
         producer::idempotent(svc, 5, errors)?
     };
+    metrics.output_transactions.set(i64::from(txn));
     lock(&service_stats.view.0).internal_partitions = layout.internal_partitions;
     // Every reader of the logs leadflow writes skips aborted transactions, also without
     // transactions now: a log may hold aborted records from an earlier run with them.
@@ -503,7 +504,6 @@ pub fn run(
     let hw = match txn {
         true => Some(
             super::client_config(svc)
-                .set("group.id", format!("{}-tail", svc.state_group))
                 .set("isolation.level", "read_uncommitted")
                 .create()
                 .context("creating the watermark reader")?,
