@@ -45,6 +45,15 @@ fn conformance_example_through_kafka_and_every_invalid_class_in_the_dlq() {
         broker.mock().is_none(),
         "auto resolves by the broker"
     );
+    if broker.mock().is_some() {
+        let on = Settings::from_toml(&config.replace(
+            "[kafka.properties]",
+            "transactions = \"on\"\n[kafka.properties]",
+        ))
+        .expect("config");
+        let err = leadflow::kafka::admin::transactions(&on.service).expect_err("refused");
+        assert!(err.to_string().contains("mock cluster"), "{err}");
+    }
     let running = Running::start(&config);
     let http = leadflow::http::serve(
         "127.0.0.1:0".parse().expect("addr"),

@@ -79,18 +79,27 @@ pub fn check(svc: &Service) -> anyhow::Result<Layout> {
 /// Resolves `kafka.transactions`: `auto` means on, except on librdkafka's mock cluster
 /// (recognised by its cluster id), which accepts transactional requests but neither aborts
 /// records nor hides them from `read_committed` readers.
+///
+/// Errors: `on` with the mock cluster (it would only pretend to fence).
 pub fn transactions(svc: &Service) -> anyhow::Result<bool> {
-    Ok(match svc.transactions {
-        Transactions::On => true,
-        Transactions::Off => false,
-        Transactions::Auto => {
-            let client: BaseConsumer = super::client_config(svc)
-                .create()
-                .context("creating the metadata client")?;
-            let id = client.client().fetch_cluster_id(Duration::from_secs(10));
-            !id.is_some_and(|id| id.starts_with(MOCK_CLUSTER_ID_PREFIX))
-        }
-    })
+    if svc.transactions == Transactions::Off {
+        return Ok(false);
+    }
+    let client: BaseConsumer = super::client_config(svc)
+        .create()
+        .context("creating the metadata client")?;
+    let mock = client
+        .client()
+        .fetch_cluster_id(Duration::from_secs(10))
+        .is_some_and(|id| id.starts_with(MOCK_CLUSTER_ID_PREFIX));
+    match (svc.transactions, mock) {
+        (Transactions::On, true) => anyhow::bail!(
+            "kafka.transactions = \"on\", but the brokers at {} are librdkafka's mock cluster, \
+             which does not implement transactions: use \"auto\" or \"off\"",
+            svc.brokers
+        ),
+        (_, mock) => Ok(!mock),
+    }
 }
 
 /// The cluster id librdkafka's mock cluster reports (`mockCluster` and a number).

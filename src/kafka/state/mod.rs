@@ -1,6 +1,6 @@
 //! State stage: folds each assigned partition of the internal log with the engine and writes
-//! its records to the same partition of the output topics. Exactly-once output without
-//! transactions (DESIGN.md):
+//! its records to the same partition of the output topics. Exactly-once output on any broker
+//! with the idempotent producer (DESIGN.md):
 //! - a snapshot of partition q at position S is written only after every output caused by
 //!   records before S is acknowledged;
 //! - every output carries `lf-src-offset` (its cause) and `lf-src-index` (its index among that
