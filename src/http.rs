@@ -8,19 +8,19 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use crate::kafka::state::NoExplanation;
 use crate::service::ServiceStats;
 
 /// Status, body and content type of a GET on `url`.
 pub fn respond(stats: &ServiceStats, url: &str) -> (u16, String, &'static str) {
     let (path, query) = url.split_once('?').unwrap_or((url, ""));
     match path {
-        "/metrics" => {
-            stats.view.refresh(&stats.metrics);
-            match stats.metrics.render() {
-                Ok(text) => (200, text, "text/plain; version=0.0.4"),
-                Err(e) => (500, format!("{e:#}\n"), "text/plain"),
-            }
-        }
+        // Neither /metrics nor /health/* takes the state stage's lock: they answer while it
+        // folds, snapshots or waits on Kafka.
+        "/metrics" => match stats.metrics.render() {
+            Ok(text) => (200, text, "text/plain; version=0.0.4"),
+            Err(e) => (500, format!("{e:#}\n"), "text/plain"),
+        },
         "/health/live" => (200, "ok\n".into(), "text/plain"),
         "/health/ready" if stats.view.ready() => (200, "ready\n".into(), "text/plain"),
         "/health/ready" => (
@@ -37,7 +37,8 @@ pub fn respond(stats: &ServiceStats, url: &str) -> (u16, String, &'static str) {
                     .and_then(|v| v.parse().ok());
                 let (code, body) = match stats.view.explain(&key, as_of) {
                     Ok(x) => (200, serde_json::to_string_pretty(&x)),
-                    Err(not_here) => (404, serde_json::to_string_pretty(&not_here)),
+                    Err(e @ NoExplanation::NotHere(_)) => (404, serde_json::to_string_pretty(&e)),
+                    Err(e @ NoExplanation::Busy { .. }) => (503, serde_json::to_string_pretty(&e)),
                 };
                 (code, body.unwrap_or_default() + "\n", "application/json")
             }
@@ -75,6 +76,9 @@ fn hex(b: u8) -> Option<u8> {
     (b as char).to_digit(16).map(|d| d as u8)
 }
 
+/// HTTP worker threads.
+const HTTP_WORKERS: usize = 4;
+
 /// Serves the endpoints on `addr` from a background thread until `stop`; returns the bound
 /// address (useful with port 0).
 pub fn serve(
@@ -88,22 +92,29 @@ pub fn serve(
         .server_addr()
         .to_ip()
         .context("the HTTP server has no IP address")?;
-    std::thread::Builder::new()
-        .name("http".into())
-        .spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                let Ok(Some(req)) = server.recv_timeout(Duration::from_millis(200)) else {
-                    continue;
-                };
-                let (code, body, ctype) = respond(&stats, req.url());
-                let mut response = tiny_http::Response::from_string(body).with_status_code(code);
-                if let Ok(h) = tiny_http::Header::from_bytes("Content-Type", ctype) {
-                    response = response.with_header(h);
+    // Several workers, so a slow request (a large /metrics, a /leads waiting on the state)
+    // never queues a liveness probe behind it.
+    let server = Arc::new(server);
+    for i in 0..HTTP_WORKERS {
+        let (server, stats, stop) = (Arc::clone(&server), stats.clone(), Arc::clone(&stop));
+        std::thread::Builder::new()
+            .name(format!("http-{i}"))
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok(Some(req)) = server.recv_timeout(Duration::from_millis(200)) else {
+                        continue;
+                    };
+                    let (code, body, ctype) = respond(&stats, req.url());
+                    let mut response =
+                        tiny_http::Response::from_string(body).with_status_code(code);
+                    if let Ok(h) = tiny_http::Header::from_bytes("Content-Type", ctype) {
+                        response = response.with_header(h);
+                    }
+                    let _ = req.respond(response);
                 }
-                let _ = req.respond(response);
-            }
-        })
-        .context("starting the HTTP thread")?;
+            })
+            .context("starting an HTTP thread")?;
+    }
     Ok(bound)
 }
 

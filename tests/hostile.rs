@@ -344,9 +344,10 @@ fn hostile_messages_through_kafka_are_dead_lettered_with_their_reason() {
     wait_until(Duration::from_secs(30), "evictions counted", || {
         evicted() >= 100
     });
-    // The gauge is refreshed from the live state when /metrics is scraped.
-    running.stats.view.refresh(m);
-    assert!(m.leads_in_memory.get() > 0);
+    // The state thread publishes the gauge from the live state.
+    wait_until(Duration::from_secs(10), "the gauge published", || {
+        m.leads_in_memory.get() > 0
+    });
     assert!(
         m.leads_in_memory.get() <= 200,
         "{} leads",

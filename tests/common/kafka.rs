@@ -37,42 +37,26 @@ fn unique_prefix(name: &str) -> String {
     format!("t{}-{n}-{nanos}-{name}", std::process::id())
 }
 
+fn topics_for(prefix: &str) -> Topics {
+    Topics {
+        web: format!("{prefix}.web"),
+        email: format!("{prefix}.email"),
+        crm: format!("{prefix}.crm"),
+        internal: format!("{prefix}.events"),
+        transitions: format!("{prefix}.transitions"),
+        sla: format!("{prefix}.sla"),
+        dlq: format!("{prefix}.dlq"),
+    }
+}
+
 impl TestBroker {
     /// Every topic with `partitions` partitions.
     pub fn start(name: &str, partitions: i32) -> TestBroker {
         let prefix = unique_prefix(name);
-        let topics = Topics {
-            web: format!("{prefix}.web"),
-            email: format!("{prefix}.email"),
-            crm: format!("{prefix}.crm"),
-            internal: format!("{prefix}.events"),
-            transitions: format!("{prefix}.transitions"),
-            sla: format!("{prefix}.sla"),
-            dlq: format!("{prefix}.dlq"),
-        };
+        let topics = topics_for(&prefix);
         match std::env::var("LEADFLOW_TEST_BROKERS") {
             Ok(brokers) if !brokers.trim().is_empty() => {
-                let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-                    .set("bootstrap.servers", &brokers)
-                    .create()
-                    .expect("admin client");
-                let new: Vec<NewTopic> = topics
-                    .all()
-                    .iter()
-                    .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
-                    .collect();
-                let results =
-                    futures_executor::block_on(admin.create_topics(&new, &AdminOptions::new()))
-                        .expect("create topics on the external broker");
-                for r in results {
-                    r.expect("topic created");
-                }
-                TestBroker {
-                    _mock: None,
-                    bootstrap: brokers,
-                    topics,
-                    prefix,
-                }
+                TestBroker::external(&brokers, prefix, topics, partitions)
             }
             _ => {
                 let mock = DevBroker::start(&topics, partitions, None).expect("mock cluster");
@@ -83,6 +67,36 @@ impl TestBroker {
                     prefix,
                 }
             }
+        }
+    }
+
+    /// Every topic with `partitions` partitions, on the cluster at `brokers`.
+    pub fn on(brokers: &str, name: &str, partitions: i32) -> TestBroker {
+        let prefix = unique_prefix(name);
+        let topics = topics_for(&prefix);
+        TestBroker::external(brokers, prefix, topics, partitions)
+    }
+
+    fn external(brokers: &str, prefix: String, topics: Topics, partitions: i32) -> TestBroker {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .create()
+            .expect("admin client");
+        let new: Vec<NewTopic> = topics
+            .all()
+            .iter()
+            .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+            .collect();
+        let results = futures_executor::block_on(admin.create_topics(&new, &AdminOptions::new()))
+            .expect("create topics on the external broker");
+        for r in results {
+            r.expect("topic created");
+        }
+        TestBroker {
+            _mock: None,
+            bootstrap: brokers.to_string(),
+            topics,
+            prefix,
         }
     }
 

@@ -46,3 +46,4 @@ pub fn examples_dir() -> PathBuf {
 pub mod child;
 pub mod http;
 pub mod kafka;
+pub mod kafka_local;

@@ -102,9 +102,14 @@ struct Shared {
     internal_partitions: i32,
 }
 
-/// A read-only window on the state stage for the HTTP endpoints.
+/// A read-only window on the state stage for the HTTP endpoints. Readiness and the gauges are
+/// published by the state thread, so `/health/*` and `/metrics` never wait on the fold loop
+/// or on Kafka I/O; only `/leads/{key}` reads the live state, and gives up after a bound.
 #[derive(Clone, Default)]
-pub struct StateView(Arc<Mutex<Shared>>);
+pub struct StateView {
+    shared: Arc<Mutex<Shared>>,
+    ready: Arc<AtomicBool>,
+}
 
 /// A lead that is not on this instance.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -116,16 +121,28 @@ pub struct NotHere {
     pub assigned_partitions: Vec<i32>,
 }
 
+/// Why `/leads/{key}` has no answer.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(untagged)]
+pub enum NoExplanation {
+    /// The lead lives on another instance's partition.
+    NotHere(NotHere),
+    /// The state stage held the state longer than the wait (e.g. a recovery or a snapshot).
+    Busy { error: &'static str },
+}
+
+/// How long `/leads/{key}` waits for the state stage before answering 503.
+const EXPLAIN_WAIT: Duration = Duration::from_millis(500);
+
 impl StateView {
-    /// Ready once the group has assigned partitions and each has recovered.
+    /// Ready once the group has assigned partitions and each has recovered (as last
+    /// published by the state thread; never waits).
     pub fn ready(&self) -> bool {
-        let shared = lock(&self.0);
-        shared.assigned_once && shared.parts.values().all(|p| p.recovered)
+        self.ready.load(Ordering::Relaxed)
     }
 
-    /// Refreshes the gauges that are read from the live state.
-    pub fn refresh(&self, m: &Metrics) {
-        let shared = lock(&self.0);
+    /// Publishes readiness and the gauges read from the live state (state thread only).
+    fn publish(&self, shared: &Shared, m: &Metrics) {
         let mut stages = [0u64; 8];
         let (mut leads, mut clocks) = (0u64, 0u64);
         for part in shared.parts.values() {
@@ -143,26 +160,45 @@ impl StateView {
         m.leads_in_memory.set(leads as i64);
         m.open_sla_clocks.set(clocks as i64);
         m.assigned_partitions.set(shared.parts.len() as i64);
-        m.ready.set(i64::from(
-            shared.assigned_once && shared.parts.values().all(|p| p.recovered),
-        ));
+        let ready = shared.assigned_once && shared.parts.values().all(|p| p.recovered);
+        self.set_ready(ready, m);
     }
 
-    /// The explanation of `key`, or where it lives when not here.
-    pub fn explain(&self, key: &str, as_of: Option<i64>) -> Result<Explanation, NotHere> {
-        let shared = lock(&self.0);
+    fn set_ready(&self, ready: bool, m: &Metrics) {
+        self.ready.store(ready, Ordering::Relaxed);
+        m.ready.set(i64::from(ready));
+    }
+
+    /// The explanation of `key`, or where it lives when not here, or busy when the state
+    /// stage holds the state for longer than [`EXPLAIN_WAIT`].
+    pub fn explain(&self, key: &str, as_of: Option<i64>) -> Result<Explanation, NoExplanation> {
+        let deadline = Instant::now() + EXPLAIN_WAIT;
+        let shared = loop {
+            match self.shared.try_lock() {
+                Ok(guard) => break guard,
+                Err(std::sync::TryLockError::Poisoned(p)) => break p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    return Err(NoExplanation::Busy {
+                        error: "the state stage is busy (recovering or snapshotting); retry",
+                    })
+                }
+            }
+        };
         for part in shared.parts.values() {
             if let Some(x) = part.state.explain(key, as_of) {
                 return Ok(x);
             }
         }
         let n = shared.internal_partitions.max(1) as u32;
-        Err(NotHere {
+        Err(NoExplanation::NotHere(NotHere {
             error: "lead not found on this instance",
             lead_key: key.to_string(),
             partition: crate::partition::partition_for(key.as_bytes(), n) as i32,
             assigned_partitions: shared.parts.keys().copied().collect(),
-        })
+        }))
     }
 }
 
@@ -181,6 +217,7 @@ pub struct StateContext {
     /// Reads high watermarks (read_uncommitted), to see open transactions (transactions only).
     hw: Option<BaseConsumer>,
     shared: Arc<Mutex<Shared>>,
+    view: StateView,
     metrics: Arc<Metrics>,
     /// An error raised inside a rebalance callback, reported by the main loop.
     fatal: Mutex<Option<String>>,
@@ -246,6 +283,7 @@ impl StateContext {
     ) -> anyhow::Result<()> {
         let internal = self.settings.service.topics.internal.clone();
         let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        self.view.set_ready(false, &self.metrics);
         // Recovery can wait for a previous owner's transaction: not under the shared lock,
         // which the HTTP endpoints take.
         let mut recovered = Vec::with_capacity(partitions.len());
@@ -272,6 +310,7 @@ impl StateContext {
         let mut shared = lock(&self.shared);
         shared.assigned_once = true;
         shared.parts.extend(recovered);
+        self.view.publish(&shared, &self.metrics);
         consumer.assign(tpl).context("assigning partitions")?;
         Ok(())
     }
@@ -303,6 +342,7 @@ impl StateContext {
             }
         };
         shared.parts.clear();
+        self.view.publish(&shared, &self.metrics);
         let unassigned = consumer.unassign().context("unassigning");
         outcome.and(unassigned)
     }
@@ -491,7 +531,7 @@ pub fn run(
         producer::idempotent(svc, 5, errors)?
     };
     metrics.output_transactions.set(i64::from(txn));
-    lock(&service_stats.view.0).internal_partitions = layout.internal_partitions;
+    lock(&service_stats.view.shared).internal_partitions = layout.internal_partitions;
     // Every reader of the logs leadflow writes skips aborted transactions, also without
     // transactions now: a log may hold aborted records from an earlier run with them.
     let tail: BaseConsumer = super::client_config(svc)
@@ -520,7 +560,8 @@ pub fn run(
         txn_open: AtomicBool::new(false),
         tail,
         hw,
-        shared: Arc::clone(&service_stats.view.0),
+        shared: Arc::clone(&service_stats.view.shared),
+        view: service_stats.view.clone(),
         metrics,
         fatal: Mutex::new(None),
         failed: AtomicBool::new(false),
@@ -566,8 +607,9 @@ pub fn run(
             if last_maintenance.elapsed() >= Duration::from_millis(20) {
                 last_maintenance = Instant::now();
                 ctx.producer.poll(Duration::ZERO);
-                ctx.ticks(&mut lock(&ctx.shared))?;
                 let mut shared = lock(&ctx.shared);
+                ctx.ticks(&mut shared)?;
+                ctx.view.publish(&shared, &ctx.metrics);
                 let outcome = if last_snapshot.elapsed() >= snapshot_every {
                     last_snapshot = Instant::now();
                     last_commit = Instant::now();
