@@ -23,11 +23,15 @@ pub fn respond(stats: &ServiceStats, url: &str) -> (u16, String, &'static str) {
         },
         "/health/live" => (200, "ok\n".into(), "text/plain"),
         "/health/ready" if stats.view.ready() => (200, "ready\n".into(), "text/plain"),
-        "/health/ready" => (
-            503,
-            "not ready: partitions recovering\n".into(),
-            "text/plain",
-        ),
+        "/health/ready" => {
+            let stopped = stats.view.stopped();
+            let body = if stopped.is_empty() {
+                "not ready: partitions recovering\n".to_string()
+            } else {
+                format!("not ready: partitions stopped\n{}\n", stopped.join("\n"))
+            };
+            (503, body, "text/plain")
+        }
         _ => match path.strip_prefix("/leads/") {
             Some(raw) if !raw.is_empty() => {
                 let key = percent_decode(raw);

@@ -66,6 +66,8 @@ pub struct Metrics {
     pub transaction_commit_seconds: Histogram,
     pub transactions_aborted: IntCounter,
     pub assigned_partitions: IntGauge,
+    pub partitions_stopped: IntGauge,
+    pub partition_stops: IntCounterVec,
     pub ready: IntGauge,
     /// Wall time of the last snapshot (or of the start), for `snapshot_age_seconds`.
     pub last_snapshot_ms: AtomicI64,
@@ -170,6 +172,17 @@ impl Metrics {
             assigned_partitions: reg!(r, IntGauge::new(
                 "leadflow_assigned_partitions",
                 "Internal topic partitions this instance's state stage owns."
+            )),
+            partitions_stopped: reg!(r, IntGauge::new(
+                "leadflow_partitions_stopped",
+                "Assigned partitions stopped because their stored position disagrees with the log (not ready while any is)."
+            )),
+            partition_stops: reg!(r, IntCounterVec::new(
+                Opts::new(
+                    "leadflow_partition_stops_total",
+                    "Partitions stopped, by reason: log_recreated, history_deleted, offset_reset."
+                ),
+                &["reason"]
             )),
             ready: reg!(r, IntGauge::new(
                 "leadflow_ready",

@@ -120,7 +120,7 @@ fn alert_rules_use_exported_metrics_and_labels() {
             exprs.push(e);
         }
     }
-    assert_eq!(exprs.len(), 8);
+    assert_eq!(exprs.len(), 9);
     for e in &exprs {
         check_expr(e, &known, "alerts.yml");
     }
@@ -131,6 +131,7 @@ fn alert_rules_use_exported_metrics_and_labels() {
         "SnapshotTooOld",
         "NotReady",
         "TransactionsAborted",
+        "PartitionStopped",
     ] {
         assert!(
             text.contains(&format!("alert: Leadflow{alert}")),

@@ -92,6 +92,28 @@ impl TestBroker {
         for r in results {
             r.expect("topic created");
         }
+        // Creation returns before every broker knows the topics: wait until the metadata
+        // shows each partition with a leader, or a client started now may take the topic for
+        // missing until its next full metadata refresh (minutes).
+        let client: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .create()
+            .expect("metadata client");
+        for t in topics.all() {
+            retry("topic metadata", || {
+                let md = client
+                    .fetch_metadata(Some(t), Duration::from_secs(10))
+                    .map_err(|e| e.to_string())?;
+                let led = md.topics().first().map_or(0, |tm| {
+                    tm.partitions().iter().filter(|p| p.leader() >= 0).count()
+                });
+                if led == partitions as usize {
+                    Ok(())
+                } else {
+                    Err(format!("{t}: {led} of {partitions} partitions led"))
+                }
+            });
+        }
         TestBroker {
             _mock: None,
             bootstrap: brokers.to_string(),
@@ -103,6 +125,46 @@ impl TestBroker {
     /// The in-process mock, when the tests are not running against an external broker.
     pub fn mock(&self) -> Option<&DevBroker> {
         self._mock.as_ref()
+    }
+
+    fn admin(&self) -> AdminClient<DefaultClientContext> {
+        ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .create()
+            .expect("admin client")
+    }
+
+    /// Deletes every topic of this test and creates them again, empty (external brokers).
+    pub fn recreate_topics(&self, partitions: i32) {
+        let admin = self.admin();
+        let names = self.topics.all();
+        for r in futures_executor::block_on(admin.delete_topics(&names, &AdminOptions::new()))
+            .expect("delete topics")
+        {
+            r.expect("topic deleted");
+        }
+        // Deletion completes in the background: retry the creation until it is done.
+        let new: Vec<NewTopic> = names
+            .iter()
+            .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+            .collect();
+        wait_until(Duration::from_secs(60), "topics created again", || {
+            futures_executor::block_on(admin.create_topics(&new, &AdminOptions::new()))
+                .is_ok_and(|rs| rs.iter().all(|r| r.is_ok()))
+        });
+    }
+
+    /// Deletes the records of `topic`/`partition` before `offset` (DeleteRecords).
+    pub fn delete_records(&self, topic: &str, partition: i32, offset: i64) {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, Offset::Offset(offset))
+            .expect("tpl");
+        let done =
+            futures_executor::block_on(self.admin().delete_records(&tpl, &AdminOptions::new()))
+                .expect("delete records");
+        for e in done.elements() {
+            assert!(e.error().is_ok(), "delete records: {:?}", e.error());
+        }
     }
 
     /// Creates one more topic on this broker.
@@ -190,16 +252,13 @@ interval = "500ms"
             .set("isolation.level", "read_committed")
             .create()
             .expect("reader");
-        let md = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(10))
-            .expect("metadata");
-        let partitions = md.topics()[0].partitions().len() as i32;
+        let partitions = partition_count(&consumer, topic);
         let mut out = Vec::new();
         for p in 0..partitions {
             // For a read_committed client the high watermark is the last stable offset.
-            let (low, high) = consumer
-                .fetch_watermarks(topic, p, Duration::from_secs(10))
-                .expect("watermarks");
+            let (low, high) = retry("watermarks", || {
+                consumer.fetch_watermarks(topic, p, Duration::from_secs(10))
+            });
             if high <= low {
                 continue;
             }
@@ -240,14 +299,12 @@ interval = "500ms"
                 .expect("watermark client")
         };
         let (committed, uncommitted) = (client("read_committed"), client("read_uncommitted"));
-        let md = committed
-            .fetch_metadata(Some(topic), Duration::from_secs(10))
-            .expect("metadata");
-        (0..md.topics()[0].partitions().len() as i32).any(|p| {
+        (0..partition_count(&committed, topic)).any(|p| {
             let high = |c: &BaseConsumer| {
-                c.fetch_watermarks(topic, p, Duration::from_secs(10))
-                    .expect("watermarks")
-                    .1
+                retry("watermarks", || {
+                    c.fetch_watermarks(topic, p, Duration::from_secs(10))
+                })
+                .1
             };
             high(&committed) < high(&uncommitted)
         })
@@ -265,18 +322,26 @@ interval = "500ms"
             .set("bootstrap.servers", &self.bootstrap)
             .create()
             .expect("counter");
-        let md = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(10))
-            .expect("metadata");
-        (0..md.topics()[0].partitions().len() as i32)
+        (0..partition_count(&consumer, topic))
             .map(|p| {
-                let (l, h) = consumer
-                    .fetch_watermarks(topic, p, Duration::from_secs(10))
-                    .expect("watermarks");
+                let (l, h) = retry("watermarks", || {
+                    consumer.fetch_watermarks(topic, p, Duration::from_secs(10))
+                });
                 h - l
             })
             .sum()
     }
+}
+
+/// (low, high) watermarks of `topic`/`partition`.
+pub fn watermarks(broker: &TestBroker, topic: &str, partition: i32) -> (i64, i64) {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.bootstrap)
+        .create()
+        .expect("client");
+    retry("watermarks", || {
+        c.fetch_watermarks(topic, partition, Duration::from_secs(10))
+    })
 }
 
 #[derive(Clone, Debug)]
@@ -326,6 +391,37 @@ pub fn send(producer: &BaseProducer, topic: &str, key: Option<&[u8]>, value: &[u
     producer
         .flush(Duration::from_secs(10))
         .expect("record acked");
+}
+
+/// Retries a Kafka request until it succeeds (a broker that just started, a topic whose
+/// metadata has not spread yet), failing the test after 30 s.
+pub fn retry<T, E: std::fmt::Debug>(what: &str, mut f: impl FnMut() -> Result<T, E>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(e) if Instant::now() >= deadline => panic!("{what}: {e:?}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
+/// The partition count of `topic`, once its metadata is known.
+fn partition_count<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+) -> i32 {
+    retry("metadata", || {
+        let md = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .map_err(|e| e.to_string())?;
+        match md.topics().first() {
+            Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+                Ok(t.partitions().len() as i32)
+            }
+            other => Err(format!("{topic}: {:?}", other.map(|t| t.error()))),
+        }
+    })
 }
 
 /// Polls `cond` until it holds, failing the test with `what` after `limit`.

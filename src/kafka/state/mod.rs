@@ -71,6 +71,18 @@ struct Part {
     tick_in_flight: bool,
     last_tick: Instant,
     dirty: bool,
+    /// Why this partition is stopped (paused, never folded): its stored position disagrees
+    /// with the log, and folding on would skip records or fold an incomplete history.
+    stopped: Option<Stop>,
+}
+
+/// A partition stopped because its history is not what its position says (recovery.rs).
+#[derive(Clone, Debug)]
+pub(crate) struct Stop {
+    /// Bounded, for the metric label: `log_recreated`, `history_deleted`, `offset_reset`.
+    pub reason: &'static str,
+    /// What happened, with the topic, partition, positions and the remedy.
+    pub message: String,
 }
 
 impl Part {
@@ -84,6 +96,7 @@ impl Part {
             tick_in_flight: false,
             last_tick: Instant::now(),
             dirty: false,
+            stopped: None,
         }
     }
 
@@ -109,6 +122,8 @@ struct Shared {
 pub struct StateView {
     shared: Arc<Mutex<Shared>>,
     ready: Arc<AtomicBool>,
+    /// Why partitions are stopped, for `/health/ready` (published by the state thread).
+    stopped: Arc<Mutex<Vec<String>>>,
 }
 
 /// A lead that is not on this instance.
@@ -141,6 +156,11 @@ impl StateView {
         self.ready.load(Ordering::Relaxed)
     }
 
+    /// Why partitions are stopped (empty when none is).
+    pub fn stopped(&self) -> Vec<String> {
+        lock(&self.stopped).clone()
+    }
+
     /// Publishes readiness and the gauges read from the live state (state thread only).
     fn publish(&self, shared: &Shared, m: &Metrics) {
         let mut stages = [0u64; 8];
@@ -160,7 +180,16 @@ impl StateView {
         m.leads_in_memory.set(leads as i64);
         m.open_sla_clocks.set(clocks as i64);
         m.assigned_partitions.set(shared.parts.len() as i64);
-        let ready = shared.assigned_once && shared.parts.values().all(|p| p.recovered);
+        let stopped: Vec<String> = shared
+            .parts
+            .values()
+            .filter_map(|p| p.stopped.as_ref().map(|s| s.message.clone()))
+            .collect();
+        m.partitions_stopped.set(stopped.len() as i64);
+        let ready = shared.assigned_once
+            && stopped.is_empty()
+            && shared.parts.values().all(|p| p.recovered);
+        *lock(&self.stopped) = stopped;
         self.set_ready(ready, m);
     }
 
@@ -214,8 +243,9 @@ pub struct StateContext {
     txn_open: AtomicBool,
     /// Reads the last committed output of a partition (read_committed).
     tail: BaseConsumer,
-    /// Reads high watermarks (read_uncommitted), to see open transactions (transactions only).
-    hw: Option<BaseConsumer>,
+    /// Reads watermarks as they are (read_uncommitted): the log's start and end, and with
+    /// transactions whether one is open.
+    hw: BaseConsumer,
     shared: Arc<Mutex<Shared>>,
     view: StateView,
     metrics: Arc<Metrics>,
@@ -309,9 +339,20 @@ impl StateContext {
         }
         let mut shared = lock(&self.shared);
         shared.assigned_once = true;
+        let mut stopped = TopicPartitionList::new();
+        for (p, part) in &recovered {
+            if part.stopped.is_some() {
+                stopped.add_partition(&internal, *p);
+            }
+        }
         shared.parts.extend(recovered);
         self.view.publish(&shared, &self.metrics);
         consumer.assign(tpl).context("assigning partitions")?;
+        if stopped.count() > 0 {
+            consumer
+                .pause(&stopped)
+                .context("pausing the stopped partitions")?;
+        }
         Ok(())
     }
 
@@ -357,6 +398,9 @@ impl StateContext {
         let Some(part) = shared.parts.get_mut(&p) else {
             return Ok(()); // fetched before a revoke: not ours any more
         };
+        if part.stopped.is_some() {
+            return Ok(()); // fetched before the pause
+        }
         if part.next_offset.is_some_and(|n| off < n) {
             return Ok(());
         }
@@ -531,6 +575,9 @@ pub fn run(
         producer::idempotent(svc, 5, errors)?
     };
     metrics.output_transactions.set(i64::from(txn));
+    for reason in ["log_recreated", "history_deleted", "offset_reset"] {
+        metrics.partition_stops.with_label_values(&[reason]);
+    }
     lock(&service_stats.view.shared).internal_partitions = layout.internal_partitions;
     // Every reader of the logs leadflow writes skips aborted transactions, also without
     // transactions now: a log may hold aborted records from an earlier run with them.
@@ -541,15 +588,10 @@ pub fn run(
         .set("isolation.level", "read_committed")
         .create()
         .context("creating the output tail reader")?;
-    let hw = match txn {
-        true => Some(
-            super::client_config(svc)
-                .set("isolation.level", "read_uncommitted")
-                .create()
-                .context("creating the watermark reader")?,
-        ),
-        false => None,
-    };
+    let hw: BaseConsumer = super::client_config(svc)
+        .set("isolation.level", "read_uncommitted")
+        .create()
+        .context("creating the watermark reader")?;
     let ctx = StateContext {
         settings: settings.clone(),
         rules: Arc::clone(&settings.rules),
@@ -570,7 +612,9 @@ pub fn run(
     let consumer: BaseConsumer<StateContext> = super::client_config(svc)
         .set("group.id", &svc.state_group)
         .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
+        // Start positions are always explicit (a snapshot's, or the beginning): a position
+        // that falls outside the log is an error to report, never a silent jump.
+        .set("auto.offset.reset", "error")
         .set("enable.partition.eof", "true")
         .set("isolation.level", "read_committed")
         .set("statistics.interval.ms", "1000")
@@ -600,6 +644,11 @@ pub fn run(
                         part.caught_up = true;
                         part.update_recovered();
                     }
+                }
+                Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset))) => {
+                    // A position fell outside the log (retention, DeleteRecords, a recreated
+                    // topic): find which partitions, and stop them.
+                    ctx.stop_out_of_range(&mut lock(&ctx.shared), &consumer)?;
                 }
                 Some(Err(e)) => tracing::warn!(error = %e, "state consumer error"),
                 None => {}

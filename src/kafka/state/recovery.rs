@@ -15,7 +15,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::{Part, Shared, StateContext};
+use super::{Part, Shared, StateContext, Stop};
 use crate::engine::PartitionState;
 use crate::kafka::{header_i64, H_SRC_INDEX, H_SRC_OFFSET};
 
@@ -36,11 +36,105 @@ impl StateContext {
             Some((state, pos)) => (state, Some(pos)),
             None => (PartitionState::new(Arc::clone(&self.rules)), None),
         };
+        if let Some(stop) = self.check_history(p, start)? {
+            self.report_stop(p, &stop);
+            let mut part = Part::new(state, start, [None, None]);
+            part.stopped = Some(stop);
+            return Ok((part, start));
+        }
         let suppress = [
             self.last_output(&topics.transitions, p)?,
             self.last_output(&topics.sla, p)?,
         ];
         Ok((Part::new(state, start, suppress), start))
+    }
+
+    /// Whether the internal log still holds what `position` (the next offset to fold; `None`:
+    /// from the beginning) says: not beyond its end, not before its start.
+    fn check_history(&self, p: i32, position: Option<i64>) -> anyhow::Result<Option<Stop>> {
+        let internal = &self.settings.service.topics.internal;
+        let (low, high) = self
+            .hw
+            .fetch_watermarks(internal, p, Duration::from_secs(10))
+            .with_context(|| format!("reading the watermarks of {internal}/{p}"))?;
+        let snapshots = self.settings.service.snapshot_dir.display();
+        Ok(match position {
+            Some(s) if s > high => Some(Stop {
+                reason: "log_recreated",
+                message: format!(
+                    "{internal}/{p}: the stored position {s} is beyond the end of the log \
+                     ({high}): the topic was deleted and recreated, or truncated, so folding on \
+                     would skip or misplace records. Remedy: restore the topic; or, to rebuild \
+                     the state from the log as it is now, stop leadflow and move this \
+                     partition's snapshots out of {snapshots}"
+                ),
+            }),
+            Some(s) if s < low => Some(Stop {
+                reason: "history_deleted",
+                message: format!(
+                    "{internal}/{p}: the stored position {s} is below the start of the log \
+                     ({low}): records {s} to {} were deleted (retention or DeleteRecords) \
+                     before they were folded, so the state would miss them. Remedy: keep the \
+                     internal topic's retention above the snapshot interval times the snapshots \
+                     kept (docs/operations.md) and restore the records; or accept the loss by \
+                     moving this partition's snapshots out of {snapshots} and recreating the \
+                     topic",
+                    low - 1
+                ),
+            }),
+            None if low > 0 => Some(Stop {
+                reason: "history_deleted",
+                message: format!(
+                    "{internal}/{p}: no snapshot, and the log starts at {low}, not 0: records \
+                     before {low} were deleted, so the state cannot be rebuilt from the log. \
+                     Remedy: restore this partition's snapshots into {snapshots}, or recreate \
+                     the internal topic and re-read the sources (reset the ingest group)"
+                ),
+            }),
+            _ => None,
+        })
+    }
+
+    fn report_stop(&self, p: i32, stop: &Stop) {
+        tracing::error!(
+            partition = p,
+            reason = stop.reason,
+            "partition stopped: {}",
+            stop.message
+        );
+        self.metrics
+            .partition_stops
+            .with_label_values(&[stop.reason])
+            .inc();
+    }
+
+    /// After the consumer refused to reset a position: stops (and pauses) every partition
+    /// whose position is outside its log now.
+    pub(super) fn stop_out_of_range(
+        &self,
+        shared: &mut Shared,
+        consumer: &BaseConsumer<Self>,
+    ) -> anyhow::Result<()> {
+        let internal = self.settings.service.topics.internal.clone();
+        let mut pause = TopicPartitionList::new();
+        for (p, part) in shared.parts.iter_mut() {
+            if part.stopped.is_some() {
+                continue;
+            }
+            if let Some(mut stop) = self.check_history(*p, part.next_offset)? {
+                stop.reason = "offset_reset";
+                self.report_stop(*p, &stop);
+                part.stopped = Some(stop);
+                pause.add_partition(&internal, *p);
+            }
+        }
+        if pause.count() > 0 {
+            consumer
+                .pause(&pause)
+                .context("pausing the stopped partitions")?;
+        }
+        self.view.publish(shared, &self.metrics);
+        Ok(())
     }
 
     /// Recovers every assigned partition again and moves the consumer back to each one's
@@ -98,9 +192,10 @@ impl StateContext {
             c.fetch_watermarks(topic, p, timeout)
                 .with_context(|| format!("reading the watermarks of {topic}/{p}"))
         };
-        let Some(hw_reader) = &self.hw else {
+        if !self.txn {
             return watermarks(&self.tail);
-        };
+        }
+        let hw_reader = &self.hw;
         let wait = Duration::from_millis(self.settings.service.transaction_timeout_ms as u64)
             + Duration::from_secs(60);
         let deadline = Instant::now() + wait;
