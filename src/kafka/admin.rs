@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use crate::config::{Service, Transactions};
@@ -14,6 +16,69 @@ pub struct Layout {
     pub internal_partitions: i32,
     /// The state stage writes its outputs in transactions (`kafka.transactions`, resolved).
     pub transactions: bool,
+    /// The largest records the topics ingest writes accept.
+    pub record_limits: RecordLimits,
+}
+
+/// The largest record (key, value and headers, in bytes) a topic leadflow writes accepts: the
+/// smaller of the producer's `message.max.bytes` and the topic's `max.message.bytes`, less
+/// [`FRAMING_BYTES`] for the record's framing in its batch.
+#[derive(Clone, Copy, Debug)]
+pub struct RecordLimits {
+    pub internal: usize,
+    pub dlq: usize,
+}
+
+/// Room left for a record's framing (batch header, varints, attributes).
+pub const FRAMING_BYTES: usize = 1024;
+
+/// librdkafka's default `message.max.bytes`.
+const PRODUCER_DEFAULT_MAX: usize = 1_000_000;
+
+/// Reads the topics' `max.message.bytes` (DescribeConfigs); a broker that does not answer it
+/// (librdkafka's mock) leaves the producer's limit.
+pub fn record_limits(svc: &Service) -> anyhow::Result<RecordLimits> {
+    let producer_max = match svc.properties.get("message.max.bytes") {
+        Some(v) => v.parse::<usize>().map_err(|_| {
+            anyhow::anyhow!(
+                "kafka.properties.\"message.max.bytes\" = {v:?} is not a whole number of bytes"
+            )
+        })?,
+        None => PRODUCER_DEFAULT_MAX,
+    };
+    let admin: AdminClient<DefaultClientContext> = super::client_config(svc)
+        .create()
+        .context("creating the admin client")?;
+    let topics = [svc.topics.internal.as_str(), svc.topics.dlq.as_str()];
+    let specs: Vec<ResourceSpecifier> =
+        topics.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+    let described = futures_executor::block_on(admin.describe_configs(&specs, &options));
+    let topic_max = |i: usize| -> Option<usize> {
+        let results = described.as_ref().ok()?;
+        let resource = results.get(i)?.as_ref().ok()?;
+        resource
+            .get("max.message.bytes")?
+            .value
+            .as_ref()?
+            .parse()
+            .ok()
+    };
+    if described.is_err() {
+        tracing::warn!(
+            "the brokers did not describe the topics' max.message.bytes; using the producer's \
+             message.max.bytes ({producer_max}) alone"
+        );
+    }
+    let limit = |i: usize| {
+        topic_max(i)
+            .map_or(producer_max, |t| t.min(producer_max))
+            .saturating_sub(FRAMING_BYTES)
+    };
+    Ok(RecordLimits {
+        internal: limit(0),
+        dlq: limit(1),
+    })
 }
 
 /// Topic name -> partition count, retrying until the brokers answer or the timeout passes.
@@ -73,6 +138,7 @@ pub fn check(svc: &Service) -> anyhow::Result<Layout> {
     Ok(Layout {
         internal_partitions: internal,
         transactions: transactions(svc)?,
+        record_limits: record_limits(svc)?,
     })
 }
 

@@ -18,6 +18,7 @@ use super::admin::Layout;
 use super::producer::{self, LfProducer};
 use super::{
     H_ERROR, H_ERROR_CODE, H_ORIGINAL_SIZE, H_SOURCE_OFFSET, H_SOURCE_PARTITION, H_SOURCE_TOPIC,
+    H_TRUNCATED,
 };
 use crate::codec::avro::{self, Framing};
 use crate::codec::json;
@@ -182,8 +183,25 @@ fn forward<M: Message>(
         _ => decode(source, format, bytes),
     }
     .and_then(|ev| ev.check_limits(limits).map(|()| ev));
-    match decoded {
+    let encoded = match decoded {
         Ok(ev) => {
+            let value = avro::encode_internal_event(&ev)?;
+            // Every record must fit what the producer and the topic accept, or the send fails
+            // for good and the stage with it: such an event is a dead letter instead.
+            let size = value.len() + ev.lead_key.len();
+            if size > layout.record_limits.internal {
+                Err(Invalid::EncodedTooLarge(
+                    size,
+                    layout.record_limits.internal,
+                ))
+            } else {
+                Ok((ev, value))
+            }
+        }
+        Err(why) => Err(why),
+    };
+    match encoded {
+        Ok((ev, value)) => {
             metrics
                 .events
                 .with_label_values(&[
@@ -191,7 +209,6 @@ fn forward<M: Message>(
                     crate::metrics::type_label(source, &ev.event_type),
                 ])
                 .inc();
-            let value = avro::encode_internal_event(&ev)?;
             let partition =
                 partition_for(ev.lead_key.as_bytes(), layout.internal_partitions as u32) as i32;
             producer::send(
@@ -203,53 +220,79 @@ fn forward<M: Message>(
             )?;
             stats.forwarded.fetch_add(1, Ordering::Relaxed);
         }
-        Err(why) => {
-            stats.invalid.fetch_add(1, Ordering::Relaxed);
-            metrics.invalid.with_label_values(&[why.code()]).inc();
-            let reason = why.to_string();
-            let partition = m.partition().to_string();
-            let offset = m.offset().to_string();
-            let headers = OwnedHeaders::new()
-                .insert(Header {
-                    key: H_ERROR,
-                    value: Some(reason.as_bytes()),
-                })
-                .insert(Header {
-                    key: H_ERROR_CODE,
-                    value: Some(why.code().as_bytes()),
-                })
-                .insert(Header {
-                    key: H_SOURCE_TOPIC,
-                    value: Some(m.topic().as_bytes()),
-                })
-                .insert(Header {
-                    key: H_SOURCE_PARTITION,
-                    value: Some(partition.as_bytes()),
-                })
-                .insert(Header {
-                    key: H_SOURCE_OFFSET,
-                    value: Some(offset.as_bytes()),
-                });
-            // An oversized message goes to the dead-letter topic as its first 64 KiB (the DLQ
-            // has the size limits of any topic); its full size is in a header.
-            let size = bytes.len().to_string();
-            let headers = headers.insert(Header {
-                key: H_ORIGINAL_SIZE,
-                value: Some(size.as_bytes()),
-            });
-            let payload = match why {
-                Invalid::TooLarge(..) => &bytes[..bytes.len().min(DLQ_SAMPLE_BYTES)],
-                _ => bytes,
-            };
-            let mut rec = BaseRecord::to(&svc.topics.dlq)
-                .payload(payload)
-                .headers(headers);
-            if let Some(k) = m.key() {
-                rec = rec.key(k);
-            }
-            producer::send(producer, rec)?;
-            tracing::debug!(topic = m.topic(), partition = m.partition(), offset = m.offset(), %reason, "dead-lettered");
-        }
+        Err(why) => dead_letter(svc, layout, producer, m, bytes, &why, stats, metrics)?,
     }
+    Ok(())
+}
+
+/// Writes `m` to the dead-letter topic with its reason and origin. The value is cut to what
+/// the topic accepts (and an oversized input to its first 64 KiB); `lf-original-size` keeps
+/// the full size and `lf-truncated` says that it was cut.
+#[allow(clippy::too_many_arguments)]
+fn dead_letter<M: Message>(
+    svc: &Service,
+    layout: &Layout,
+    producer: &LfProducer,
+    m: &M,
+    bytes: &[u8],
+    why: &Invalid,
+    stats: &IngestStats,
+    metrics: &crate::metrics::Metrics,
+) -> anyhow::Result<()> {
+    stats.invalid.fetch_add(1, Ordering::Relaxed);
+    metrics.invalid.with_label_values(&[why.code()]).inc();
+    let mut reason = why.to_string();
+    let partition = m.partition().to_string();
+    let offset = m.offset().to_string();
+    let size = bytes.len().to_string();
+    let key = m.key().unwrap_or_default();
+    // The headers are bounded but for the reason and the source topic name: keep them short.
+    if reason.len() > 4096 {
+        let mut cut = 4096;
+        while !reason.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        reason.truncate(cut);
+    }
+    let fixed: [(&str, &[u8]); 6] = [
+        (H_ERROR, reason.as_bytes()),
+        (H_ERROR_CODE, why.code().as_bytes()),
+        (H_SOURCE_TOPIC, m.topic().as_bytes()),
+        (H_SOURCE_PARTITION, partition.as_bytes()),
+        (H_SOURCE_OFFSET, offset.as_bytes()),
+        (H_ORIGINAL_SIZE, size.as_bytes()),
+    ];
+    let header_bytes: usize =
+        fixed.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() + H_TRUNCATED.len() + 4;
+    let room = layout
+        .record_limits
+        .dlq
+        .saturating_sub(key.len() + header_bytes);
+    let keep = match why {
+        Invalid::TooLarge(..) => bytes.len().min(DLQ_SAMPLE_BYTES),
+        _ => bytes.len(),
+    }
+    .min(room);
+    let mut headers = OwnedHeaders::new();
+    for (k, v) in fixed {
+        headers = headers.insert(Header {
+            key: k,
+            value: Some(v),
+        });
+    }
+    if keep < bytes.len() {
+        headers = headers.insert(Header {
+            key: H_TRUNCATED,
+            value: Some(b"true".as_slice()),
+        });
+    }
+    let mut rec = BaseRecord::to(&svc.topics.dlq)
+        .payload(&bytes[..keep])
+        .headers(headers);
+    if let Some(k) = m.key() {
+        rec = rec.key(k);
+    }
+    producer::send(producer, rec)?;
+    tracing::debug!(topic = m.topic(), partition = m.partition(), offset = m.offset(), %reason, "dead-lettered");
     Ok(())
 }

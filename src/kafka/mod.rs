@@ -25,6 +25,9 @@ pub const H_SOURCE_OFFSET: &str = "lf-source-offset";
 /// Dead-letter records: the original message size (an oversized message's payload is cut to
 /// its first 64 KiB).
 pub const H_ORIGINAL_SIZE: &str = "lf-original-size";
+/// Dead-letter records: `true` when the payload is only the start of the message (it did not
+/// fit the dead-letter topic, or it was over `limits.max_message_bytes`).
+pub const H_TRUNCATED: &str = "lf-truncated";
 
 /// Base client settings: brokers, client id, then the user's extra properties.
 pub fn client_config(svc: &Service) -> ClientConfig {

@@ -185,6 +185,8 @@ pub enum Invalid {
     UnknownSchema(u32),
     /// The message is larger than `limits.max_message_bytes`: (size, limit).
     TooLarge(usize, usize),
+    /// The normalized event does not fit the internal topic: (bytes, the topic's limit).
+    EncodedTooLarge(usize, usize),
     /// More attributes than `limits.max_attributes`: (count, limit).
     TooManyAttributes(usize, usize),
     /// An attribute name or value longer than `limits.max_attribute_bytes`.
@@ -230,7 +232,7 @@ impl Invalid {
             Invalid::LeadKeyTooLong(_) => "lead_key_too_long",
             Invalid::SourceMismatch { .. } => "source_mismatch",
             Invalid::UnknownSchema(_) => "unknown_schema",
-            Invalid::TooLarge(..) => "too_large",
+            Invalid::TooLarge(..) | Invalid::EncodedTooLarge(..) => "too_large",
             Invalid::TooManyAttributes(..) => "too_many_attributes",
             Invalid::AttributeTooLong { .. } => "attribute_too_long",
         }
@@ -262,6 +264,12 @@ impl fmt::Display for Invalid {
             Invalid::TooLarge(n, limit) => write!(
                 f,
                 "message of {n} bytes is larger than limits.max_message_bytes = {limit}"
+            ),
+            Invalid::EncodedTooLarge(n, limit) => write!(
+                f,
+                "the event encodes to {n} bytes, more than the internal topic accepts ({limit}: \
+                 the smaller of the producer's message.max.bytes and the topic's \
+                 max.message.bytes, less framing)"
             ),
             Invalid::TooManyAttributes(n, limit) => write!(
                 f,
