@@ -203,7 +203,7 @@ fn transaction_settings_are_checked() {
             s.service.transaction_timeout_ms,
             s.service.commit_interval_ms
         ),
-        (10_000, 100)
+        (60_000, 100)
     );
     let msg = error_of(&format!("{}\n[kafka]\ntransactions = \"yes\"\n", example()));
     assert_mentions(&msg, &["kafka.transactions", "yes", "auto, on, off"]);

@@ -330,7 +330,7 @@ pub(super) fn validate(raw: RawSections) -> Result<Service, ConfigError> {
     };
     let transaction_timeout_ms = positive_duration(
         "kafka.transaction_timeout",
-        kafka.transaction_timeout.as_deref().unwrap_or("10s"),
+        kafka.transaction_timeout.as_deref().unwrap_or("60s"),
     )?;
     // The broker's transaction.max.timeout.ms defaults to 15 minutes; librdkafka wants >= 1 s.
     if !(1_000..=900_000).contains(&transaction_timeout_ms) {

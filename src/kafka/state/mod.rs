@@ -242,10 +242,10 @@ pub struct StateContext {
     /// A transaction is open (transactions only).
     txn_open: AtomicBool,
     /// Reads the last committed output of a partition (read_committed).
-    tail: BaseConsumer,
+    tail: BaseConsumer<recovery::TailContext>,
     /// Reads watermarks as they are (read_uncommitted): the log's start and end, and with
     /// transactions whether one is open.
-    hw: BaseConsumer,
+    hw: BaseConsumer<recovery::TailContext>,
     shared: Arc<Mutex<Shared>>,
     view: StateView,
     metrics: Arc<Metrics>,
@@ -581,16 +581,16 @@ pub fn run(
     lock(&service_stats.view.shared).internal_partitions = layout.internal_partitions;
     // Every reader of the logs leadflow writes skips aborted transactions, also without
     // transactions now: a log may hold aborted records from an earlier run with them.
-    let tail: BaseConsumer = super::client_config(svc)
+    let tail: BaseConsumer<recovery::TailContext> = super::client_config(svc)
         .set("group.id", format!("{}-tail", svc.state_group))
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
         .set("isolation.level", "read_committed")
-        .create()
+        .create_with_context(recovery::TailContext)
         .context("creating the output tail reader")?;
-    let hw: BaseConsumer = super::client_config(svc)
+    let hw: BaseConsumer<recovery::TailContext> = super::client_config(svc)
         .set("isolation.level", "read_uncommitted")
-        .create()
+        .create_with_context(recovery::TailContext)
         .context("creating the watermark reader")?;
     let ctx = StateContext {
         settings: settings.clone(),

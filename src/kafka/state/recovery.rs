@@ -19,6 +19,25 @@ use super::{Part, Shared, StateContext, Stop};
 use crate::engine::PartitionState;
 use crate::kafka::{header_i64, H_SRC_INDEX, H_SRC_OFFSET};
 
+/// The context of the tail and watermark readers: reaching the end of a partition is how a
+/// tail read ends, not an error to log.
+pub(super) struct TailContext;
+
+impl rdkafka::ClientContext for TailContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if matches!(
+            error,
+            KafkaError::PartitionEOF(_)
+                | KafkaError::Global(rdkafka::error::RDKafkaErrorCode::PartitionEOF)
+        ) {
+            return;
+        }
+        tracing::warn!(%error, reason, "kafka client error (output tail reader)");
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for TailContext {}
+
 /// How many records before the end the tail search starts with; it doubles while the window
 /// holds only aborted records and transaction markers.
 const TAIL_WINDOW: i64 = 16;
