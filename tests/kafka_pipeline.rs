@@ -166,6 +166,16 @@ fn two_instances_split_partitions_and_together_give_the_replay_of_the_log() {
     let events = generated(20_000, 3_000);
     let a = Running::start(&config);
     let b = Running::start(&config);
+    // The group splits the partitions once both have joined; produce only then, or the first
+    // to join may fold everything before the other arrives.
+    wait_until(
+        Duration::from_secs(90),
+        "both instances assigned partitions",
+        || {
+            a.stats.metrics.assigned_partitions.get() > 0
+                && b.stats.metrics.assigned_partitions.get() > 0
+        },
+    );
     leadflow::kafka::produce_events(&settings.service, &events).expect("produce");
     let (expected, actual) = broker.converge(&settings, events.len(), Duration::from_secs(180));
     use std::sync::atomic::Ordering::Relaxed;
