@@ -25,11 +25,18 @@ pub fn respond(stats: &ServiceStats, url: &str) -> (u16, String, &'static str) {
         "/health/ready" if stats.view.ready() => (200, "ready\n".into(), "text/plain"),
         "/health/ready" => {
             let stopped = stats.view.stopped();
-            let body = if stopped.is_empty() {
-                "not ready: partitions recovering\n".to_string()
-            } else {
-                format!("not ready: partitions stopped\n{}\n", stopped.join("\n"))
+            let problems = stats.view.health.problems();
+            let mut body = String::from("not ready: ");
+            body += match (problems.is_empty(), stopped.is_empty()) {
+                (true, true) => "partitions recovering\n",
+                (false, true) => "problems\n",
+                (true, false) => "partitions stopped\n",
+                (false, false) => "problems, partitions stopped\n",
             };
+            for line in problems.iter().chain(&stopped) {
+                body += line;
+                body.push('\n');
+            }
             (503, body, "text/plain")
         }
         _ => match path.strip_prefix("/leads/") {

@@ -9,6 +9,7 @@ pub mod demo;
 pub mod engine;
 pub mod fuzzing;
 pub mod gen;
+pub mod health;
 pub mod http;
 pub mod kafka;
 pub mod metrics;

@@ -65,10 +65,20 @@ pub struct Metrics {
     pub output_transactions: IntGauge,
     pub transaction_commit_seconds: Histogram,
     pub transactions_aborted: IntCounter,
-    pub assigned_partitions: IntGauge,
+    pub assigned_partitions: IntGaugeVec,
     pub partitions_stopped: IntGauge,
     pub partition_stops: IntCounterVec,
     pub ready: IntGauge,
+    pub key_mismatch: IntCounter,
+    pub schema_registry_failures: IntCounter,
+    pub ingest_paused_partitions: IntGauge,
+    pub snapshot_failures: IntCounter,
+    pub snapshots_skipped: IntCounterVec,
+    pub group_lag: IntGaugeVec,
+    pub group_lag_known: IntGaugeVec,
+    /// No labels; created at the first measurement, so absent until then.
+    pub clock_skew_seconds: prometheus::GaugeVec,
+    pub ticks_clamped: IntCounter,
     /// Wall time of the last snapshot (or of the start), for `snapshot_age_seconds`.
     pub last_snapshot_ms: AtomicI64,
 }
@@ -134,7 +144,7 @@ impl Metrics {
                 "SLA clocks not started because limits.max_pending_timers_per_partition was reached."
             )),
             consumer_lag: reg!(r, IntGaugeVec::new(
-                Opts::new("leadflow_consumer_lag_records", "Records not yet consumed (high watermark minus position), by stage."),
+                Opts::new("leadflow_consumer_lag_records", "Records not yet consumed on the partitions this instance owns (high watermark minus position), by stage; 0 when it owns none: see leadflow_consumer_group_lag_records."),
                 &["stage"]
             )),
             snapshot_duration_seconds: reg!(r, Histogram::with_opts(hist(
@@ -169,9 +179,12 @@ impl Metrics {
                 "leadflow_transactions_aborted_total",
                 "State-stage transactions aborted: refused commits (a stale group generation) and lost partitions."
             )),
-            assigned_partitions: reg!(r, IntGauge::new(
-                "leadflow_assigned_partitions",
-                "Internal topic partitions this instance's state stage owns."
+            assigned_partitions: reg!(r, IntGaugeVec::new(
+                Opts::new(
+                    "leadflow_assigned_partitions",
+                    "Partitions this instance's consumer owns, by stage: source partitions (ingest), internal topic partitions (state)."
+                ),
+                &["stage"]
             )),
             partitions_stopped: reg!(r, IntGauge::new(
                 "leadflow_partitions_stopped",
@@ -187,6 +200,54 @@ impl Metrics {
             ready: reg!(r, IntGauge::new(
                 "leadflow_ready",
                 "1 when every assigned partition has recovered (what /health/ready reports)."
+            )),
+            key_mismatch: reg!(r, IntCounter::new(
+                "leadflow_key_mismatch_total",
+                "Source messages whose key is not the payload's lead_key (partitioned by the lead_key; dead-lettered with ingest.key_mismatch = dead_letter)."
+            )),
+            schema_registry_failures: reg!(r, IntCounter::new(
+                "leadflow_schema_registry_failures_total",
+                "Times the schema registry could not be asked (timeout, refused, 5xx); the message waits, its partition paused, and is retried with backoff."
+            )),
+            ingest_paused_partitions: reg!(r, IntGauge::new(
+                "leadflow_ingest_paused_partitions",
+                "Source partitions paused while their next message waits for the schema registry."
+            )),
+            snapshot_failures: reg!(r, IntCounter::new(
+                "leadflow_snapshot_failures_total",
+                "Snapshots that could not be written (e.g. a full disk); retried with backoff, processing goes on, not ready until one succeeds."
+            )),
+            snapshots_skipped: reg!(r, IntCounterVec::new(
+                Opts::new(
+                    "leadflow_snapshots_skipped_total",
+                    "Snapshot files passed over at recovery, by reason: not_a_snapshot, unsupported_version, corrupt, config_changed, unreadable."
+                ),
+                &["reason"]
+            )),
+            group_lag: reg!(r, IntGaugeVec::new(
+                Opts::new(
+                    "leadflow_consumer_group_lag_records",
+                    "Records of the stage's topics not yet committed by its consumer group, whichever member owns them: log end minus committed offset (log end minus log start where nothing is committed)."
+                ),
+                &["stage"]
+            )),
+            group_lag_known: reg!(r, IntGaugeVec::new(
+                Opts::new(
+                    "leadflow_consumer_group_lag_known",
+                    "1 when leadflow_consumer_group_lag_records is current (the last read of committed offsets and log ends succeeded), else 0."
+                ),
+                &["stage"]
+            )),
+            clock_skew_seconds: reg!(r, prometheus::GaugeVec::new(
+                Opts::new(
+                    "leadflow_clock_skew_seconds",
+                    "This host's clock minus the broker's, from the broker (LogAppendTime) timestamps of the ticks the state stage appends; positive: the host runs ahead. Absent until measured."
+                ),
+                &[]
+            )),
+            ticks_clamped: reg!(r, IntCounter::new(
+                "leadflow_ticks_clamped_total",
+                "Ticks that carried the broker's time instead of the host's, because the host clock ran ahead of the broker's by more than clock.grace."
             )),
             last_snapshot_ms: AtomicI64::new(now_ms()),
             registry: r,

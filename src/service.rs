@@ -26,11 +26,13 @@ pub struct ServiceStats {
 
 impl ServiceStats {
     pub fn new() -> anyhow::Result<ServiceStats> {
+        let metrics = Arc::new(Metrics::new()?);
+        let health = crate::health::Health::new(metrics.ready.clone());
         Ok(ServiceStats {
             ingest: Arc::default(),
             state: Arc::default(),
-            metrics: Arc::new(Metrics::new()?),
-            view: StateView::default(),
+            metrics,
+            view: StateView::new(health),
         })
     }
 }
@@ -38,13 +40,15 @@ impl ServiceStats {
 /// Runs until `stop` is set (or a stage fails), then drains within `run.drain_timeout`.
 pub fn run(settings: &Settings, stop: Arc<AtomicBool>, stats: ServiceStats) -> anyhow::Result<()> {
     let svc = &settings.service;
-    let layout = admin::check(svc)?;
+    let layout = admin::check(svc, &settings.rules.limits)?;
     tracing::info!(
         brokers = %svc.brokers,
         internal_partitions = layout.internal_partitions,
         transactions = layout.transactions,
         "connected; topics checked"
     );
+    // Detached: it only reads, and ends with `stop` within one read.
+    let _lag = crate::kafka::lag::spawn(svc, Arc::clone(&stats.metrics), Arc::clone(&stop))?;
     let (done_tx, done_rx) = mpsc::channel::<(&'static str, anyhow::Result<()>)>();
     let ingest_handle = {
         let (svc, stop, tx, st) = (
@@ -81,6 +85,13 @@ pub fn run(settings: &Settings, stop: Arc<AtomicBool>, stats: ServiceStats) -> a
     while !stop.load(Ordering::Relaxed) {
         match done_rx.recv_timeout(Duration::from_millis(100)) {
             Ok(r) => {
+                if let (stage, Err(e)) = &r {
+                    // Not ready from the failure on, while the other stage drains.
+                    stats
+                        .view
+                        .health
+                        .set_problem("stage_failed", format!("{stage} stage: {e:#}"));
+                }
                 finished.push(r);
                 break;
             }

@@ -14,6 +14,7 @@ use crate::model::rules::Ruleset;
 
 const PREFIX: &str = "snapshot-";
 const SUFFIX: &str = ".lfsn";
+const TMP_SUFFIX: &str = ".tmp";
 
 #[derive(Clone, Debug)]
 pub struct SnapshotStore {
@@ -25,8 +26,19 @@ pub struct SnapshotStore {
 #[derive(Debug, Clone)]
 pub struct Skipped {
     pub path: PathBuf,
+    /// Bounded, for the metric label: `not_a_snapshot`, `unsupported_version`, `corrupt`,
+    /// `unreadable`.
+    pub code: &'static str,
     pub reason: String,
 }
+
+/// The snapshot reasons [`Skipped::code`] takes.
+pub const SKIP_CODES: [&str; 4] = [
+    "not_a_snapshot",
+    "unsupported_version",
+    "corrupt",
+    "unreadable",
+];
 
 impl SnapshotStore {
     pub fn new(root: impl Into<PathBuf>, retain: u32) -> SnapshotStore {
@@ -51,23 +63,49 @@ impl SnapshotStore {
         let dir = self.partition_dir(topic, partition);
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let name = format!("{PREFIX}{position:020}{SUFFIX}");
-        let tmp = dir.join(format!(".{name}.tmp"));
+        let tmp = dir.join(format!(".{name}{TMP_SUFFIX}"));
         let path = dir.join(&name);
-        {
+        let written = (|| -> anyhow::Result<()> {
             let mut f =
                 File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
             f.write_all(bytes)
                 .with_context(|| format!("writing {}", tmp.display()))?;
             f.sync_all()
                 .with_context(|| format!("syncing {}", tmp.display()))?;
+            fs::rename(&tmp, &path).with_context(|| format!("renaming to {}", path.display()))
+        })();
+        if let Err(e) = written {
+            // A half-written file would only take the space the next attempt needs.
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
         }
-        fs::rename(&tmp, &path).with_context(|| format!("renaming to {}", path.display()))?;
         // The rename is durable only once the folder itself is synced.
         File::open(&dir)
             .and_then(|d| d.sync_all())
             .with_context(|| format!("syncing {}", dir.display()))?;
         self.prune(&dir)?;
         Ok((path, bytes.len() as u64))
+    }
+
+    /// Removes the temporary files a crash left behind in a partition's folder (a write is
+    /// complete only once renamed); returns how many.
+    pub fn remove_leftovers(&self, topic: &str, partition: i32) -> usize {
+        let dir = self.partition_dir(topic, partition);
+        let Ok(entries) = fs::read_dir(&dir) else {
+            return 0;
+        };
+        let mut n = 0;
+        for e in entries.filter_map(|e| e.ok()) {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(&format!(".{PREFIX}"))
+                && name.ends_with(TMP_SUFFIX)
+                && fs::remove_file(e.path()).is_ok()
+            {
+                n += 1;
+            }
+        }
+        n
     }
 
     /// Snapshot files of a partition, newest (highest position) first.
@@ -117,12 +155,15 @@ impl SnapshotStore {
     ) -> (Option<(PartitionState, i64)>, Vec<Skipped>) {
         let mut skipped = Vec::new();
         for (_, path) in self.list(topic, partition) {
-            let decoded = fs::read(&path).map_err(|e| e.to_string()).and_then(|b| {
-                PartitionState::decode_snapshot(Arc::clone(rules), &b).map_err(|e| e.to_string())
-            });
+            let decoded = fs::read(&path)
+                .map_err(|e| ("unreadable", format!("cannot read it: {e}")))
+                .and_then(|b| {
+                    PartitionState::decode_snapshot(Arc::clone(rules), &b)
+                        .map_err(|e| (e.code(), e.to_string()))
+                });
             match decoded {
                 Ok(found) => return (Some(found), skipped),
-                Err(reason) => skipped.push(Skipped { path, reason }),
+                Err((code, reason)) => skipped.push(Skipped { path, code, reason }),
             }
         }
         (None, skipped)
@@ -180,6 +221,68 @@ mod tests {
             skipped[0].reason.contains("checksum"),
             "{}",
             skipped[0].reason
+        );
+        assert_eq!(skipped[0].code, "corrupt");
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_snapshot_says_so() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SnapshotStore::new(dir.path(), 3);
+        let st = PartitionState::new(rules());
+        store
+            .write("t", 0, 10, &st.encode_snapshot(10))
+            .expect("write");
+        let part = store.partition_dir("t", 0);
+        // What an operator may leave there: notes, a copy of another file.
+        fs::write(
+            part.join("snapshot-00000000000000000020.lfsn"),
+            b"Vacation notes\n",
+        )
+        .expect("write");
+        let (found, skipped) = store.load_newest("t", 0, &rules());
+        assert_eq!(found.map(|(_, p)| p), Some(10));
+        assert_eq!(skipped[0].code, "not_a_snapshot");
+        assert!(
+            skipped[0].reason.starts_with("not a leadflow snapshot"),
+            "{}",
+            skipped[0].reason
+        );
+    }
+
+    #[test]
+    fn a_failed_write_leaves_no_temporary_file_and_leftovers_are_removed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SnapshotStore::new(dir.path(), 3);
+        let part = store.partition_dir("t", 0);
+        fs::create_dir_all(&part).expect("mkdir");
+        // The target name is taken by a folder: the rename fails after the data was written.
+        fs::create_dir(part.join("snapshot-00000000000000000005.lfsn")).expect("mkdir");
+        fs::write(part.join("x"), b"x").expect("file");
+        let err = store.write("t", 0, 5, b"data").expect_err("rename fails");
+        assert!(format!("{err:#}").contains("renaming"), "{err:#}");
+        let names = |d: &Path| -> Vec<String> {
+            let mut v: Vec<String> = fs::read_dir(d)
+                .expect("read_dir")
+                .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(
+            names(&part),
+            vec!["snapshot-00000000000000000005.lfsn", "x"]
+        );
+        // A crash between create and rename leaves one; recovery removes it.
+        fs::write(
+            part.join(".snapshot-00000000000000000009.lfsn.tmp"),
+            b"half",
+        )
+        .expect("tmp");
+        assert_eq!(store.remove_leftovers("t", 0), 1);
+        assert_eq!(
+            names(&part),
+            vec!["snapshot-00000000000000000005.lfsn", "x"]
         );
     }
 }

@@ -233,6 +233,93 @@ fn transaction_settings_are_checked() {
     assert_eq!(s.service.transactional_id.as_deref(), Some("leadflow-2"));
 }
 
+/// Settings each valid alone but unworkable together are refused at load, naming both keys
+/// (issue 12: a 1 MiB input limit above the producer's 1,000,000-byte `message.max.bytes`
+/// made every restart die on the same message; a registry timeout above the poll interval
+/// made ingest leave its group on every message).
+#[test]
+fn settings_that_cannot_work_together_are_refused() {
+    let s = Settings::from_toml(&example()).expect("loads");
+    assert_eq!(
+        s.rules.limits.max_message_bytes, 1_000_000,
+        "the default input limit is what the producer can send by default"
+    );
+    let msg = error_of(&format!(
+        "{}\n[limits]\nmax_message_bytes = 1048576\n",
+        example()
+    ));
+    assert_mentions(
+        &msg,
+        &[
+            "limits.max_message_bytes",
+            "1048576",
+            "kafka.properties.\"message.max.bytes\" (1000000, librdkafka's default)",
+        ],
+    );
+    // Raising the producer's limit with it is fine.
+    Settings::from_toml(&format!(
+        "{}\n[limits]\nmax_message_bytes = 1048576\n[kafka.properties]\n\"message.max.bytes\" = \"2000000\"\n",
+        example()
+    ))
+    .expect("a producer limit above the input limit loads");
+    let msg = error_of(&format!(
+        "{}\n[limits]\nmax_message_bytes = 4096\n[kafka.properties]\n\"message.max.bytes\" = \"8000\"\n",
+        example()
+    ));
+    assert_mentions(&msg, &["message.max.bytes", "8000", "at least 16384"]);
+    let msg = error_of(&format!(
+        "{}\n[kafka.properties]\n\"message.max.bytes\" = \"lots\"\n",
+        example()
+    ));
+    assert_mentions(&msg, &["message.max.bytes", "lots", "whole number"]);
+
+    // The issue's example: a 20 s registry timeout with a 6 s poll interval.
+    let registry = "[formats]\nweb = \"avro-confluent\"\n[schema_registry]\nurl = \"http://registry:8081\"\ntimeout = \"20s\"\n";
+    let msg = error_of(&format!(
+        "{}\n{registry}[kafka.properties]\n\"max.poll.interval.ms\" = \"6000\"\n",
+        example()
+    ));
+    assert_mentions(
+        &msg,
+        &[
+            "schema_registry.timeout",
+            "20000 ms",
+            "run.drain_timeout",
+            "max.poll.interval.ms\" (6000 ms)",
+            "livelock",
+        ],
+    );
+    // Without a registry in use, the flush alone must fit.
+    let msg = error_of(&format!(
+        "{}\n[kafka.properties]\n\"max.poll.interval.ms\" = \"6000\"\n",
+        example()
+    ));
+    assert_mentions(&msg, &["run.drain_timeout", "15000 ms", "6000 ms"]);
+    Settings::from_toml(&format!(
+        "{}\n{registry}[run]\ndrain_timeout = \"5s\"\n[kafka.properties]\n\"max.poll.interval.ms\" = \"30000\"\n",
+        example()
+    ))
+    .expect("20 s + 5 s fits in 30 s");
+}
+
+#[test]
+fn ingest_key_mismatch_setting() {
+    use leadflow::config::KeyMismatch;
+    let s = Settings::from_toml(&example()).expect("loads");
+    assert_eq!(s.service.key_mismatch, KeyMismatch::Count, "the default");
+    let s = Settings::from_toml(&format!(
+        "{}\n[ingest]\nkey_mismatch = \"dead_letter\"\n",
+        example()
+    ))
+    .expect("loads");
+    assert_eq!(s.service.key_mismatch, KeyMismatch::DeadLetter);
+    let msg = error_of(&format!(
+        "{}\n[ingest]\nkey_mismatch = \"drop\"\n",
+        example()
+    ));
+    assert_mentions(&msg, &["ingest.key_mismatch", "drop", "count, dead_letter"]);
+}
+
 #[test]
 fn missing_required_settings() {
     let msg = error_of("[scoring]\nhalf_life = \"1d\"\n");

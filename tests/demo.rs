@@ -95,7 +95,10 @@ fn demo_prints_alerts_serves_metrics_and_exits_cleanly() {
         "leadflow_recovery_duration_seconds_count",
         "leadflow_snapshot_duration_seconds_count",
         "leadflow_snapshot_bytes",
-        "leadflow_assigned_partitions",
+        "leadflow_assigned_partitions{stage=\"state\"}",
+        "leadflow_assigned_partitions{stage=\"ingest\"}",
+        "leadflow_consumer_group_lag_known{stage=\"ingest\"}",
+        "leadflow_consumer_group_lag_known{stage=\"state\"}",
         "leadflow_ready",
     ] {
         wait_for(series, 0);
@@ -104,6 +107,12 @@ fn demo_prints_alerts_serves_metrics_and_exits_cleanly() {
     for present in [
         "leadflow_consumer_lag_records{stage=\"ingest\"}",
         "leadflow_consumer_lag_records{stage=\"state\"}",
+        "leadflow_consumer_group_lag_records{stage=\"ingest\"}",
+        "leadflow_consumer_group_lag_records{stage=\"state\"}",
+        "leadflow_snapshot_failures_total 0",
+        "leadflow_schema_registry_failures_total 0",
+        "leadflow_key_mismatch_total 0",
+        "leadflow_ingest_paused_partitions 0",
         "leadflow_snapshot_age_seconds",
         "leadflow_producer_errors_total 0",
         "leadflow_duplicate_events_total",

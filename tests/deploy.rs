@@ -16,6 +16,11 @@ fn exported() -> BTreeMap<String, BTreeSet<String>> {
     m.response_seconds.with_label_values(&["p"]).observe(1.0);
     m.leads.with_label_values(&["new"]).set(1);
     m.consumer_lag.with_label_values(&["state"]).set(1);
+    m.group_lag.with_label_values(&["state"]).set(1);
+    m.group_lag_known.with_label_values(&["state"]).set(1);
+    m.assigned_partitions.with_label_values(&["state"]).set(1);
+    m.snapshots_skipped.with_label_values(&["corrupt"]).inc();
+    m.clock_skew_seconds.with_label_values::<&str>(&[]).set(0.1);
     let mut out = BTreeMap::new();
     for family in m.registry.gather() {
         let labels: BTreeSet<String> = family
@@ -120,7 +125,7 @@ fn alert_rules_use_exported_metrics_and_labels() {
             exprs.push(e);
         }
     }
-    assert_eq!(exprs.len(), 9);
+    assert_eq!(exprs.len(), 15);
     for e in &exprs {
         check_expr(e, &known, "alerts.yml");
     }
@@ -132,6 +137,12 @@ fn alert_rules_use_exported_metrics_and_labels() {
         "NotReady",
         "TransactionsAborted",
         "PartitionStopped",
+        "LagWithoutOwner",
+        "SnapshotsFailing",
+        "SnapshotSkipped",
+        "SchemaRegistryUnavailable",
+        "ClockAhead",
+        "KeyMismatch",
     ] {
         assert!(
             text.contains(&format!("alert: Leadflow{alert}")),

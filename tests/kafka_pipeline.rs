@@ -172,8 +172,18 @@ fn two_instances_split_partitions_and_together_give_the_replay_of_the_log() {
         Duration::from_secs(90),
         "both instances assigned partitions",
         || {
-            a.stats.metrics.assigned_partitions.get() > 0
-                && b.stats.metrics.assigned_partitions.get() > 0
+            a.stats
+                .metrics
+                .assigned_partitions
+                .with_label_values(&["state"])
+                .get()
+                > 0
+                && b.stats
+                    .metrics
+                    .assigned_partitions
+                    .with_label_values(&["state"])
+                    .get()
+                    > 0
         },
     );
     leadflow::kafka::produce_events(&settings.service, &events).expect("produce");
@@ -234,7 +244,8 @@ fn startup_checks_name_the_problem() {
     // Nothing listens on port 1 of loopback.
     let cfg = format!("{example}\n[kafka]\nbrokers = \"127.0.0.1:1\"\nconnect_timeout = \"2s\"\n");
     let settings = Settings::from_toml(&cfg).expect("config");
-    let err = leadflow::kafka::admin::check(&settings.service).expect_err("unreachable");
+    let err = leadflow::kafka::admin::check(&settings.service, &settings.rules.limits)
+        .expect_err("unreachable");
     assert!(
         err.to_string()
             .contains("cannot reach the Kafka brokers at 127.0.0.1:1"),
@@ -247,10 +258,20 @@ fn startup_checks_name_the_problem() {
         "dlq = \"no.such.topic\"",
     );
     let settings = Settings::from_toml(&missing).expect("config");
-    let err = leadflow::kafka::admin::check(&settings.service).expect_err("missing topic");
+    let err = leadflow::kafka::admin::check(&settings.service, &settings.rules.limits)
+        .expect_err("missing topic");
     assert!(
         err.to_string()
             .contains("missing Kafka topics: no.such.topic"),
+        "{err}"
+    );
+    // The hint names the configured topics, not the defaults.
+    let t = &broker.topics;
+    assert!(
+        err.to_string().contains(&format!(
+            "{} and {} need as many partitions as {}",
+            t.transitions, t.sla, t.internal
+        )),
         "{err}"
     );
 
@@ -261,14 +282,16 @@ fn startup_checks_name_the_problem() {
         &format!("sla = \"{narrow}\""),
     );
     let settings = Settings::from_toml(&mismatched).expect("config");
-    let err = leadflow::kafka::admin::check(&settings.service).expect_err("partition mismatch");
+    let err = leadflow::kafka::admin::check(&settings.service, &settings.rules.limits)
+        .expect_err("partition mismatch");
     assert!(
         err.to_string()
             .contains("has 2 partitions but the internal topic"),
         "{err}"
     );
     let ok = Settings::from_toml(&broker.config(snaps.path(), "")).expect("config");
-    let layout = leadflow::kafka::admin::check(&ok.service).expect("a correct layout passes");
+    let layout = leadflow::kafka::admin::check(&ok.service, &ok.rules.limits)
+        .expect("a correct layout passes");
     assert_eq!(layout.internal_partitions, 3);
 }
 

@@ -1,10 +1,12 @@
 //! A Confluent-compatible schema registry client: writer schemas by id
 //! (`GET {url}/schemas/ids/{id}`), cached for the life of the process (ids are immutable).
+//! Failures are cached briefly, so a burst of messages with an unknown id, or a registry that
+//! is down, costs one request rather than one per message.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use apache_avro::Schema;
 
@@ -23,6 +25,13 @@ impl std::fmt::Display for Unavailable {
 
 impl std::error::Error for Unavailable {}
 
+/// How long an unknown (404) or unusable schema id is remembered: an id registered a moment
+/// later is found after this.
+pub const MISS_TTL: Duration = Duration::from_secs(30);
+/// How long an unavailable registry is not asked again.
+pub const DOWN_TTL: Duration = Duration::from_secs(1);
+
+#[derive(Clone)]
 enum Lookup {
     Found(Arc<Schema>),
     /// Unknown id, or a schema that is not Avro we can parse: the input is invalid.
@@ -33,6 +42,10 @@ pub struct SchemaRegistry {
     base: String,
     agent: ureq::Agent,
     cache: Mutex<HashMap<u32, Arc<Schema>>>,
+    /// Ids that were unknown or unusable, and when they were asked.
+    misses: Mutex<HashMap<u32, (Instant, Invalid)>>,
+    /// The last time the registry could not be asked, and why.
+    down: Mutex<Option<(Instant, Unavailable)>>,
     /// HTTP requests made (tests check the cache with it).
     pub requests: AtomicU64,
 }
@@ -48,6 +61,8 @@ impl SchemaRegistry {
             base: url.trim_end_matches('/').to_string(),
             agent,
             cache: Mutex::new(HashMap::new()),
+            misses: Mutex::new(HashMap::new()),
+            down: Mutex::new(None),
             requests: AtomicU64::new(0),
         }
     }
@@ -56,6 +71,45 @@ impl SchemaRegistry {
         if let Some(s) = self.cache.lock().ok().and_then(|c| c.get(&id).cloned()) {
             return Ok(Lookup::Found(s));
         }
+        if let Some(why) = self.misses.lock().ok().and_then(|m| {
+            m.get(&id)
+                .filter(|(at, _)| at.elapsed() < MISS_TTL)
+                .map(|(_, why)| why.clone())
+        }) {
+            return Ok(Lookup::Invalid(why));
+        }
+        if let Some(e) = self.down.lock().ok().and_then(|d| {
+            d.as_ref()
+                .filter(|(at, _)| at.elapsed() < DOWN_TTL)
+                .map(|(_, e)| e.clone())
+        }) {
+            return Err(e);
+        }
+        let found = self.ask(id);
+        match &found {
+            Err(e) => {
+                if let Ok(mut d) = self.down.lock() {
+                    *d = Some((Instant::now(), e.clone()));
+                }
+            }
+            Ok(Lookup::Invalid(why)) => {
+                if let Ok(mut m) = self.misses.lock() {
+                    // Bounded: expired entries go first; a flood of distinct ids stays small.
+                    if m.len() >= 10_000 {
+                        m.retain(|_, (at, _)| at.elapsed() < MISS_TTL);
+                    }
+                    if m.len() < 10_000 {
+                        m.insert(id, (Instant::now(), why.clone()));
+                    }
+                }
+            }
+            Ok(Lookup::Found(_)) => {}
+        }
+        found
+    }
+
+    /// One request for schema `id`.
+    fn ask(&self, id: u32) -> Result<Lookup, Unavailable> {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let url = format!("{}/schemas/ids/{id}", self.base);
         let mut resp = self

@@ -26,7 +26,9 @@ use crate::model::score::Decay;
 
 mod service;
 
-pub use service::{InputFormat, OutputFormat, Service, Topics, Transactions};
+pub use service::{
+    producer_max_bytes, InputFormat, KeyMismatch, OutputFormat, Service, Topics, Transactions,
+};
 
 /// Environment variables with this prefix (then `__`) override file settings.
 pub const ENV_PREFIX: &str = "LEADFLOW";
@@ -108,6 +110,8 @@ struct RawConfig {
     log: service::RawLog,
     #[serde(default)]
     schema_registry: service::RawRegistry,
+    #[serde(default)]
+    ingest: service::RawIngest,
     #[serde(default)]
     limits: RawLimits,
 }
@@ -759,9 +763,11 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         http: raw.http,
         log: raw.log,
         registry: raw.schema_registry,
+        ingest: raw.ingest,
     })?;
     let mut rules = Ruleset::new(engagement, decay, fit, grades, funnel, sla);
     rules.limits = build_limits(&raw.limits)?;
+    service::check_together(&service, &rules.limits)?;
     Ok(Settings {
         rules: Arc::new(rules),
         calendars: calendars.into_values().collect(),

@@ -63,6 +63,12 @@ pub(super) struct RawRegistry {
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
+pub(super) struct RawIngest {
+    key_mismatch: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 pub(super) struct RawLog {
     format: Option<String>,
     level: Option<String>,
@@ -89,6 +95,15 @@ pub enum InputFormat {
     Avro,
     AvroConfluent,
     Json,
+}
+
+/// What ingest does with a message whose key is not its payload's `lead_key`
+/// (`ingest.key_mismatch`). Either way it is counted (`leadflow_key_mismatch_total`); the
+/// internal topic is always partitioned by the payload's `lead_key`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyMismatch {
+    Count,
+    DeadLetter,
 }
 
 /// How output records are encoded.
@@ -181,6 +196,8 @@ pub struct Service {
     /// Confluent-compatible schema registry for `avro-confluent` inputs (writer schemas by id).
     pub schema_registry_url: Option<String>,
     pub schema_registry_timeout_ms: i64,
+    /// What ingest does with a message whose key is not its payload's `lead_key`.
+    pub key_mismatch: KeyMismatch,
     /// A `tracing` filter; LEADFLOW_LOG overrides it.
     pub log_level: String,
 }
@@ -229,6 +246,7 @@ pub(super) struct RawSections {
     pub http: RawHttp,
     pub log: RawLog,
     pub registry: RawRegistry,
+    pub ingest: RawIngest,
 }
 
 pub(super) fn validate(raw: RawSections) -> Result<Service, ConfigError> {
@@ -241,7 +259,19 @@ pub(super) fn validate(raw: RawSections) -> Result<Service, ConfigError> {
         http,
         log,
         registry,
+        ingest,
     } = raw;
+    let key_mismatch = match ingest.key_mismatch.as_deref().unwrap_or("count") {
+        "count" => KeyMismatch::Count,
+        "dead_letter" => KeyMismatch::DeadLetter,
+        other => {
+            return Err(invalid(
+                "ingest.key_mismatch",
+                other,
+                "allowed: count, dead_letter",
+            ))
+        }
+    };
     let schema_registry_url = match registry.url.as_deref().map(str::trim) {
         None | Some("") => None,
         Some(u) if u.starts_with("http://") || u.starts_with("https://") => Some(u.to_string()),
@@ -403,5 +433,116 @@ pub(super) fn validate(raw: RawSections) -> Result<Service, ConfigError> {
         log_level,
         schema_registry_url,
         schema_registry_timeout_ms,
+        key_mismatch,
     })
+}
+
+/// librdkafka's default `message.max.bytes` (the producer's largest record).
+pub const PRODUCER_DEFAULT_MAX_BYTES: usize = 1_000_000;
+/// librdkafka's default `max.poll.interval.ms`.
+const DEFAULT_MAX_POLL_INTERVAL_MS: i64 = 300_000;
+/// The smallest producer `message.max.bytes` leadflow accepts: a dead letter's headers (the
+/// reason, up to 4 KiB, and its origin), the record's framing and some of the payload.
+pub const MIN_PRODUCER_MAX_BYTES: usize = 16_384;
+
+/// A whole-number librdkafka property from `kafka.properties`, or its default.
+fn property<T: std::str::FromStr>(
+    svc: &Service,
+    name: &str,
+    default: T,
+    allowed: &str,
+) -> Result<T, ConfigError> {
+    match svc.properties.get(name) {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| invalid(format!("kafka.properties.\"{name}\""), v, allowed)),
+    }
+}
+
+/// The producer's `message.max.bytes` (`kafka.properties`, else librdkafka's default).
+pub fn producer_max_bytes(svc: &Service) -> Result<usize, ConfigError> {
+    property(
+        svc,
+        "message.max.bytes",
+        PRODUCER_DEFAULT_MAX_BYTES,
+        "a whole number of bytes",
+    )
+}
+
+/// Settings that are each valid but cannot work together (docs/hardening.md):
+/// - the producer must be able to send what ingest accepts: `limits.max_message_bytes` at
+///   most `message.max.bytes`, and `message.max.bytes` at least [`MIN_PRODUCER_MAX_BYTES`];
+/// - no work between two polls of a consumer may outlast `max.poll.interval.ms`, or the
+///   consumer leaves its group, re-reads and repeats (a livelock): a schema registry lookup
+///   plus a flush (`schema_registry.timeout` + `run.drain_timeout`) must fit in it.
+///
+/// Errors name both keys, the values and what is allowed.
+pub(super) fn check_together(
+    svc: &Service,
+    limits: &crate::model::rules::Limits,
+) -> Result<(), ConfigError> {
+    let producer_max = producer_max_bytes(svc)?;
+    if producer_max < MIN_PRODUCER_MAX_BYTES {
+        return Err(invalid(
+            "kafka.properties.\"message.max.bytes\"",
+            producer_max,
+            format!(
+                "at least {MIN_PRODUCER_MAX_BYTES} (a dead letter's headers alone take up to 5 KB)"
+            ),
+        ));
+    }
+    if limits.max_message_bytes > producer_max {
+        return Err(invalid(
+            "limits.max_message_bytes",
+            limits.max_message_bytes,
+            format!(
+                "at most the producer's kafka.properties.\"message.max.bytes\" ({producer_max}{}): \
+                 leadflow could not write a message it accepts; lower limits.max_message_bytes or \
+                 raise message.max.bytes (and the topics' max.message.bytes)",
+                if svc.properties.contains_key("message.max.bytes") {
+                    ""
+                } else {
+                    ", librdkafka's default"
+                }
+            ),
+        ));
+    }
+    let poll_ms = property(
+        svc,
+        "max.poll.interval.ms",
+        DEFAULT_MAX_POLL_INTERVAL_MS,
+        "a whole number of milliseconds",
+    )?;
+    let registry_ms = if svc.schema_registry_url.is_some()
+        && svc.input_formats.contains(&InputFormat::AvroConfluent)
+    {
+        svc.schema_registry_timeout_ms
+    } else {
+        0
+    };
+    if registry_ms + svc.drain_timeout_ms >= poll_ms {
+        let (key, value) = if registry_ms > 0 {
+            (
+                "schema_registry.timeout",
+                format!(
+                    "{registry_ms} ms, plus run.drain_timeout {} ms",
+                    svc.drain_timeout_ms
+                ),
+            )
+        } else {
+            ("run.drain_timeout", format!("{} ms", svc.drain_timeout_ms))
+        };
+        return Err(invalid(
+            key,
+            value,
+            format!(
+                "less than kafka.properties.\"max.poll.interval.ms\" ({poll_ms} ms) in total: \
+                 a registry lookup and a flush happen between two polls, and a consumer that \
+                 outlasts the poll interval leaves its group and re-reads (a livelock)"
+            ),
+        ));
+    }
+    Ok(())
 }

@@ -34,10 +34,19 @@ pub enum SnapshotError {
 impl fmt::Display for SnapshotError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SnapshotError::BadMagic => write!(f, "not a leadflow snapshot (bad magic)"),
+            SnapshotError::BadMagic => write!(
+                f,
+                "not a leadflow snapshot (it does not start with \"LFSN\"; too short or \
+                 another kind of file)"
+            ),
+            SnapshotError::UnsupportedVersion(v) if *v > VERSION => write!(
+                f,
+                "snapshot format version {v} is newer than this build reads (2 and {VERSION}): \
+                 written by a newer leadflow"
+            ),
             SnapshotError::UnsupportedVersion(v) => write!(
                 f,
-                "snapshot format version {v} is not supported (this build reads {VERSION})"
+                "snapshot format version {v} is no longer read (this build reads 2 and {VERSION})"
             ),
             SnapshotError::Checksum { stored, computed } => write!(
                 f,
@@ -50,6 +59,19 @@ impl fmt::Display for SnapshotError {
 }
 
 impl std::error::Error for SnapshotError {}
+
+impl SnapshotError {
+    /// A bounded label for metrics: `not_a_snapshot`, `unsupported_version` or `corrupt`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            SnapshotError::BadMagic => "not_a_snapshot",
+            SnapshotError::UnsupportedVersion(_) => "unsupported_version",
+            SnapshotError::Checksum { .. }
+            | SnapshotError::Truncated(_)
+            | SnapshotError::Corrupt(_) => "corrupt",
+        }
+    }
+}
 
 struct W(Vec<u8>);
 
@@ -271,17 +293,19 @@ impl PartitionState {
         if bytes.len() < MAGIC.len() + 2 + 4 || &bytes[..4] != MAGIC {
             return Err(SnapshotError::BadMagic);
         }
-        let version = u16::from_le_bytes([bytes[4], bytes[5]]);
-        if version != VERSION && version != 2 {
-            return Err(SnapshotError::UnsupportedVersion(version));
-        }
-        let v3 = version >= 3;
+        // The checksum before the version: a damaged file is reported as damaged, not as a
+        // snapshot of some unknown version.
         let (body, crc) = bytes.split_at(bytes.len() - 4);
         let stored = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
         let computed = crc32fast::hash(body);
         if stored != computed {
             return Err(SnapshotError::Checksum { stored, computed });
         }
+        let version = u16::from_le_bytes([bytes[4], bytes[5]]);
+        if version != VERSION && version != 2 {
+            return Err(SnapshotError::UnsupportedVersion(version));
+        }
+        let v3 = version >= 3;
         let mut r = R { buf: &body[6..] };
         let position = r.i64("position")?;
         let clock = r.opt_i64("clock")?;
@@ -611,11 +635,23 @@ mod tests {
         let mut bytes = st.encode_snapshot(7);
         bytes[4] = 9;
         bytes[5] = 0;
-        let err = PartitionState::decode_snapshot(rules, &bytes)
+        // A whole file of another version: its checksum is right.
+        let n = bytes.len() - 4;
+        let crc = crc32fast::hash(&bytes[..n]).to_le_bytes();
+        bytes[n..].copy_from_slice(&crc);
+        let err = PartitionState::decode_snapshot(Arc::clone(&rules), &bytes)
             .map(|_| ())
             .expect_err("version");
         assert_eq!(err, SnapshotError::UnsupportedVersion(9));
-        assert!(err.to_string().contains("version 9"));
+        assert!(err.to_string().contains("version 9 is newer"), "{err}");
+        assert_eq!(err.code(), "unsupported_version");
+        // A damaged version field is a damaged file, not a snapshot of version 2390.
+        bytes[4] = 0x56;
+        bytes[5] = 0x09;
+        let err = PartitionState::decode_snapshot(rules, &bytes)
+            .map(|_| ())
+            .expect_err("damaged");
+        assert_eq!(err.code(), "corrupt", "{err}");
     }
 
     #[test]

@@ -18,6 +18,10 @@ pub struct Layout {
     pub transactions: bool,
     /// The largest records the topics ingest writes accept.
     pub record_limits: RecordLimits,
+    /// The internal topic stamps records with the broker's clock (`message.timestamp.type =
+    /// LogAppendTime`): the state stage measures this host's clock skew from its ticks and
+    /// keeps ticks from running ahead of the broker (docs/kafka.md).
+    pub log_append_time: bool,
 }
 
 /// The largest record (key, value and headers, in bytes) a topic leadflow writes accepts: the
@@ -32,20 +36,17 @@ pub struct RecordLimits {
 /// Room left for a record's framing (batch header, varints, attributes).
 pub const FRAMING_BYTES: usize = 1024;
 
-/// librdkafka's default `message.max.bytes`.
-const PRODUCER_DEFAULT_MAX: usize = 1_000_000;
-
-/// Reads the topics' `max.message.bytes` (DescribeConfigs); a broker that does not answer it
-/// (librdkafka's mock) leaves the producer's limit.
-pub fn record_limits(svc: &Service) -> anyhow::Result<RecordLimits> {
-    let producer_max = match svc.properties.get("message.max.bytes") {
-        Some(v) => v.parse::<usize>().map_err(|_| {
-            anyhow::anyhow!(
-                "kafka.properties.\"message.max.bytes\" = {v:?} is not a whole number of bytes"
-            )
-        })?,
-        None => PRODUCER_DEFAULT_MAX,
-    };
+/// Reads the topics' `max.message.bytes` and the internal topic's `message.timestamp.type`
+/// (one DescribeConfigs); a broker that does not answer it (librdkafka's mock) leaves the
+/// producer's limit and no timestamp type.
+///
+/// Errors: `limits.max_message_bytes` above the internal topic's `max.message.bytes` (a
+/// valid message could not be forwarded).
+pub fn describe_topics(
+    svc: &Service,
+    max_message_bytes: usize,
+) -> anyhow::Result<(RecordLimits, Option<String>)> {
+    let producer_max = crate::config::producer_max_bytes(svc)?;
     let admin: AdminClient<DefaultClientContext> = super::client_config(svc)
         .create()
         .context("creating the admin client")?;
@@ -70,15 +71,30 @@ pub fn record_limits(svc: &Service) -> anyhow::Result<RecordLimits> {
              message.max.bytes ({producer_max}) alone"
         );
     }
+    if let Some(topic) = topic_max(0).filter(|t| *t < max_message_bytes) {
+        anyhow::bail!(
+            "limits.max_message_bytes = {max_message_bytes} is above max.message.bytes = {topic} \
+             of the internal topic {}: leadflow could not forward a message it accepts; lower \
+             limits.max_message_bytes or raise the topic's max.message.bytes",
+            svc.topics.internal
+        );
+    }
     let limit = |i: usize| {
         topic_max(i)
             .map_or(producer_max, |t| t.min(producer_max))
             .saturating_sub(FRAMING_BYTES)
     };
-    Ok(RecordLimits {
-        internal: limit(0),
-        dlq: limit(1),
-    })
+    let timestamp_type = (|| {
+        let resource = described.as_ref().ok()?.first()?.as_ref().ok()?;
+        resource.get("message.timestamp.type")?.value.clone()
+    })();
+    Ok((
+        RecordLimits {
+            internal: limit(0),
+            dlq: limit(1),
+        },
+        timestamp_type,
+    ))
 }
 
 /// Topic name -> partition count, retrying until the brokers answer or the timeout passes.
@@ -108,7 +124,7 @@ pub fn topic_partitions(svc: &Service) -> anyhow::Result<BTreeMap<String, i32>> 
 }
 
 /// Checks the topic layout and returns the internal partition count.
-pub fn check(svc: &Service) -> anyhow::Result<Layout> {
+pub fn check(svc: &Service, limits: &crate::model::rules::Limits) -> anyhow::Result<Layout> {
     let found = topic_partitions(svc)?;
     let t = &svc.topics;
     let missing: Vec<&str> = t
@@ -119,8 +135,10 @@ pub fn check(svc: &Service) -> anyhow::Result<Layout> {
     if !missing.is_empty() {
         anyhow::bail!(
             "missing Kafka topics: {} (create them first; leadflow does not create topics. \
-             leads.transitions and leads.sla need as many partitions as {})",
+             {} and {} need as many partitions as {})",
             missing.join(", "),
+            t.transitions,
+            t.sla,
             t.internal
         );
     }
@@ -135,10 +153,12 @@ pub fn check(svc: &Service) -> anyhow::Result<Layout> {
             );
         }
     }
+    let (record_limits, timestamp_type) = describe_topics(svc, limits.max_message_bytes)?;
     Ok(Layout {
         internal_partitions: internal,
         transactions: transactions(svc)?,
-        record_limits: record_limits(svc)?,
+        record_limits,
+        log_append_time: timestamp_type.as_deref() == Some("LogAppendTime"),
     })
 }
 

@@ -22,8 +22,8 @@ use super::{
 };
 use crate::codec::avro::{self, Framing};
 use crate::codec::json;
-use crate::codec::registry::SchemaRegistry;
-use crate::config::{InputFormat, Service};
+use crate::codec::registry::{SchemaRegistry, Unavailable};
+use crate::config::{InputFormat, KeyMismatch, Service};
 use crate::model::event::{Event, Invalid, Source};
 use crate::model::rules::Limits;
 use crate::partition::partition_for;
@@ -66,6 +66,122 @@ pub fn decode(source: Source, format: InputFormat, bytes: &[u8]) -> Result<Event
     }
 }
 
+/// What became of one source message.
+enum Outcome {
+    /// Forwarded or dead-lettered: its offset may be committed.
+    Done,
+    /// The schema registry could not be asked: the message waits (see [`Holds`]).
+    Held(Unavailable),
+}
+
+/// Source partitions paused because the schema registry could not be asked: each is rewound
+/// to the message that waits and resumed after a backoff. The consumer keeps polling
+/// meanwhile, so it never outlasts `max.poll.interval.ms`, never leaves its group, and nothing
+/// is read twice.
+struct Holds {
+    /// (topic, partition) -> (the offset that waits, when to try again).
+    held: HashMap<(String, i32), (i64, Instant)>,
+    backoff: Duration,
+}
+
+/// The first wait after the registry fails; it doubles up to [`MAX_BACKOFF`] while it fails.
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Polls are at most this far apart, but for one message's work and a flush.
+const BATCH_WINDOW: Duration = Duration::from_millis(50);
+
+impl Holds {
+    fn hold<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        why: &Unavailable,
+        health: &crate::health::Health,
+    ) -> anyhow::Result<()> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(topic, partition);
+        consumer
+            .pause(&tpl)
+            .context("pausing a partition that waits for the schema registry")?;
+        consumer
+            .seek(
+                topic,
+                partition,
+                Offset::Offset(offset),
+                Duration::from_secs(5),
+            )
+            .context("rewinding a partition that waits for the schema registry")?;
+        let until = Instant::now() + self.backoff;
+        tracing::warn!(
+            topic,
+            partition,
+            offset,
+            retry_in_ms = self.backoff.as_millis() as u64,
+            error = %why,
+            "schema registry unavailable; the partition waits (paused, still in the group)"
+        );
+        self.held
+            .insert((topic.to_string(), partition), (offset, until));
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        health.set_problem(
+            "schema_registry",
+            format!(
+                "{} source partition(s) wait for the schema registry: {why}",
+                self.held.len()
+            ),
+        );
+        Ok(())
+    }
+
+    fn is_held(&self, topic: &str, partition: i32) -> bool {
+        !self.held.is_empty() && self.held.contains_key(&(topic.to_string(), partition))
+    }
+
+    /// Resumes the partitions whose wait is over, at the message that waits.
+    fn resume_due<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        health: &crate::health::Health,
+    ) {
+        let now = Instant::now();
+        let due: Vec<(String, i32)> = self
+            .held
+            .iter()
+            .filter(|(_, (_, until))| *until <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            let Some((offset, _)) = self.held.remove(&key) else {
+                continue;
+            };
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(&key.0, key.1);
+            // Either may fail when a rebalance took the partition away: its next owner starts
+            // from the committed offset, which is not past the waiting message.
+            if let Err(e) = consumer.seek(
+                &key.0,
+                key.1,
+                Offset::Offset(offset),
+                Duration::from_secs(5),
+            ) {
+                tracing::debug!(error = %e, topic = %key.0, partition = key.1, "seek on resume");
+            }
+            if let Err(e) = consumer.resume(&tpl) {
+                tracing::debug!(error = %e, topic = %key.0, partition = key.1, "resume");
+            }
+        }
+        if self.held.is_empty() {
+            health.clear_problem("schema_registry");
+        }
+    }
+
+    fn registry_answered(&mut self) {
+        self.backoff = FIRST_BACKOFF;
+    }
+}
+
 pub fn run(
     svc: &Service,
     layout: &Layout,
@@ -76,6 +192,7 @@ pub fn run(
     avro::bound_generic_allocations(limits.max_message_bytes);
     let stats: &IngestStats = &service_stats.ingest;
     let metrics = &service_stats.metrics;
+    let health = &service_stats.view.health;
     let t = &svc.topics;
     let context = IngestContext {
         metrics: Arc::clone(metrics),
@@ -101,14 +218,35 @@ pub fn run(
         )
     });
     let flush_timeout = Duration::from_millis(svc.drain_timeout_ms as u64);
+    let mut holds = Holds {
+        held: HashMap::new(),
+        backoff: FIRST_BACKOFF,
+    };
     tracing::info!(topics = ?[&t.web, &t.email, &t.crm], group = %svc.ingest_group, "ingest started");
 
+    let assigned = metrics.assigned_partitions.with_label_values(&["ingest"]);
+    let mut last_gauges = Instant::now() - Duration::from_secs(1);
     while !stop.load(Ordering::Relaxed) {
+        holds.resume_due(&consumer, health);
+        if last_gauges.elapsed() >= Duration::from_secs(1) {
+            last_gauges = Instant::now();
+            metrics
+                .ingest_paused_partitions
+                .set(holds.held.len() as i64);
+            if let Ok(a) = consumer.assignment() {
+                assigned.set(a.count() as i64);
+            }
+        }
         let mut next: HashMap<(String, i32), i64> = HashMap::new();
         let started = Instant::now();
         let mut n = 0;
         while n < svc.batch_size {
-            let wait = Duration::from_millis(50).saturating_sub(started.elapsed());
+            // Bounded in time, not only in count: a batch of slow registry lookups must not
+            // keep the consumer from polling (config::service::check_together).
+            if n > 0 && started.elapsed() >= BATCH_WINDOW {
+                break;
+            }
+            let wait = BATCH_WINDOW.saturating_sub(started.elapsed());
             match consumer.poll(if n == 0 {
                 Duration::from_millis(100)
             } else {
@@ -118,7 +256,10 @@ pub fn run(
                     let Some(&source) = sources.get(m.topic()) else {
                         continue;
                     };
-                    forward(
+                    if holds.is_held(m.topic(), m.partition()) {
+                        continue; // fetched before the pause; read again on resume
+                    }
+                    match forward(
                         svc,
                         layout,
                         limits,
@@ -128,8 +269,26 @@ pub fn run(
                         &m,
                         stats,
                         metrics,
-                    )?;
-                    next.insert((m.topic().to_string(), m.partition()), m.offset() + 1);
+                    )? {
+                        Outcome::Done => {
+                            stats.consumed.fetch_add(1, Ordering::Relaxed);
+                            next.insert((m.topic().to_string(), m.partition()), m.offset() + 1);
+                            if registry.is_some() {
+                                holds.registry_answered();
+                            }
+                        }
+                        Outcome::Held(why) => {
+                            metrics.schema_registry_failures.inc();
+                            holds.hold(
+                                &consumer,
+                                m.topic(),
+                                m.partition(),
+                                m.offset(),
+                                &why,
+                                health,
+                            )?;
+                        }
+                    }
                     n += 1;
                 }
                 Some(Err(e)) => tracing::warn!(error = %e, "ingest consumer error"),
@@ -151,6 +310,7 @@ pub fn run(
             tracing::warn!(error = %e, "committing source offsets failed; they will be re-read");
         }
     }
+    health.clear_problem("schema_registry");
     tracing::info!("ingest stopped");
     Ok(())
 }
@@ -166,23 +326,47 @@ fn forward<M: Message>(
     m: &M,
     stats: &IngestStats,
     metrics: &crate::metrics::Metrics,
-) -> anyhow::Result<()> {
-    stats.consumed.fetch_add(1, Ordering::Relaxed);
-    let bytes = m.payload().unwrap_or(&[]);
+) -> anyhow::Result<Outcome> {
+    let Some(bytes) = m.payload() else {
+        dead_letter(
+            svc,
+            layout,
+            producer,
+            m,
+            None,
+            &Invalid::NullValue,
+            stats,
+            metrics,
+        )?;
+        return Ok(Outcome::Done);
+    };
     let format = svc.input_formats[source.index()];
     let decoded = match (format, registry) {
         // Checked before decoding: an oversized message is never parsed.
         _ if bytes.len() > limits.max_message_bytes => {
             Err(Invalid::TooLarge(bytes.len(), limits.max_message_bytes))
         }
-        // An unreachable registry is not bad input: fail the stage (nothing is committed, the
-        // restart re-reads) instead of dead-lettering everything.
-        (InputFormat::AvroConfluent, Some(reg)) => reg
-            .decode(source, bytes)
-            .context("decoding with the schema registry")?,
+        // An unreachable registry is not bad input: the message waits, nothing is dead-lettered.
+        (InputFormat::AvroConfluent, Some(reg)) => match reg.decode(source, bytes) {
+            Ok(r) => r,
+            Err(why) => return Ok(Outcome::Held(why)),
+        },
         _ => decode(source, format, bytes),
     }
-    .and_then(|ev| ev.check_limits(limits).map(|()| ev));
+    .and_then(|ev| ev.check_limits(limits).map(|()| ev))
+    .and_then(|ev| match m.key() {
+        Some(k) if k != ev.lead_key.as_bytes() => {
+            metrics.key_mismatch.inc();
+            match svc.key_mismatch {
+                KeyMismatch::Count => Ok(ev),
+                KeyMismatch::DeadLetter => {
+                    let shown = String::from_utf8_lossy(&k[..k.len().min(64)]).into_owned();
+                    Err(Invalid::KeyMismatch(shown, ev.lead_key.to_string()))
+                }
+            }
+        }
+        _ => Ok(ev),
+    });
     let encoded = match decoded {
         Ok(ev) => {
             let value = avro::encode_internal_event(&ev)?;
@@ -220,25 +404,27 @@ fn forward<M: Message>(
             )?;
             stats.forwarded.fetch_add(1, Ordering::Relaxed);
         }
-        Err(why) => dead_letter(svc, layout, producer, m, bytes, &why, stats, metrics)?,
+        Err(why) => dead_letter(svc, layout, producer, m, Some(bytes), &why, stats, metrics)?,
     }
-    Ok(())
+    Ok(Outcome::Done)
 }
 
 /// Writes `m` to the dead-letter topic with its reason and origin. The value is cut to what
 /// the topic accepts (and an oversized input to its first 64 KiB); `lf-original-size` keeps
-/// the full size and `lf-truncated` says that it was cut.
+/// the full size and `lf-truncated` says that it was cut. A null value (`None`) stays null; a
+/// key too long for the topic is cut too.
 #[allow(clippy::too_many_arguments)]
 fn dead_letter<M: Message>(
     svc: &Service,
     layout: &Layout,
     producer: &LfProducer,
     m: &M,
-    bytes: &[u8],
+    value: Option<&[u8]>,
     why: &Invalid,
     stats: &IngestStats,
     metrics: &crate::metrics::Metrics,
 ) -> anyhow::Result<()> {
+    let bytes = value.unwrap_or_default();
     stats.invalid.fetch_add(1, Ordering::Relaxed);
     metrics.invalid.with_label_values(&[why.code()]).inc();
     let mut reason = why.to_string();
@@ -264,10 +450,10 @@ fn dead_letter<M: Message>(
     ];
     let header_bytes: usize =
         fixed.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() + H_TRUNCATED.len() + 4;
-    let room = layout
-        .record_limits
-        .dlq
-        .saturating_sub(key.len() + header_bytes);
+    let limit = layout.record_limits.dlq;
+    // The headers come first, then the key, then as much of the value as fits.
+    let key = &key[..key.len().min(limit.saturating_sub(header_bytes))];
+    let room = limit.saturating_sub(key.len() + header_bytes);
     let keep = match why {
         Invalid::TooLarge(..) => bytes.len().min(DLQ_SAMPLE_BYTES),
         _ => bytes.len(),
@@ -280,17 +466,19 @@ fn dead_letter<M: Message>(
             value: Some(v),
         });
     }
-    if keep < bytes.len() {
+    let key_cut = m.key().is_some_and(|k| k.len() > key.len());
+    if keep < bytes.len() || key_cut {
         headers = headers.insert(Header {
             key: H_TRUNCATED,
             value: Some(b"true".as_slice()),
         });
     }
-    let mut rec = BaseRecord::to(&svc.topics.dlq)
-        .payload(&bytes[..keep])
-        .headers(headers);
-    if let Some(k) = m.key() {
-        rec = rec.key(k);
+    let mut rec = BaseRecord::to(&svc.topics.dlq).headers(headers);
+    if value.is_some() {
+        rec = rec.payload(&bytes[..keep]);
+    }
+    if m.key().is_some() {
+        rec = rec.key(key);
     }
     producer::send(producer, rec)?;
     tracing::debug!(topic = m.topic(), partition = m.partition(), offset = m.offset(), %reason, "dead-lettered");

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod dev;
 pub mod ingest;
+pub mod lag;
 pub mod producer;
 pub mod state;
 

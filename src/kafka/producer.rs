@@ -35,8 +35,21 @@ impl ProducerContext for DeliveryContext {
                 if let Some(c) = &self.1 {
                     c.inc();
                 }
+                let mut text = e.to_string();
+                if matches!(
+                    e,
+                    KafkaError::MessageProduction(RDKafkaErrorCode::InvalidTimestamp)
+                ) {
+                    // Kafka 4 refuses CreateTime stamps over an hour ahead of its clock
+                    // (message.timestamp.after.max.ms).
+                    text.push_str(
+                        " (the record's timestamp is this host's clock: it runs ahead of the \
+                         broker's by more than the topic's message.timestamp.after.max.ms; check \
+                         NTP)",
+                    );
+                }
                 if let Ok(mut last) = self.0.last_error.lock() {
-                    *last = Some(e.to_string());
+                    *last = Some(text);
                 }
             }
         }

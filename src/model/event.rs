@@ -196,10 +196,16 @@ pub enum Invalid {
         len: usize,
         limit: usize,
     },
+    /// The message has no value (a tombstone): nothing to decode.
+    NullValue,
+    /// The message key is not the payload's `lead_key` (dead-lettered only with
+    /// `ingest.key_mismatch = "dead_letter"`): (the key, cut to 64 bytes, lossy UTF-8; the
+    /// lead key).
+    KeyMismatch(String, String),
 }
 
 impl Invalid {
-    pub const CODES: [&'static str; 13] = [
+    pub const CODES: [&'static str; 15] = [
         "undecodable",
         "missing_field",
         "empty_field",
@@ -213,6 +219,8 @@ impl Invalid {
         "too_large",
         "too_many_attributes",
         "attribute_too_long",
+        "null_value",
+        "key_mismatch",
     ];
 
     /// The static code equal to `s`, if it is one of `CODES`.
@@ -235,6 +243,8 @@ impl Invalid {
             Invalid::TooLarge(..) | Invalid::EncodedTooLarge(..) => "too_large",
             Invalid::TooManyAttributes(..) => "too_many_attributes",
             Invalid::AttributeTooLong { .. } => "attribute_too_long",
+            Invalid::NullValue => "null_value",
+            Invalid::KeyMismatch(..) => "key_mismatch",
         }
     }
 }
@@ -283,6 +293,12 @@ impl fmt::Display for Invalid {
             Invalid::UnknownSchema(id) => {
                 write!(f, "schema id {id} is not in the schema registry")
             }
+            Invalid::NullValue => write!(f, "the message has no value (a tombstone)"),
+            Invalid::KeyMismatch(key, lead_key) => write!(
+                f,
+                "the message key {key:?} is not the payload's lead_key {lead_key:?} \
+                 (ingest.key_mismatch = \"dead_letter\")"
+            ),
             Invalid::SourceMismatch { found, topic } => write!(
                 f,
                 "source {found:?} does not match the topic's source {topic:?}",
@@ -496,6 +512,8 @@ mod tests {
                 len: 2,
                 limit: 1,
             },
+            Invalid::NullValue,
+            Invalid::KeyMismatch(String::new(), String::new()),
         ];
         for i in &all {
             assert_eq!(Invalid::code_from_str(i.code()), Some(i.code()));

@@ -296,7 +296,8 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
-            max_message_bytes: 1 << 20,
+            // librdkafka's default message.max.bytes: what the producer can write back out.
+            max_message_bytes: 1_000_000,
             max_attributes: 256,
             max_attribute_bytes: 64 * 1024,
             max_leads: None,

@@ -6,13 +6,28 @@ use std::process::{Child, Command, Stdio};
 
 /// Starts `leadflow run --config CONFIG`, appending its log (info level) to `log`.
 pub fn spawn(config: &Path, log: &Path) -> Guard {
+    spawn_under(&[], &[], config, log)
+}
+
+/// Starts `PREFIX... leadflow run --config CONFIG` (e.g. `faketime -f +30m`, or `unshare`)
+/// with `env` added, appending its log (info level) to `log`. A prefix must end by exec'ing
+/// its last arguments, so the child's PID is leadflow's.
+pub fn spawn_under(prefix: &[&str], env: &[(&str, &str)], config: &Path, log: &Path) -> Guard {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
         .expect("log file");
-    let child = Command::new(env!("CARGO_BIN_EXE_leadflow"))
-        .args(["run", "--config", config.to_str().expect("utf-8")])
+    let bin = env!("CARGO_BIN_EXE_leadflow");
+    let config = config.to_str().expect("utf-8");
+    let mut args: Vec<&str> = prefix.to_vec();
+    args.extend([bin, "run", "--config", config]);
+    let mut cmd = Command::new(args[0]);
+    cmd.args(&args[1..]);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd
         .env("LEADFLOW_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -49,6 +64,21 @@ impl Drop for Guard {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// The address the child's HTTP endpoints are bound to, from its log (`http.listen` with
+/// port 0), once it is there.
+pub fn http_address(log: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let line = text.lines().find(|l| l.contains("serving /metrics"))?;
+    let at = line.find("127.0.0.1:")?;
+    let rest = &line[at..];
+    let end = rest
+        .char_indices()
+        .skip("127.0.0.1:".len())
+        .find(|(_, c)| !c.is_ascii_digit())
+        .map_or(rest.len(), |(i, _)| i);
+    Some(rest[..end].to_string())
 }
 
 /// The end of a child's log, for failure messages.

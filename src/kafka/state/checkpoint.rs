@@ -16,7 +16,17 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::Producer;
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::{Shared, StateContext};
+use super::{lock, Shared, StateContext};
+
+/// The first retry after a failed snapshot; it doubles up to `snapshots.interval`.
+const SNAPSHOT_FIRST_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Snapshots are failing: when to retry, how many attempts failed, when that was last logged.
+pub(super) struct SnapshotRetry {
+    backoff: Duration,
+    failures: u64,
+    logged: Instant,
+}
 use crate::kafka::producer;
 
 /// How a commit ended.
@@ -144,7 +154,10 @@ impl StateContext {
     }
 
     /// Commits, then snapshots every dirty partition at its committed position. Without
-    /// transactions it also commits the positions to the group (informational: lag).
+    /// transactions it also commits the positions to the group (lag). A snapshot that cannot
+    /// be written is logged with its cause, counted, and makes the instance not ready until
+    /// one is written again; processing goes on, and [`StateContext::next_snapshot_in`] says
+    /// when to retry.
     pub(super) fn checkpoint(
         &self,
         shared: &mut Shared,
@@ -157,6 +170,7 @@ impl StateContext {
             return Ok(Commit::Aborted);
         }
         let svc = &self.settings.service;
+        let mut failure: Option<String> = None;
         for (p, part) in shared.parts.iter_mut() {
             let Some(pos) = part.next_offset else {
                 continue;
@@ -166,7 +180,16 @@ impl StateContext {
             }
             let started = Instant::now();
             let bytes = part.state.encode_snapshot(pos);
-            let (path, size) = self.store.write(&svc.topics.internal, *p, pos, &bytes)?;
+            let (path, size) = match self.store.write(&svc.topics.internal, *p, pos, &bytes) {
+                Ok(written) => written,
+                Err(e) => {
+                    // Not fatal: the outputs are committed; only recovery would start from an
+                    // older snapshot. The partition stays dirty and the next attempt retries.
+                    self.metrics.snapshot_failures.inc();
+                    failure.get_or_insert_with(|| format!("partition {p}: {e:#}"));
+                    continue;
+                }
+            };
             self.metrics
                 .snapshot_written(started.elapsed().as_secs_f64(), size);
             part.dirty = false;
@@ -181,6 +204,41 @@ impl StateContext {
                 "snapshot written"
             );
         }
+        let mut retry = lock(&self.snapshot_retry);
+        match (failure, retry.as_mut()) {
+            (Some(why), None) => {
+                tracing::error!(error = %why, "snapshot failed; processing goes on, retrying with backoff");
+                *retry = Some(SnapshotRetry {
+                    backoff: SNAPSHOT_FIRST_BACKOFF,
+                    failures: 1,
+                    logged: Instant::now(),
+                });
+                self.view.health.set_problem(
+                    "snapshots",
+                    format!(
+                        "snapshots cannot be written ({}): {why}",
+                        svc.snapshot_dir.display()
+                    ),
+                );
+            }
+            (Some(why), Some(r)) => {
+                r.failures += 1;
+                r.backoff =
+                    (r.backoff * 2).min(Duration::from_millis(svc.snapshot_interval_ms as u64));
+                // One line a minute while it lasts, not one per attempt.
+                if r.logged.elapsed() >= Duration::from_secs(60) {
+                    r.logged = Instant::now();
+                    tracing::error!(error = %why, attempts = r.failures, "snapshots still fail");
+                }
+            }
+            (None, Some(r)) => {
+                tracing::info!(failed_attempts = r.failures, "snapshots are written again");
+                *retry = None;
+                self.view.health.clear_problem("snapshots");
+            }
+            (None, None) => {}
+        }
+        drop(retry);
         if !self.txn {
             let tpl = self.positions(shared)?;
             if tpl.count() > 0 {
@@ -191,5 +249,14 @@ impl StateContext {
             }
         }
         Ok(Commit::Done)
+    }
+
+    /// When the next checkpoint is due: the snapshot interval, or the retry backoff while
+    /// snapshots fail.
+    pub(super) fn next_snapshot_in(&self) -> Duration {
+        let interval = Duration::from_millis(self.settings.service.snapshot_interval_ms as u64);
+        lock(&self.snapshot_retry)
+            .as_ref()
+            .map_or(interval, |r| r.backoff.min(interval))
     }
 }

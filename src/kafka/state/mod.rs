@@ -70,6 +70,9 @@ struct Part {
     recovered: bool,
     tick_in_flight: bool,
     last_tick: Instant,
+    /// Host wall time (ms) when the tick in flight was sent: with the broker's timestamp of
+    /// that tick it measures the clock skew.
+    tick_sent_ms: i64,
     dirty: bool,
     /// Why this partition is stopped (paused, never folded): its stored position disagrees
     /// with the log, and folding on would skip records or fold an incomplete history.
@@ -95,6 +98,7 @@ impl Part {
             recovered: suppress == [None, None],
             tick_in_flight: false,
             last_tick: Instant::now(),
+            tick_sent_ms: 0,
             dirty: false,
             stopped: None,
         }
@@ -118,10 +122,11 @@ struct Shared {
 /// A read-only window on the state stage for the HTTP endpoints. Readiness and the gauges are
 /// published by the state thread, so `/health/*` and `/metrics` never wait on the fold loop
 /// or on Kafka I/O; only `/leads/{key}` reads the live state, and gives up after a bound.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct StateView {
     shared: Arc<Mutex<Shared>>,
-    ready: Arc<AtomicBool>,
+    /// Process readiness: the state thread publishes whether its partitions are recovered.
+    pub health: crate::health::Health,
     /// Why partitions are stopped, for `/health/ready` (published by the state thread).
     stopped: Arc<Mutex<Vec<String>>>,
 }
@@ -146,14 +151,25 @@ pub enum NoExplanation {
     Busy { error: &'static str },
 }
 
+/// How long a clock skew measurement is trusted; older, the next tick measures again first.
+const SKEW_FRESH: Duration = Duration::from_secs(60);
+
 /// How long `/leads/{key}` waits for the state stage before answering 503.
 const EXPLAIN_WAIT: Duration = Duration::from_millis(500);
 
 impl StateView {
-    /// Ready once the group has assigned partitions and each has recovered (as last
-    /// published by the state thread; never waits).
+    pub fn new(health: crate::health::Health) -> StateView {
+        StateView {
+            shared: Arc::default(),
+            health,
+            stopped: Arc::default(),
+        }
+    }
+
+    /// Ready once the group has assigned partitions, each has recovered (as last published by
+    /// the state thread; never waits), and no problem is open ([`crate::health::Health`]).
     pub fn ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+        self.health.ready()
     }
 
     /// Why partitions are stopped (empty when none is).
@@ -179,7 +195,9 @@ impl StateView {
         }
         m.leads_in_memory.set(leads as i64);
         m.open_sla_clocks.set(clocks as i64);
-        m.assigned_partitions.set(shared.parts.len() as i64);
+        m.assigned_partitions
+            .with_label_values(&["state"])
+            .set(shared.parts.len() as i64);
         let stopped: Vec<String> = shared
             .parts
             .values()
@@ -190,12 +208,7 @@ impl StateView {
             && stopped.is_empty()
             && shared.parts.values().all(|p| p.recovered);
         *lock(&self.stopped) = stopped;
-        self.set_ready(ready, m);
-    }
-
-    fn set_ready(&self, ready: bool, m: &Metrics) {
-        self.ready.store(ready, Ordering::Relaxed);
-        m.ready.set(i64::from(ready));
+        self.health.set_partitions_ready(ready);
     }
 
     /// The explanation of `key`, or where it lives when not here, or busy when the state
@@ -239,6 +252,11 @@ pub struct StateContext {
     deliveries: Arc<Deliveries>,
     /// Outputs, ticks and positions go in transactions (zombie fencing).
     txn: bool,
+    /// The internal topic has broker timestamps (LogAppendTime): ticks measure the clock skew
+    /// and are kept from running ahead of the broker's clock.
+    skew_guard: bool,
+    /// This host's clock minus the broker's (ms), and when it was measured.
+    skew: Mutex<Option<(i64, Instant)>>,
     /// A transaction is open (transactions only).
     txn_open: AtomicBool,
     /// Reads the last committed output of a partition (read_committed).
@@ -251,6 +269,8 @@ pub struct StateContext {
     metrics: Arc<Metrics>,
     /// An error raised inside a rebalance callback, reported by the main loop.
     fatal: Mutex<Option<String>>,
+    /// Set while snapshots fail: when to retry (`None`: they do not fail).
+    snapshot_retry: Mutex<Option<checkpoint::SnapshotRetry>>,
     /// Set on any error: from then on no snapshot may be written, because the state may hold
     /// effects whose outputs were not all produced.
     failed: AtomicBool,
@@ -313,7 +333,7 @@ impl StateContext {
     ) -> anyhow::Result<()> {
         let internal = self.settings.service.topics.internal.clone();
         let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
-        self.view.set_ready(false, &self.metrics);
+        self.view.health.set_partitions_ready(false);
         // Recovery can wait for a previous owner's transaction: not under the shared lock,
         // which the HTTP endpoints take.
         let mut recovered = Vec::with_capacity(partitions.len());
@@ -419,7 +439,12 @@ impl StateContext {
             }
             Ok(InternalRecord::Tick(t)) => {
                 part.state.advance(t, out);
-                part.tick_in_flight = false;
+                if part.tick_in_flight {
+                    part.tick_in_flight = false;
+                    if let rdkafka::Timestamp::LogAppendTime(broker_ms) = m.timestamp() {
+                        self.measured_skew(part.tick_sent_ms - broker_ms);
+                    }
+                }
             }
             Err(e) => {
                 // Not written by leadflow's ingest; the fold stays a function of the log.
@@ -517,22 +542,47 @@ impl StateContext {
     }
 
     /// Appends a tick to each caught-up partition with a timer due before `now - grace`.
+    ///
+    /// With broker timestamps on the internal topic (LogAppendTime), a tick's time never runs
+    /// ahead of the broker's clock by more than `clock.grace`: a host clock 14 h fast would
+    /// otherwise fire 14 h of warnings and breaches early. Before the first measurement (or
+    /// after a minute without one) a no-op tick at the partition's own clock measures first.
     fn ticks(&self, shared: &mut Shared) -> anyhow::Result<()> {
         let svc = &self.settings.service;
         if svc.tick_interval_ms <= 0 {
             return Ok(());
         }
         let interval = Duration::from_millis(svc.tick_interval_ms as u64);
+        let grace = self.settings.clock_grace_ms;
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0);
-        let t = now_ms.saturating_sub(self.settings.clock_grace_ms);
+        let skew = *lock(&self.skew);
         for (p, part) in shared.parts.iter_mut() {
+            let mut t = now_ms.saturating_sub(grace);
             let due = part.state.next_due().is_some_and(|d| d < t);
             if !part.caught_up || part.tick_in_flight || part.last_tick.elapsed() < interval || !due
             {
                 continue;
+            }
+            if self.skew_guard {
+                match skew {
+                    Some((ms, at)) if at.elapsed() < SKEW_FRESH => {
+                        if ms > grace {
+                            t = now_ms.saturating_sub(ms).saturating_sub(grace);
+                            if part.state.next_due().is_none_or(|d| d >= t) {
+                                continue; // nothing due by the broker's clock
+                            }
+                            self.metrics.ticks_clamped.inc();
+                        }
+                    }
+                    // Measure first, with a tick that changes nothing (its own clock).
+                    _ => match part.state.clock() {
+                        Some(c) => t = c,
+                        None => continue,
+                    },
+                }
             }
             let value = avro::encode_internal(&InternalRecord::Tick(t))?;
             self.begin()?;
@@ -543,10 +593,36 @@ impl StateContext {
                     .payload(&value[..]),
             )?;
             part.tick_in_flight = true;
+            part.tick_sent_ms = now_ms;
             part.last_tick = Instant::now();
             self.stats.ticks_appended.fetch_add(1, Ordering::Relaxed);
         }
         Ok(())
+    }
+
+    /// Records a clock skew measurement (host minus broker, ms); warns when it crosses
+    /// `clock.grace` either way.
+    fn measured_skew(&self, ms: i64) {
+        let grace = self.settings.clock_grace_ms;
+        let before = lock(&self.skew).replace((ms, Instant::now()));
+        self.metrics
+            .clock_skew_seconds
+            .with_label_values::<&str>(&[])
+            .set(ms as f64 / 1000.0);
+        let was_ahead = before.is_some_and(|(b, _)| b > grace);
+        if ms > grace && !was_ahead {
+            tracing::warn!(
+                skew_ms = ms,
+                grace_ms = grace,
+                "this host's clock runs ahead of the broker's by more than clock.grace: ticks \
+                 carry the broker's time until it is fixed (check NTP)"
+            );
+        } else if ms <= grace && was_ahead {
+            tracing::info!(
+                skew_ms = ms,
+                "the host clock is back within clock.grace of the broker's"
+            );
+        }
     }
 
     fn take_fatal(&self) -> Option<String> {
@@ -578,6 +654,9 @@ pub fn run(
     for reason in ["log_recreated", "history_deleted", "offset_reset"] {
         metrics.partition_stops.with_label_values(&[reason]);
     }
+    for reason in crate::snapshot::SKIP_CODES {
+        metrics.snapshots_skipped.with_label_values(&[reason]);
+    }
     lock(&service_stats.view.shared).internal_partitions = layout.internal_partitions;
     // Every reader of the logs leadflow writes skips aborted transactions, also without
     // transactions now: a log may hold aborted records from an earlier run with them.
@@ -599,6 +678,8 @@ pub fn run(
         producer,
         deliveries,
         txn,
+        skew_guard: layout.log_append_time,
+        skew: Mutex::new(None),
         txn_open: AtomicBool::new(false),
         tail,
         hw,
@@ -606,6 +687,7 @@ pub fn run(
         view: service_stats.view.clone(),
         metrics,
         fatal: Mutex::new(None),
+        snapshot_retry: Mutex::new(None),
         failed: AtomicBool::new(false),
         stats,
     };
@@ -625,7 +707,7 @@ pub fn run(
         .context("subscribing to the internal topic")?;
     tracing::info!(topic = %svc.topics.internal, group = %svc.state_group, "state stage started");
 
-    let snapshot_every = Duration::from_millis(svc.snapshot_interval_ms as u64);
+    let mut snapshot_every = Duration::from_millis(svc.snapshot_interval_ms as u64);
     let commit_every = Duration::from_millis(svc.commit_interval_ms as u64);
     let mut last_snapshot = Instant::now();
     let mut last_commit = Instant::now();
@@ -662,7 +744,9 @@ pub fn run(
                 let outcome = if last_snapshot.elapsed() >= snapshot_every {
                     last_snapshot = Instant::now();
                     last_commit = Instant::now();
-                    Some(ctx.checkpoint(&mut shared, &consumer)?)
+                    let outcome = ctx.checkpoint(&mut shared, &consumer)?;
+                    snapshot_every = ctx.next_snapshot_in();
+                    Some(outcome)
                 } else if txn && last_commit.elapsed() >= commit_every {
                     last_commit = Instant::now();
                     Some(ctx.commit(&shared, &consumer)?)

@@ -47,8 +47,20 @@ impl StateContext {
     /// offset to fetch from (`None`: the beginning).
     pub(super) fn recover(&self, p: i32) -> anyhow::Result<(Part, Option<i64>)> {
         let topics = &self.settings.service.topics;
+        let leftovers = self.store.remove_leftovers(&topics.internal, p);
+        if leftovers > 0 {
+            tracing::info!(
+                partition = p,
+                files = leftovers,
+                "removed unfinished snapshot files"
+            );
+        }
         let (loaded, skipped) = self.store.load_newest(&topics.internal, p, &self.rules);
         for s in skipped {
+            self.metrics
+                .snapshots_skipped
+                .with_label_values(&[s.code])
+                .inc();
             tracing::warn!(path = %s.path.display(), reason = %s.reason, "unusable snapshot skipped");
         }
         let (state, start) = match loaded {
