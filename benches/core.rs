@@ -294,7 +294,7 @@ fn replay(c: &mut Criterion) {
         b.iter(|| {
             let mut st = PartitionState::new(Arc::clone(&rules));
             let mut sink = std::io::sink();
-            leadflow::replay::run(&mut st, &input[..], &mut sink, None, |_| {}, |_| {})
+            leadflow::replay::run(&mut st, &input[..], &mut sink, None, None, |_| {}, |_| {})
                 .expect("replay")
         })
     });

@@ -54,7 +54,13 @@ fn main() -> anyhow::Result<()> {
     let latency_secs = env_u64("E2E_LATENCY_SECS", 30);
     let partitions = env_u64("E2E_PARTITIONS", 4) as i32;
     let bin = support::binary()?;
-    let run = support::setup("e2e", partitions, "", MOCK_PROPERTIES)?;
+    // Generated history runs ahead of the wall clock: no future-time guard.
+    let run = support::setup(
+        "e2e",
+        partitions,
+        "[limits]\nmax_future = \"0s\"\n",
+        MOCK_PROPERTIES,
+    )?;
     let (bootstrap, topics, http, settings) =
         (&run.bootstrap, &run.topics, run.http, &run.settings);
 

@@ -28,6 +28,8 @@ const LIMITS: &str = r#"
 max_leads_per_partition = 20000
 evict_inactive_after = "30d"
 evict_terminal_after = "7d"
+# Generated history runs ahead of the wall clock: no future-time guard.
+max_future = "0s"
 
 # The in-process mock cluster scans its log linearly on every fetch, so frequent fetches of
 # small batches cost it more CPU than leadflow uses; a soak is about memory and lag over

@@ -41,8 +41,9 @@ pub fn run(opts: &DemoOptions, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     let base = Settings::from_toml(EXAMPLE_CONFIG)?;
     let broker = DevBroker::start(&base.service.topics, opts.partitions, None)?;
     let snapshots = std::env::temp_dir().join(format!("leadflow-demo-{}", std::process::id()));
+    // Event time runs `speed` times faster than the wall clock: no future-time guard.
     let settings = Settings::from_toml(&format!(
-        "{EXAMPLE_CONFIG}\n[kafka]\nbrokers = \"{}\"\n[snapshots]\ndir = \"{}\"\n",
+        "{EXAMPLE_CONFIG}\n[kafka]\nbrokers = \"{}\"\n[snapshots]\ndir = \"{}\"\n[limits]\nmax_future = \"0s\"\n",
         broker.bootstrap(),
         snapshots.display()
     ))?;

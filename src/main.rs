@@ -37,6 +37,10 @@ enum Command {
         /// Fire every SLA warning and breach due before this time (ms since the epoch) at the end.
         #[arg(long, value_name = "MS")]
         until: Option<i64>,
+        /// Treat events more than limits.max_future (default 1d) ahead of this time (ms since
+        /// the epoch) as invalid (future_time), as Kafka ingest does against its clock.
+        #[arg(long, value_name = "MS")]
+        now: Option<i64>,
         /// Write records here instead of standard output.
         #[arg(long, short)]
         output: Option<PathBuf>,
@@ -112,8 +116,9 @@ fn main() -> ExitCode {
             config,
             input,
             until,
+            now,
             output,
-        } => cmd_replay(config, input, until, output),
+        } => cmd_replay(config, input, until, now, output),
         Command::CheckConfig { config } => load_settings(&config).map(|s| {
             print!("{}: ok\n{}", config.display(), s.summary());
         }),
@@ -188,6 +193,7 @@ fn cmd_replay(
     config: PathBuf,
     input: PathBuf,
     until: Option<i64>,
+    now: Option<i64>,
     output: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let settings = load_settings(&config)?;
@@ -229,6 +235,7 @@ fn cmd_replay(
         reader,
         &mut writer,
         until,
+        now,
         |r| {
             let msg = format!("{}: line {}: {}", input.display(), r.line, r.reason);
             match &bar {

@@ -50,6 +50,7 @@ pub struct Metrics {
     pub transitions: IntCounterVec,
     pub sla_records: IntCounterVec,
     pub response_seconds: HistogramVec,
+    pub response_business_seconds: HistogramVec,
     pub event_time_lag_seconds: Histogram,
     pub leads: IntGaugeVec,
     pub leads_in_memory: IntGauge,
@@ -122,6 +123,10 @@ impl Metrics {
             )),
             response_seconds: reg!(r, HistogramVec::new(
                 hist("leadflow_lead_response_seconds", "Lead response time: from the SLA clock's start to the event that met it (event time).", &RESPONSE_BUCKETS),
+                &["policy"]
+            )),
+            response_business_seconds: reg!(r, HistogramVec::new(
+                hist("leadflow_lead_response_business_seconds", "Lead response time in business time: the open hours of the policy's calendar between the SLA clock's start and the event that met it (clock time for a policy without a calendar).", &RESPONSE_BUCKETS),
                 &["policy"]
             )),
             event_time_lag_seconds: reg!(r, Histogram::with_opts(hist(

@@ -84,7 +84,8 @@ const BATCH_LINES: usize = 2048;
 
 /// Replays `input` into `output`. `on_invalid` hears each rejected line; `on_progress` the
 /// bytes consumed so far (called every few thousand lines). With `until`, timers due before
-/// it fire at the end.
+/// it fire at the end. With `now`, events further ahead of it than `limits.max_future` are
+/// invalid (`future_time`, SPEC §2).
 ///
 /// Reading and JSON decoding run on a second thread, one batch of lines ahead of the fold:
 /// decoding costs about as much as folding, so the two cores share the work. The fold itself
@@ -94,6 +95,7 @@ pub fn run<R: BufRead + Send, W: Write>(
     input: R,
     output: &mut W,
     until: Option<i64>,
+    now: Option<i64>,
     mut on_invalid: impl FnMut(Rejected),
     mut on_progress: impl FnMut(u64),
 ) -> anyhow::Result<Summary> {
@@ -107,7 +109,7 @@ pub fn run<R: BufRead + Send, W: Write>(
         // on the thread (arena) that allocated it.
         let (back_tx, back_rx) = std::sync::mpsc::channel::<Vec<Parsed>>();
         let limits = state.rules().limits.clone();
-        scope.spawn(move || read_batches(input, &limits, tx, back_rx));
+        scope.spawn(move || read_batches(input, &limits, now, tx, back_rx));
         for batch in rx {
             let (lines, bytes) = batch?;
             consumed += bytes;
@@ -150,6 +152,7 @@ pub fn run<R: BufRead + Send, W: Write>(
 fn read_batches<R: BufRead>(
     mut input: R,
     limits: &Limits,
+    now: Option<i64>,
     tx: std::sync::mpsc::SyncSender<anyhow::Result<Batch>>,
     back: std::sync::mpsc::Receiver<Vec<Parsed>>,
 ) {
@@ -176,7 +179,7 @@ fn read_batches<R: BufRead>(
             } else if text.len() > limits.max_message_bytes {
                 Parsed::Invalid(Invalid::TooLarge(text.len(), limits.max_message_bytes))
             } else {
-                match json::decode_event(text).and_then(|ev| ev.check_limits(limits).map(|()| ev)) {
+                match json::decode_event(text).and_then(|ev| ev.admit(limits, now)) {
                     Ok(ev) => Parsed::Event(ev),
                     Err(why) => Parsed::Invalid(why),
                 }

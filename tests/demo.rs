@@ -88,6 +88,7 @@ fn demo_prints_alerts_serves_metrics_and_exits_cleanly() {
         "leadflow_sla_records_total{kind=\"met\",policy=\"mql_follow_up\"}",
         "leadflow_sla_records_total{kind=\"breach\",policy=\"mql_follow_up\"}",
         "leadflow_lead_response_seconds_count{policy=\"mql_follow_up\"}",
+        "leadflow_lead_response_business_seconds_count{policy=\"mql_follow_up\"}",
         "leadflow_leads{stage=\"mql\"}",
         "leadflow_leads_in_memory",
         "leadflow_open_sla_clocks",

@@ -14,6 +14,9 @@ fn exported() -> BTreeMap<String, BTreeSet<String>> {
     m.transitions.with_label_values(&["new", "mql"]).inc();
     m.sla_records.with_label_values(&["p", "met"]).inc();
     m.response_seconds.with_label_values(&["p"]).observe(1.0);
+    m.response_business_seconds
+        .with_label_values(&["p"])
+        .observe(1.0);
     m.leads.with_label_values(&["new"]).set(1);
     m.consumer_lag.with_label_values(&["state"]).set(1);
     m.group_lag.with_label_values(&["state"]).set(1);

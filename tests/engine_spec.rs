@@ -282,18 +282,19 @@ fn clamp_bounds_engagement() {
 fn late_event_counts_decayed_and_mql_is_evaluated_at_max_time() {
     let cfg = base("").replace("[scoring]", "[scoring]\nhalf_life = \"10d\"");
     let mut st = state(&cfg);
-    let mut events: Vec<_> = (0..4)
-        .map(|i| {
-            ev(
-                &format!("v{i}"),
-                "a",
-                T0 + 10 * DAY,
-                "web",
-                "page_view",
-                &[],
-            )
-        })
-        .collect();
+    // Created before the late events happened (SPEC v2 §5: an event older than the lead's
+    // entry into `new` never qualifies it; see below).
+    let mut events = vec![ev("c", "a", T0 - 1, "web", "chat_started", &[])];
+    events.extend((0..4).map(|i| {
+        ev(
+            &format!("v{i}"),
+            "a",
+            T0 + 10 * DAY,
+            "web",
+            "page_view",
+            &[],
+        )
+    }));
     events.push(ev("late", "a", T0, "web", "page_view", &[]));
     events.push(ev("late2", "a", T0, "web", "page_view", &[]));
     let out = run(&mut st, &events);
@@ -307,6 +308,21 @@ fn late_event_counts_decayed_and_mql_is_evaluated_at_max_time() {
     );
     assert_eq!(t[0].engagement, 50.0, "engagement at max(t, tE)");
     assert_eq!(st.lead("a").expect("lead").engagement.at, T0 + 10 * DAY);
+
+    // The same late events for a lead created after they happened: they score (decayed), but
+    // they happened before the lead entered `new`, so they do not qualify it (v1 did).
+    let mut st = state(&cfg);
+    let b: Vec<_> = events[1..]
+        .iter()
+        .map(|e| {
+            let mut e = e.clone();
+            e.lead_key = "b".into();
+            e
+        })
+        .collect();
+    let out = run(&mut st, &b);
+    assert!(transitions(&out).is_empty(), "{out:?}");
+    assert_eq!(engagement(&st, "b"), 50.0);
 }
 
 #[test]

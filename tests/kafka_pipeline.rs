@@ -34,9 +34,11 @@ fn to_json(rec: &Output) -> Value {
 fn conformance_example_through_kafka_and_every_invalid_class_in_the_dlq() {
     let broker = TestBroker::start("conformance", 1);
     let snaps = tempfile::tempdir().expect("tempdir");
+    // The example's history runs into 2027, ahead of this clock: no future-time guard.
     let config = broker.config(
         snaps.path(),
-        "[formats]\nweb = \"json\"\nemail = \"json\"\ncrm = \"json\"\n[run]\ntick_interval = \"0s\"\n",
+        "[formats]\nweb = \"json\"\nemail = \"json\"\ncrm = \"json\"\n[run]\ntick_interval = \"0s\"\n\
+         [limits]\nmax_future = \"0s\"\n",
     );
     // kafka.transactions = "auto": on for a real broker, off for librdkafka's mock.
     let settings = Settings::from_toml(&config).expect("config");
@@ -97,7 +99,7 @@ fn conformance_example_through_kafka_and_every_invalid_class_in_the_dlq() {
             ingest.forwarded.load(Relaxed),
             ingest.invalid.load(Relaxed)
         ),
-        (47, 41, 6)
+        (49, 43, 6)
     );
     assert_eq!(running.stats.state.outputs.load(Relaxed), 23);
     running.stop().expect("clean shutdown");
@@ -136,7 +138,7 @@ fn conformance_example_through_kafka_and_every_invalid_class_in_the_dlq() {
         ]
     );
     let lines: Vec<&str> = input.lines().collect();
-    for (r, line) in dlq.iter().zip(&lines[41..]) {
+    for (r, line) in dlq.iter().zip(&lines[43..]) {
         assert_eq!(r.value, line.as_bytes(), "the original bytes are kept");
         assert!(!r.headers["lf-error"].is_empty());
         assert!(r.headers["lf-source-topic"].starts_with(&broker.prefix));
@@ -481,8 +483,9 @@ fn check_http(addr: &str, transactional: bool) {
     let value = |name: &str| -> f64 {
         series(&text, name).unwrap_or_else(|| panic!("no {name} in:\n{text}"))
     };
-    // From the example's 41 valid events, 6 invalid lines and 23 records.
-    let expected: [(&str, f64); 14] = [
+    // From the example's 43 valid events, 6 invalid lines and 23 records (counted in
+    // ../shared/examples-v2: input.jsonl and expected.jsonl).
+    let expected: [(&str, f64); 17] = [
         (
             r#"leadflow_events_total{source="crm",type="lead_upsert"}"#,
             5.0,
@@ -510,6 +513,20 @@ fn check_http(addr: &str, transactional: bool) {
         ),
         (
             r#"leadflow_lead_response_seconds_bucket{policy="mql_follow_up",le="14400"}"#,
+            1.0,
+        ),
+        // Business time: ana 1 h 15, bo 5 h 30, di 4 h 20 of open hours (clock time: 1 h 15,
+        // 69 h 30, 20 h 20), so all three are within 8 business hours.
+        (
+            r#"leadflow_lead_response_business_seconds_count{policy="mql_follow_up"}"#,
+            3.0,
+        ),
+        (
+            r#"leadflow_lead_response_business_seconds_bucket{policy="mql_follow_up",le="28800"}"#,
+            3.0,
+        ),
+        (
+            r#"leadflow_lead_response_seconds_bucket{policy="mql_follow_up",le="28800"}"#,
             1.0,
         ),
         (r#"leadflow_leads{stage="won"}"#, 1.0),

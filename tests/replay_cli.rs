@@ -82,13 +82,14 @@ fn conformance_example_matches_expected_record_by_record() {
 fn invalid_lines_are_reported_with_line_numbers_and_summarized() {
     let out = replay(&[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
+    // The example's README: the six invalid lines are 44 to 49.
     for (line, reason) in [
-        (42, "missing required field `lead_key`"),
-        (43, "unknown source \"fax\""),
-        (44, "unknown crm type \"teleport\""),
-        (45, "occurred_at must be >= 0"),
-        (46, "invalid JSON"),
-        (47, "`attributes.employees` must be a string"),
+        (44, "missing required field `lead_key`"),
+        (45, "unknown source \"fax\""),
+        (46, "unknown crm type \"teleport\""),
+        (47, "occurred_at must be >= 0"),
+        (48, "invalid JSON"),
+        (49, "`attributes.employees` must be a string"),
     ] {
         let wanted = format!("line {line}: ");
         let hit = stderr
@@ -97,7 +98,11 @@ fn invalid_lines_are_reported_with_line_numbers_and_summarized() {
             .unwrap_or_else(|| panic!("no report for line {line} in:\n{stderr}"));
         assert!(hit.contains(reason), "line {line}: {hit}");
     }
-    assert!(stderr.contains("47 lines, 41 events"), "{stderr}");
+    // Line 19 is the one duplicate (the README); line 43 is not one (14 events later).
+    assert!(
+        stderr.contains("49 lines, 43 events (1 duplicates)"),
+        "{stderr}"
+    );
     assert!(
         stderr.contains("6 invalid, 5 leads, 23 records"),
         "{stderr}"
@@ -191,16 +196,63 @@ fn missing_input_file_is_a_clear_error() {
 fn repo_examples_are_the_shared_ones() {
     // The README's demo uses the repo copy; it must not drift from the contract.
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let shared = root.join("../shared/examples");
+    let shared = root.join("../shared/examples-v2");
     if !shared.exists() {
         return; // a clone without ../shared has only the repo copy
     }
-    for f in ["config.toml", "input.jsonl", "expected.jsonl"] {
+    for f in ["config.toml", "input.jsonl", "expected.jsonl", "README.md"] {
         let a = std::fs::read(root.join("examples").join(f)).expect("repo copy");
         let b = std::fs::read(shared.join(f)).expect("shared copy");
         assert!(
             a == b,
-            "examples/{f} differs from ../shared/examples/{f}: copy it again"
+            "examples/{f} differs from ../shared/examples-v2/{f}: copy it again"
+        );
+    }
+}
+
+/// SPEC v1's example under v2: the same records, each SLA record with `response_business_ms`
+/// added (SPEC §9). Its values are checked by rule rather than copied: null but for `met`;
+/// for `sal_first_touch` (no calendar) equal to `response_ms`; for the business-hours
+/// `mql_follow_up` at most `response_ms`.
+#[test]
+fn the_v1_example_gives_its_records_plus_response_business_ms() {
+    let Some(dir) = common::v1_examples_dir() else {
+        return; // a clone without ../shared
+    };
+    let arg = |f: &str| dir.join(f).to_str().expect("utf-8").to_string();
+    let out = leadflow(&[
+        "replay",
+        "--config",
+        &arg("config.toml"),
+        &arg("input.jsonl"),
+    ]);
+    assert!(out.status.success());
+    let expected = records(&std::fs::read_to_string(dir.join("expected.jsonl")).expect("v1"));
+    let mut actual = records(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(actual.len(), expected.len());
+    for (i, (e, a)) in expected.iter().zip(actual.iter_mut()).enumerate() {
+        if a["record"] == "sla" {
+            let obj = a.as_object_mut().expect("object");
+            let business = obj
+                .remove("response_business_ms")
+                .unwrap_or_else(|| panic!("record {}: no response_business_ms", i + 1));
+            match (obj["kind"].as_str(), obj["policy"].as_str()) {
+                (Some("met"), Some("sal_first_touch")) => {
+                    assert_eq!(business, obj["response_ms"], "record {}", i + 1)
+                }
+                (Some("met"), _) => assert!(
+                    business.as_i64().expect("a number")
+                        <= obj["response_ms"].as_i64().expect("a number"),
+                    "record {}",
+                    i + 1
+                ),
+                _ => assert!(business.is_null(), "record {}", i + 1),
+            }
+        }
+        assert!(
+            same(e, a),
+            "record {}:\n  expected {e}\n  actual   {a}",
+            i + 1
         );
     }
 }

@@ -432,6 +432,10 @@ pub fn encode_output(rec: &Output) -> anyhow::Result<Vec<u8>> {
                 ("response_ms".into(), opt_long(s.response_ms)),
                 ("on_time".into(), opt_bool(s.on_time)),
                 ("owner_id".into(), opt_string(s.owner_id.as_deref())),
+                (
+                    "response_business_ms".into(),
+                    opt_long(s.response_business_ms),
+                ),
             ]),
         )?,
     })
@@ -542,6 +546,10 @@ pub fn decode_output(is_transition: bool, bytes: &[u8]) -> anyhow::Result<Output
             _ => None,
         },
         owner_id,
+        response_business_ms: match f.optional("response_business_ms")? {
+            Some(Value::Long(n)) => Some(n),
+            _ => None,
+        },
     }))
 }
 
@@ -704,6 +712,7 @@ mod tests {
             deadline: 2,
             at: 3,
             response_ms: Some(2),
+            response_business_ms: Some(1),
             on_time: Some(false),
             owner_id: Some("rep-7".into()),
         });

@@ -95,6 +95,10 @@ struct RawConfig {
     #[serde(default)]
     clock: RawClock,
     #[serde(default)]
+    dedupe: RawDedupe,
+    #[serde(default)]
+    input: RawInput,
+    #[serde(default)]
     kafka: service::RawKafka,
     #[serde(default)]
     topics: service::RawTopics,
@@ -126,6 +130,13 @@ struct RawLimits {
     evict_inactive_after: Option<String>,
     evict_terminal_after: Option<String>,
     max_pending_timers_per_partition: Option<u64>,
+    max_future: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawInput {
+    lead_key: Option<String>,
 }
 
 /// `[limits]`: every key optional; integers checked against a floor that keeps the service
@@ -164,6 +175,11 @@ fn build_limits(raw: &RawLimits) -> Result<Limits, ConfigError> {
             2,
         )?
         .unwrap_or(d.max_pending_timers),
+        max_future_ms: match &raw.max_future {
+            Some(t) => parse_duration("limits.max_future", t)?,
+            None => d.max_future_ms,
+        },
+        lead_key: d.lead_key,
     })
 }
 
@@ -199,6 +215,7 @@ struct RawRule {
     conditions: BTreeMap<String, String>,
     points: f64,
     cooldown: Option<String>,
+    cooldown_key: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -290,6 +307,13 @@ struct RawCalendar {
 #[serde(deny_unknown_fields)]
 struct RawClock {
     grace: Option<String>,
+    allowed_lateness: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDedupe {
+    recent_ids: Option<u64>,
 }
 
 // ---- validated settings ----
@@ -572,6 +596,27 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
             .as_deref()
             .map(|c| positive_duration(&format!("{key}.cooldown"), c))
             .transpose()?;
+        let cooldown_key = match (&r.cooldown_key, cooldown_ms) {
+            (None, _) => None,
+            (Some(k), _) if k.trim().is_empty() => {
+                return Err(invalid(
+                    format!("{key}.cooldown_key"),
+                    k,
+                    "an attribute name such as \"asset\"",
+                ))
+            }
+            (Some(k), None) => {
+                return Err(invalid(
+                    format!("{key}.cooldown_key"),
+                    k,
+                    format!(
+                        "only with a cooldown: rule {:?} has none (add e.g. cooldown = \"30d\")",
+                        r.name
+                    ),
+                ))
+            }
+            (Some(k), Some(_)) => Some(k.clone()),
+        };
         engagement.push(EngagementRule {
             name: r.name.clone(),
             source,
@@ -579,6 +624,7 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
             conditions,
             points,
             cooldown_ms,
+            cooldown_key,
         });
     }
     if engagement.len() > u16::MAX as usize {
@@ -767,6 +813,32 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
     })?;
     let mut rules = Ruleset::new(engagement, decay, fit, grades, funnel, sla);
     rules.limits = build_limits(&raw.limits)?;
+    rules.limits.lead_key = match raw.input.lead_key.as_deref().unwrap_or("exact") {
+        "exact" => crate::model::event::LeadKeyMode::Exact,
+        "lowercase" => crate::model::event::LeadKeyMode::Lowercase,
+        other => {
+            return Err(invalid(
+                "input.lead_key",
+                other,
+                "allowed: exact, lowercase",
+            ))
+        }
+    };
+    rules.allowed_lateness_ms = match &raw.clock.allowed_lateness {
+        Some(l) => parse_duration("clock.allowed_lateness", l)?,
+        None => 0,
+    };
+    rules.dedupe_ids = match raw.dedupe.recent_ids {
+        None => crate::model::rules::DEFAULT_DEDUPE_IDS,
+        Some(n) if (1..=crate::model::rules::MAX_DEDUPE_IDS as u64).contains(&n) => n as usize,
+        Some(n) => {
+            return Err(invalid(
+                "dedupe.recent_ids",
+                n,
+                format!("from 1 to {}", crate::model::rules::MAX_DEDUPE_IDS),
+            ))
+        }
+    };
     service::check_together(&service, &rules.limits)?;
     Ok(Settings {
         rules: Arc::new(rules),

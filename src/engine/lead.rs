@@ -17,25 +17,13 @@ pub const RECENT_IDS: usize = 8;
 /// How many stage changes a lead remembers for explanations.
 pub const RECENT_TRANSITIONS: usize = 5;
 
-/// Hashes of the last `RECENT_IDS` event ids applied to a lead. A 64-bit hash keeps the lead
-/// small; a false duplicate needs a collision among 8 ids (~4e-19).
+/// Hashes of a lead's last event ids (SPEC §2, `dedupe.recent_ids`), inline when the window
+/// is at most `RECENT_IDS` (the default). A 64-bit hash keeps the lead small; a false
+/// duplicate needs a collision among the window's ids (~4e-19 for 8). The ring's length and
+/// next slot live in the lead itself, beside other small fields, so the lead has no padding.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RecentIds {
     pub(super) ids: [u64; RECENT_IDS],
-    pub(super) len: u8,
-    pub(super) next: u8,
-}
-
-impl RecentIds {
-    pub fn contains(&self, h: u64) -> bool {
-        self.ids[..self.len as usize].contains(&h)
-    }
-
-    pub fn push(&mut self, h: u64) {
-        self.ids[self.next as usize] = h;
-        self.next = ((self.next as usize + 1) % RECENT_IDS) as u8;
-        self.len = (self.len + 1).min(RECENT_IDS as u8);
-    }
 }
 
 /// FNV-1a, 64 bit: stable across builds and platforms, so snapshots stay valid.
@@ -177,6 +165,16 @@ impl Profile {
 pub struct Extra {
     /// `(rule index, t_last)` for rules with a cooldown that have scored this lead.
     pub cooldowns: Vec<(u16, i64)>,
+    /// Rules with a `cooldown_key`: `(rule index, attribute value, t_last)`, in the order the
+    /// values were first remembered; at most `MAX_COOLDOWN_KEYS` per rule (SPEC §4).
+    pub keyed_cooldowns: Vec<(u16, Box<str>, i64)>,
+    /// The event time of the latest engagement reset on entering `recycled` (SPEC §4: later
+    /// arrivals older than it score nothing).
+    pub reset_at: Option<i64>,
+    /// The duplicate window when `dedupe.recent_ids` is above `RECENT_IDS`: the ring of id
+    /// hashes, and its next slot.
+    pub ids: Vec<u64>,
+    pub ids_next: u16,
     pub clocks: Vec<Clock>,
     /// `(policy index, clocks started)`.
     pub sla_started: Vec<(u16, u32)>,
@@ -189,6 +187,9 @@ pub struct Extra {
 impl Extra {
     fn is_empty(&self) -> bool {
         self.cooldowns.is_empty()
+            && self.keyed_cooldowns.is_empty()
+            && self.reset_at.is_none()
+            && self.ids.is_empty()
             && self.clocks.is_empty()
             && self.sla_started.is_empty()
             && self.recent_transitions.is_empty()
@@ -204,6 +205,12 @@ pub struct Lead {
     /// The latest event time applied to this lead (eviction age).
     pub last_seen: i64,
     pub recent: RecentIds,
+    recent_len: u8,
+    recent_next: u8,
+    /// The creating event's time (when the lead entered `new`), as 48 bits (exact to the
+    /// year 10889) in two fields that fill what would be padding.
+    created_hi: u32,
+    created_lo: u16,
     pub transitions: u32,
     pub stage: Stage,
     pub grade: Option<u8>,
@@ -215,6 +222,10 @@ pub struct Lead {
 
 static NO_EXTRA: Extra = Extra {
     cooldowns: Vec::new(),
+    keyed_cooldowns: Vec::new(),
+    reset_at: None,
+    ids: Vec::new(),
+    ids_next: 0,
     clocks: Vec::new(),
     sla_started: Vec::new(),
     recent_transitions: Vec::new(),
@@ -223,18 +234,107 @@ static NO_EXTRA: Extra = Extra {
 
 impl Lead {
     pub fn new(key: Arc<str>, t: i64) -> Lead {
-        Lead {
+        let mut lead = Lead {
             key,
             engagement: Engagement::zero(t),
             fit: 0.0,
             last_seen: t,
             recent: RecentIds::default(),
+            recent_len: 0,
+            recent_next: 0,
+            created_hi: 0,
+            created_lo: 0,
             transitions: 0,
             stage: Stage::New,
             grade: None,
             profile: Profile::default(),
             contributions: Box::default(),
             extra: None,
+        };
+        lead.set_created(t);
+        lead
+    }
+
+    /// When the lead was created (entered `new`): its creating event's time.
+    pub fn created(&self) -> i64 {
+        (i64::from(self.created_hi) << 16) | i64::from(self.created_lo)
+    }
+
+    /// Sets the creation time, clamped to the 48 bits kept.
+    pub fn set_created(&mut self, t: i64) {
+        let t = t.clamp(0, (1 << 48) - 1);
+        self.created_hi = (t >> 16) as u32;
+        self.created_lo = (t & 0xffff) as u16;
+    }
+
+    /// When the lead entered its current stage (SPEC §5): the last transition's time, or its
+    /// creation for `new`.
+    pub fn stage_entered(&self) -> i64 {
+        match self.extra().recent_transitions.last() {
+            Some(t) if self.transitions > 0 => t.at,
+            _ => self.created(),
+        }
+    }
+
+    /// Whether `h` is among the last `window` event ids applied (SPEC §2).
+    pub fn seen_id(&self, h: u64, window: usize) -> bool {
+        if window <= RECENT_IDS {
+            self.recent.ids[..self.recent_len as usize].contains(&h)
+        } else {
+            self.extra().ids.contains(&h)
+        }
+    }
+
+    /// Remembers `h` in a window of `window` ids, forgetting the oldest beyond it.
+    pub fn push_id(&mut self, h: u64, window: usize) {
+        if window <= RECENT_IDS {
+            self.recent.ids[self.recent_next as usize] = h;
+            self.recent_next = ((self.recent_next as usize + 1) % window) as u8;
+            self.recent_len = (self.recent_len as usize + 1).min(window) as u8;
+        } else {
+            let e = self.extra_mut();
+            if e.ids.len() < window {
+                e.ids.push(h);
+                e.ids_next = (e.ids.len() % window) as u16;
+            } else {
+                e.ids[e.ids_next as usize] = h;
+                e.ids_next = ((e.ids_next as usize + 1) % window) as u16;
+            }
+        }
+    }
+
+    /// The remembered ids, oldest first.
+    pub fn recent_ids(&self, window: usize) -> Vec<u64> {
+        let (ring, next): (&[u64], usize) = if window <= RECENT_IDS {
+            (
+                &self.recent.ids[..self.recent_len as usize],
+                self.recent_next as usize,
+            )
+        } else {
+            (&self.extra().ids, self.extra().ids_next as usize)
+        };
+        if ring.len() < window {
+            return ring.to_vec(); // not full yet: in order
+        }
+        let next = next.min(ring.len());
+        ring[next..].iter().chain(&ring[..next]).copied().collect()
+    }
+
+    /// Replaces the duplicate window by `ids` (oldest first), keeping the newest `window`.
+    pub fn set_recent_ids(&mut self, ids: &[u64], window: usize) {
+        self.recent = RecentIds::default();
+        self.recent_len = 0;
+        self.recent_next = 0;
+        if let Some(e) = self.extra.as_deref_mut() {
+            e.ids = Vec::new();
+            e.ids_next = 0;
+        }
+        let keep = &ids[ids.len().saturating_sub(window)..];
+        if window > RECENT_IDS && !keep.is_empty() {
+            self.extra_mut().ids.reserve_exact(keep.len());
+        }
+        for &h in keep {
+            self.push_id(h, window);
         }
     }
 
@@ -290,6 +390,45 @@ impl Lead {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lead_has_no_padding_to_spare_and_did_not_grow() {
+        // v1's lead was 168 bytes; v2's creation time fills what was padding.
+        assert_eq!(std::mem::size_of::<Lead>(), 168);
+    }
+
+    #[test]
+    fn creation_time_round_trips_through_48_bits() {
+        let mut l = Lead::new(Arc::from("a"), 1_796_033_000_000);
+        assert_eq!(l.created(), 1_796_033_000_000);
+        l.set_created(0);
+        assert_eq!(l.created(), 0);
+        l.set_created(i64::MAX);
+        assert_eq!(l.created(), (1 << 48) - 1, "saturates past the year 10889");
+    }
+
+    #[test]
+    fn the_duplicate_window_keeps_the_last_n_ids_in_order() {
+        for window in [1, 3, 8, 9, 20] {
+            let mut l = Lead::new(Arc::from("a"), 0);
+            for h in 1..=30u64 {
+                assert!(!l.seen_id(h, window));
+                l.push_id(h, window);
+                assert!(l.seen_id(h, window));
+                let first = h.saturating_sub(window as u64) + 1;
+                let expected: Vec<u64> = (first.max(1)..=h).collect();
+                assert_eq!(l.recent_ids(window), expected, "window {window} after {h}");
+                if h > window as u64 {
+                    assert!(!l.seen_id(h - window as u64, window), "forgotten");
+                }
+            }
+            // A narrower window on restore keeps the newest.
+            let ids = l.recent_ids(window);
+            l.set_recent_ids(&ids, 2);
+            let newest: Vec<u64> = if window == 1 { vec![30] } else { vec![29, 30] };
+            assert_eq!(l.recent_ids(2), newest);
+        }
+    }
 
     #[test]
     fn profile_keeps_attributes_sorted_and_removes_empty_values() {

@@ -24,7 +24,7 @@ use hashbrown::{DefaultHashBuilder, HashTable};
 use crate::model::event::{CrmType, Event};
 use crate::model::funnel::{crm_move, crm_outcome, CrmOutcome, Stage};
 use crate::model::records::{Output, SlaKind, SlaRecord, Transition};
-use crate::model::rules::{Ruleset, Until};
+use crate::model::rules::{Ruleset, Until, MAX_COOLDOWN_KEYS};
 use crate::model::score::{round4, Engagement};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -148,9 +148,9 @@ impl PartitionState {
     /// The position of `key`'s lead, created (as of `t`) when it is new. A new lead may first
     /// make room under `limits.max_leads`; one whose key was evicted before is marked as
     /// returning (its record ids get a prefix, so they never repeat its earlier ones).
-    fn find_or_insert(&mut self, key: &str, t: i64) -> usize {
+    fn find_or_insert(&mut self, key: &str, t: i64) -> (usize, bool) {
         if let Some(i) = self.find(key) {
-            return i;
+            return (i, false);
         }
         self.make_room();
         let mut lead = Lead::new(Arc::from(key), t);
@@ -168,7 +168,7 @@ impl PartitionState {
         index.insert_unique(h, i as u32, |&x| hasher.hash_one(&*leads[x as usize].key));
         leads.push(lead);
         self.stage_counts[Stage::New.index()] += 1;
-        i
+        (i, true)
     }
 
     /// Adds a restored lead; false when its key is already present.
@@ -207,9 +207,12 @@ impl PartitionState {
         self.timers.len()
     }
 
-    /// When the earliest pending warning or breach is due.
+    /// The stream clock past which the earliest pending warning or breach fires: its due
+    /// time plus `clock.allowed_lateness` (SPEC §6).
     pub fn next_due(&self) -> Option<i64> {
-        self.timers.first().map(|t| t.due)
+        self.timers
+            .first()
+            .map(|t| t.due.saturating_add(self.rules.allowed_lateness_ms))
     }
 
     pub fn rules(&self) -> &Ruleset {
@@ -223,11 +226,13 @@ impl PartitionState {
     }
 
     /// Moves the stream clock to `time` (if later) and fires every warning and breach due
-    /// strictly before it. Used for ticks and for replay's `--until`.
+    /// strictly before it less `clock.allowed_lateness` (SPEC §6). Used for ticks and for
+    /// replay's `--until`.
     pub fn advance(&mut self, time: i64, out: &mut Vec<Output>) {
         let clock = self.clock.map_or(time, |c| c.max(time));
         self.clock = Some(clock);
-        while self.timers.first().is_some_and(|t| t.due < clock) {
+        let fire_before = clock.saturating_sub(self.rules.allowed_lateness_ms);
+        while self.timers.first().is_some_and(|t| t.due < fire_before) {
             let Some(timer) = self.timers.pop_first() else {
                 break;
             };
@@ -267,7 +272,7 @@ impl PartitionState {
         self.stats.events += 1;
         let t = ev.occurred_at;
         self.advance(t, out);
-        let li = self.find_or_insert(&ev.lead_key, t);
+        let (li, created) = self.find_or_insert(&ev.lead_key, t);
 
         let PartitionState {
             rules,
@@ -281,12 +286,19 @@ impl PartitionState {
         let rules: &Ruleset = rules;
         let lead = &mut leads[li];
 
+        // The lead enters `new` now: its clocks start before anything else of the event, so
+        // the event itself may meet them (SPEC §3, v2).
+        if created && !rules.policies_for(Stage::New).is_empty() {
+            start_clocks(rules, lead, timers, stats, Stage::New, t);
+            *open_clocks += lead.clocks().len() as u64;
+        }
+
         let h = id_hash(&ev.event_id);
-        if lead.recent.contains(h) {
+        if lead.seen_id(h, rules.dedupe_ids) {
             stats.duplicates += 1;
             return Applied::Duplicate;
         }
-        lead.recent.push(h);
+        lead.push_id(h, rules.dedupe_ids);
         lead.last_seen = lead.last_seen.max(t);
 
         update_profile(rules, lead, ev);
@@ -364,21 +376,43 @@ fn update_profile(rules: &Ruleset, lead: &mut Lead, ev: &Event) {
 
 fn score_engagement(rules: &Ruleset, lead: &mut Lead, ev: &Event) {
     let t = ev.occurred_at;
+    // Older than the last reset: had it come in order, the reset would have erased it
+    // (SPEC §4, v2). No points, no cooldown.
+    if lead.extra().reset_at.is_some_and(|r| t < r) {
+        return;
+    }
     for &ri in rules.candidate_rules(ev.source, &ev.event_type) {
         let rule = &rules.engagement[ri as usize];
         if !rule.conditions_hold(ev) {
             continue;
         }
         if let Some(cooldown) = rule.cooldown_ms {
-            let cooldowns = &mut lead.extra_mut().cooldowns;
-            match cooldowns.iter_mut().find(|(r, _)| *r == ri) {
-                Some((_, last)) => {
-                    if t.abs_diff(*last) < cooldown.unsigned_abs() {
+            let window = cooldown.unsigned_abs();
+            match &rule.cooldown_key {
+                None => {
+                    let cooldowns = &mut lead.extra_mut().cooldowns;
+                    match cooldowns.iter_mut().find(|(r, _)| *r == ri) {
+                        Some((_, last)) => {
+                            if t.abs_diff(*last) < window {
+                                continue;
+                            }
+                            *last = (*last).max(t);
+                        }
+                        None => push_exact(cooldowns, (ri, t)),
+                    }
+                }
+                Some(attr) => {
+                    let value = ev.attribute(attr).unwrap_or("");
+                    if !keyed_cooldown_allows(
+                        &mut lead.extra_mut().keyed_cooldowns,
+                        ri,
+                        value,
+                        t,
+                        window,
+                    ) {
                         continue;
                     }
-                    *last = (*last).max(t);
                 }
-                None => push_exact(cooldowns, (ri, t)),
             }
         }
         lead.engagement.add(rule.points, t, &rules.decay);
@@ -391,6 +425,39 @@ fn score_engagement(rules: &Ruleset, lead: &mut Lead, ev: &Event) {
     }
 }
 
+/// The cooldown of rule `ri` for attribute value `value` (SPEC §4, `cooldown_key`): whether it
+/// scores at `t`, remembering `t` when it does. At most `MAX_COOLDOWN_KEYS` values per rule:
+/// remembering another forgets the one with the smallest `t_last` (ties: the one remembered
+/// first, which is the earlier in the list).
+fn keyed_cooldown_allows(
+    list: &mut Vec<(u16, Box<str>, i64)>,
+    ri: u16,
+    value: &str,
+    t: i64,
+    window: u64,
+) -> bool {
+    if let Some((_, _, last)) = list.iter_mut().find(|(r, v, _)| *r == ri && &**v == value) {
+        if t.abs_diff(*last) < window {
+            return false;
+        }
+        *last = (*last).max(t);
+        return true;
+    }
+    if list.iter().filter(|(r, _, _)| *r == ri).count() >= MAX_COOLDOWN_KEYS {
+        let oldest = list
+            .iter()
+            .enumerate()
+            .filter(|(_, (r, _, _))| *r == ri)
+            .min_by_key(|(i, (_, _, last))| (*last, *i))
+            .map(|(i, _)| i);
+        if let Some(i) = oldest {
+            list.remove(i);
+        }
+    }
+    push_exact(list, (ri, Box::from(value), t));
+    true
+}
+
 /// Evaluation time of SPEC §5: `max(t, tE)`.
 fn eval_time(lead: &Lead, t: i64) -> i64 {
     t.max(lead.engagement.at)
@@ -399,6 +466,10 @@ fn eval_time(lead: &Lead, t: i64) -> i64 {
 fn mql_reason(rules: &Ruleset, lead: &Lead, ev: &Event) -> Option<&'static str> {
     let funnel = &rules.funnel;
     if !lead.stage.can_become_mql() || lead.fit < funnel.mql_min_fit {
+        return None;
+    }
+    // It happened before the current stage began (SPEC §5, v2).
+    if ev.occurred_at < lead.stage_entered() {
         return None;
     }
     let now = eval_time(lead, ev.occurred_at);
@@ -428,6 +499,8 @@ fn transition(
     if to == Stage::Recycled && rules.funnel.recycle_reset {
         lead.engagement = Engagement::zero(t);
         lead.contributions = Box::default();
+        let e = lead.extra_mut();
+        e.reset_at = Some(e.reset_at.map_or(t, |r| r.max(t)));
     }
     let recent = &mut lead.extra_mut().recent_transitions;
     if recent.len() == RECENT_TRANSITIONS {
@@ -469,7 +542,20 @@ fn transition(
         remove_timers(timers, rules, &lead.key, clock);
     }
 
-    for &pi in rules.policies_for(to) {
+    start_clocks(rules, lead, timers, stats, to, t);
+}
+
+/// Starts the clocks of every policy on `stage` at `t` (SPEC §6), within
+/// `limits.max_pending_timers`.
+fn start_clocks(
+    rules: &Ruleset,
+    lead: &mut Lead,
+    timers: &mut BTreeSet<Timer>,
+    stats: &mut Stats,
+    stage: Stage,
+    t: i64,
+) {
+    for &pi in rules.policies_for(stage) {
         let policy = &rules.sla[pi as usize];
         if timers.len() as u64 + 2 > rules.limits.max_pending_timers {
             // The bound holds: no clock (and no records) for this entry; counted.
@@ -541,7 +627,13 @@ fn remove_timers(timers: &mut BTreeSet<Timer>, rules: &Ruleset, key: &Arc<str>, 
 fn met_record(rules: &Ruleset, lead: &Lead, clock: &Clock, t: i64, stats: &mut Stats) -> Output {
     let mut rec = sla_record(rules, lead, clock, SlaKind::Met, t, stats);
     if let Output::Sla(r) = &mut rec {
-        r.response_ms = Some(t.saturating_sub(clock.start).max(0));
+        let response = t.saturating_sub(clock.start).max(0);
+        r.response_ms = Some(response);
+        // The open hours inside [start, t] with a calendar (SPEC §6, v2), else clock time.
+        r.response_business_ms = Some(match &rules.sla[clock.policy as usize].calendar {
+            Some(cal) => cal.business_between(clock.start, t).unwrap_or(response),
+            None => response,
+        });
         r.on_time = Some(t <= clock.deadline);
     }
     rec
@@ -573,6 +665,7 @@ fn sla_record(
         deadline: clock.deadline,
         at,
         response_ms: None,
+        response_business_ms: None,
         on_time: None,
         owner_id: lead.owner_id().map(str::to_string),
     })

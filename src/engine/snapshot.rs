@@ -9,8 +9,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::{
-    static_reason, Clock, EvictedFilter, Extra, Lead, PartitionState, Profile, RecentIds,
-    RecentTransition, Stats, Timer, TimerKind, RECENT_IDS, RECENT_TRANSITIONS,
+    static_reason, Clock, EvictedFilter, Extra, Lead, PartitionState, Profile, RecentTransition,
+    Stats, Timer, TimerKind, RECENT_IDS, RECENT_TRANSITIONS,
 };
 use crate::model::funnel::Stage;
 use crate::model::rules::Ruleset;
@@ -19,8 +19,11 @@ use crate::model::score::Engagement;
 pub const MAGIC: &[u8; 4] = b"LFSN";
 /// 2: per-rule contributions and recent transitions per lead.
 /// 3: eviction state: per lead the last event time and the returning mark; eviction counters,
-/// the last sweep, and the evicted-key filter. Version 2 snapshots are still read.
-pub const VERSION: u16 = 3;
+/// the last sweep, and the evicted-key filter.
+/// 4 (SPEC v2): the duplicate window as a list of any length (`dedupe.recent_ids`); per lead
+/// the creation time, the last engagement reset, and the per-value cooldowns (`cooldown_key`).
+/// Versions 2 and 3 are still read (docs/snapshots.md says how their leads are completed).
+pub const VERSION: u16 = 4;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SnapshotError {
@@ -238,11 +241,11 @@ impl PartitionState {
                 w.str(&rules.engagement[*ri as usize].name);
                 w.i64(*t);
             }
-            for h in lead.recent.ids {
+            let ids = lead.recent_ids(rules.dedupe_ids);
+            w.len(ids.len());
+            for h in ids {
                 w.u64(h);
             }
-            w.u8(lead.recent.len);
-            w.u8(lead.recent.next);
             w.u32(lead.transitions);
             w.len(extra.clocks.len());
             for c in &extra.clocks {
@@ -271,6 +274,14 @@ impl PartitionState {
                 w.i64(t.at);
             }
             w.opt_i64(extra.reborn);
+            w.i64(lead.created());
+            w.opt_i64(extra.reset_at);
+            w.len(extra.keyed_cooldowns.len());
+            for (ri, value, t) in &extra.keyed_cooldowns {
+                w.str(&rules.engagement[*ri as usize].name);
+                w.str(value);
+                w.i64(*t);
+            }
         }
 
         w.len(self.timers.len());
@@ -302,10 +313,11 @@ impl PartitionState {
             return Err(SnapshotError::Checksum { stored, computed });
         }
         let version = u16::from_le_bytes([bytes[4], bytes[5]]);
-        if version != VERSION && version != 2 {
+        if !(2..=VERSION).contains(&version) {
             return Err(SnapshotError::UnsupportedVersion(version));
         }
         let v3 = version >= 3;
+        let v4 = version >= 4;
         let mut r = R { buf: &body[6..] };
         let position = r.i64("position")?;
         let clock = r.opt_i64("clock")?;
@@ -401,15 +413,30 @@ impl PartitionState {
                     cooldowns.push((i as u16, t));
                 }
             }
-            let mut recent = RecentIds::default();
-            for h in recent.ids.iter_mut() {
-                *h = r.u64("recent ids")?;
-            }
-            recent.len = r.u8("recent ids")?;
-            recent.next = r.u8("recent ids")?;
-            if recent.len as usize > RECENT_IDS || recent.next as usize >= RECENT_IDS {
-                return Err(SnapshotError::Corrupt("recent id ring out of range".into()));
-            }
+            // Oldest first.
+            let recent: Vec<u64> = if v4 {
+                let n = r.count(8, "recent ids")?;
+                let mut ids = Vec::with_capacity(n);
+                for _ in 0..n {
+                    ids.push(r.u64("recent ids")?);
+                }
+                ids
+            } else {
+                let mut ring = [0u64; RECENT_IDS];
+                for h in ring.iter_mut() {
+                    *h = r.u64("recent ids")?;
+                }
+                let len = r.u8("recent ids")? as usize;
+                let next = r.u8("recent ids")? as usize;
+                if len > RECENT_IDS || next >= RECENT_IDS {
+                    return Err(SnapshotError::Corrupt("recent id ring out of range".into()));
+                }
+                if len < RECENT_IDS {
+                    ring[..len].to_vec()
+                } else {
+                    ring[next..].iter().chain(&ring[..next]).copied().collect()
+                }
+            };
             let transitions = r.u32("transitions")?;
             let n = r.count(25, "clocks")?;
             let mut clocks = Vec::with_capacity(n);
@@ -474,23 +501,56 @@ impl PartitionState {
             } else {
                 None
             };
+            // Before v4 neither the creation time nor the last reset was kept: creation 0
+            // (no event is older, as in v1), the reset from the recent transitions.
+            let (created, reset_at, keyed_cooldowns) = if v4 {
+                let created = r.i64("creation time")?;
+                let reset_at = r.opt_i64("last reset")?;
+                let n = r.count(20, "keyed cooldowns")?;
+                let mut keyed = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let name = r.str("rule name")?;
+                    let value = r.str("cooldown value")?;
+                    let t = r.i64("cooldown time")?;
+                    if let Some(i) =
+                        rule_index(name).filter(|&i| rules.engagement[i].cooldown_key.is_some())
+                    {
+                        keyed.push((i as u16, Box::<str>::from(value), t));
+                    }
+                }
+                (created, reset_at, keyed)
+            } else {
+                let reset_at = recent_transitions
+                    .iter()
+                    .rev()
+                    .find(|t| t.to == Stage::Recycled)
+                    .filter(|_| rules.funnel.recycle_reset)
+                    .map(|t| t.at);
+                (0, reset_at, Vec::new())
+            };
             let mut lead = Lead::new(key, engagement.at);
+            lead.set_created(created);
             lead.last_seen = last_seen;
             lead.stage = stage;
             lead.engagement = engagement;
             lead.fit = fit;
             lead.grade = rules.grade_for(fit);
             lead.profile = profile;
-            lead.recent = recent;
             lead.transitions = transitions;
             lead.contributions = contributions.into_boxed_slice();
             lead.set_extra(Extra {
                 cooldowns,
+                keyed_cooldowns,
+                reset_at,
+                ids: Vec::new(),
+                ids_next: 0,
                 clocks,
                 sla_started,
                 recent_transitions,
                 reborn,
             });
+            // After the extra state: a wide window lives there.
+            lead.set_recent_ids(&recent, rules.dedupe_ids);
             if !state.insert_restored(lead) {
                 return Err(SnapshotError::Corrupt("a lead appears twice".into()));
             }
@@ -603,8 +663,20 @@ mod tests {
                 )
             );
             assert_eq!(
-                (&a.recent, a.transitions, a.clocks(), &a.extra().sla_started),
-                (&b.recent, b.transitions, b.clocks(), &b.extra().sla_started)
+                (
+                    a.recent_ids(8),
+                    a.created(),
+                    a.transitions,
+                    a.clocks(),
+                    &a.extra().sla_started
+                ),
+                (
+                    b.recent_ids(8),
+                    b.created(),
+                    b.transitions,
+                    b.clocks(),
+                    &b.extra().sla_started
+                )
             );
         }
     }

@@ -353,9 +353,9 @@ fn forward<M: Message>(
         },
         _ => decode(source, format, bytes),
     }
-    .and_then(|ev| ev.check_limits(limits).map(|()| ev))
+    .and_then(|ev| ev.admit(limits, Some(crate::metrics::now_ms())))
     .and_then(|ev| match m.key() {
-        Some(k) if k != ev.lead_key.as_bytes() => {
+        Some(k) if key_disagrees(k, &ev.lead_key, limits.lead_key) => {
             metrics.key_mismatch.inc();
             match svc.key_mismatch {
                 KeyMismatch::Count => Ok(ev),
@@ -407,6 +407,15 @@ fn forward<M: Message>(
         Err(why) => dead_letter(svc, layout, producer, m, Some(bytes), &why, stats, metrics)?,
     }
     Ok(Outcome::Done)
+}
+
+/// Whether a message key names another lead than the payload's `lead_key` (the key read
+/// the way `input.lead_key` reads lead keys; a key that is not UTF-8 always disagrees).
+fn key_disagrees(key: &[u8], lead_key: &str, mode: crate::model::event::LeadKeyMode) -> bool {
+    match std::str::from_utf8(key) {
+        Ok(k) => crate::model::event::normalize_lead_key(mode, k) != lead_key,
+        Err(_) => true,
+    }
 }
 
 /// Writes `m` to the dead-letter topic with its reason and origin. The value is cut to what

@@ -106,6 +106,36 @@ impl Calendar {
         None
     }
 
+    /// The open time (ms) inside `[start, end]`: the total length of the calendar's open
+    /// hours between the two instants (SPEC §6, `response_business_ms`); 0 when
+    /// `end <= start`. Days past the search window (30 years) are not counted; `None` only
+    /// when the times leave chrono's range.
+    pub fn business_between(&self, start: i64, end: i64) -> Option<i64> {
+        if end <= start {
+            return Some(0);
+        }
+        let start_utc = DateTime::from_timestamp_millis(start)?;
+        let end_utc = DateTime::from_timestamp_millis(end)?;
+        // One day early, as in `add_business` (a range that closed at 24:00 across DST).
+        let mut date = start_utc.with_timezone(&self.tz).date_naive().pred_opt()?;
+        let last = end_utc.with_timezone(&self.tz).date_naive();
+        let mut total = 0i64;
+        for _ in 0..SEARCH_DAYS {
+            if date > last {
+                break;
+            }
+            if !self.holidays.contains(&date) {
+                for r in &self.week[date.weekday().num_days_from_monday() as usize] {
+                    let open = self.local_ms(date, r.open)?.max(start);
+                    let close = self.local_ms(date, r.close)?.min(end);
+                    total += (close - open).max(0);
+                }
+            }
+            date = date.succ_opt()?;
+        }
+        Some(total)
+    }
+
     /// Local wall time `minutes` after midnight of `date` as a UTC instant (ms). A local time
     /// skipped by a DST change maps to the first instant after the gap; a repeated one to the
     /// earlier instant.
@@ -167,6 +197,39 @@ mod tests {
     }
 
     const H: i64 = 3_600_000;
+
+    #[test]
+    fn business_time_between_two_instants() {
+        let c = nine_to_five(chrono_tz::America::New_York, &["2026-11-26"]);
+        // Issue 13: arrives Friday 16:55, answered Monday 09:05: 5 + 5 business minutes.
+        let fri = ms("2026-11-20T16:55:00-05:00");
+        let mon = ms("2026-11-23T09:05:00-05:00");
+        assert_eq!(c.business_between(fri, mon), Some(10 * 60_000));
+        assert_eq!(c.business_between(mon, fri), Some(0), "end before start");
+        assert_eq!(c.business_between(fri, fri), Some(0));
+        // Wednesday 16:00 to Friday 10:00 over Thanksgiving (Thursday): 1 h + 1 h.
+        let wed = ms("2026-11-25T16:00:00-05:00");
+        let fri2 = ms("2026-11-27T10:00:00-05:00");
+        assert_eq!(c.business_between(wed, fri2), Some(2 * H));
+        // Entirely outside hours.
+        let sat = ms("2026-11-21T10:00:00-05:00");
+        let sun = ms("2026-11-22T18:00:00-05:00");
+        assert_eq!(c.business_between(sat, sun), Some(0));
+        // The inverse of add_business from inside the hours.
+        let s = ms("2026-11-23T09:45:00-05:00");
+        for x in [
+            0,
+            1,
+            30 * 60_000,
+            4 * H,
+            7 * H + 15 * 60_000,
+            20 * H,
+            100 * H,
+        ] {
+            let end = c.add_business(s, x).expect("end");
+            assert_eq!(c.business_between(s, end), Some(x), "{x}");
+        }
+    }
 
     #[test]
     fn inside_hours_adds_plainly() {

@@ -128,6 +128,40 @@ pub struct Event {
 }
 
 impl Event {
+    /// Admits a decoded event as the engine will see it (SPEC §2, v2): the lead key
+    /// normalized (`input.lead_key`) and checked again (non-empty, at most 256 bytes), the
+    /// time checked against `now + limits.max_future` when `now` is given (Kafka ingest; replay
+    /// with `--now`), then the input bounds of `limits`.
+    pub fn admit(
+        mut self,
+        limits: &crate::model::rules::Limits,
+        now: Option<i64>,
+    ) -> Result<Event, Invalid> {
+        if limits.lead_key == LeadKeyMode::Lowercase {
+            if let std::borrow::Cow::Owned(k) = normalize_lead_key(limits.lead_key, &self.lead_key)
+            {
+                self.lead_key = k;
+            }
+            if self.lead_key.is_empty() {
+                return Err(Invalid::EmptyField("lead_key"));
+            }
+        }
+        if self.lead_key.len() > MAX_LEAD_KEY_BYTES {
+            return Err(Invalid::LeadKeyTooLong(self.lead_key.len()));
+        }
+        if let Some(now) = now.filter(|_| limits.max_future_ms > 0) {
+            if self.occurred_at > now.saturating_add(limits.max_future_ms) {
+                return Err(Invalid::FutureTime {
+                    at: self.occurred_at,
+                    now,
+                    limit_ms: limits.max_future_ms,
+                });
+            }
+        }
+        self.check_limits(limits)?;
+        Ok(self)
+    }
+
     /// The input bounds of `limits` on a decoded event (attribute count and sizes).
     pub fn check_limits(&self, limits: &crate::model::rules::Limits) -> Result<(), Invalid> {
         if self.attributes.len() > limits.max_attributes {
@@ -158,6 +192,31 @@ impl Event {
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
+    }
+}
+
+/// How lead keys are read (`input.lead_key`, SPEC §2).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LeadKeyMode {
+    /// As sent (v1).
+    #[default]
+    Exact,
+    /// Surrounding whitespace trimmed, then lowercased (Unicode default case mapping).
+    Lowercase,
+}
+
+/// A lead key as `mode` reads it; borrowed when unchanged.
+pub fn normalize_lead_key(mode: LeadKeyMode, key: &str) -> std::borrow::Cow<'_, str> {
+    match mode {
+        LeadKeyMode::Exact => std::borrow::Cow::Borrowed(key),
+        LeadKeyMode::Lowercase => {
+            let t = key.trim();
+            if t.len() == key.len() && !t.chars().any(char::is_uppercase) {
+                std::borrow::Cow::Borrowed(key)
+            } else {
+                std::borrow::Cow::Owned(t.to_lowercase())
+            }
+        }
     }
 }
 
@@ -202,10 +261,16 @@ pub enum Invalid {
     /// `ingest.key_mismatch = "dead_letter"`): (the key, cut to 64 bytes, lossy UTF-8; the
     /// lead key).
     KeyMismatch(String, String),
+    /// `occurred_at` beyond `now + limits.max_future` (SPEC §2, v2).
+    FutureTime {
+        at: i64,
+        now: i64,
+        limit_ms: i64,
+    },
 }
 
 impl Invalid {
-    pub const CODES: [&'static str; 15] = [
+    pub const CODES: [&'static str; 16] = [
         "undecodable",
         "missing_field",
         "empty_field",
@@ -221,6 +286,7 @@ impl Invalid {
         "attribute_too_long",
         "null_value",
         "key_mismatch",
+        "future_time",
     ];
 
     /// The static code equal to `s`, if it is one of `CODES`.
@@ -245,6 +311,7 @@ impl Invalid {
             Invalid::AttributeTooLong { .. } => "attribute_too_long",
             Invalid::NullValue => "null_value",
             Invalid::KeyMismatch(..) => "key_mismatch",
+            Invalid::FutureTime { .. } => "future_time",
         }
     }
 }
@@ -294,6 +361,12 @@ impl fmt::Display for Invalid {
                 write!(f, "schema id {id} is not in the schema registry")
             }
             Invalid::NullValue => write!(f, "the message has no value (a tombstone)"),
+            Invalid::FutureTime { at, now, limit_ms } => write!(
+                f,
+                "occurred_at {at} is {} ms ahead of now ({now}), more than limits.max_future \
+                 ({limit_ms} ms): a producer's clock, or microseconds sent as milliseconds?",
+                at - now
+            ),
             Invalid::KeyMismatch(key, lead_key) => write!(
                 f,
                 "the message key {key:?} is not the payload's lead_key {lead_key:?} \
@@ -349,7 +422,9 @@ impl EventFields {
     pub fn validate(self) -> Result<Event, Invalid> {
         let event_id = required(self.event_id, "event_id")?;
         let lead_key = required(self.lead_key, "lead_key")?;
-        if lead_key.len() > MAX_LEAD_KEY_BYTES {
+        // Surrounding whitespace may still be trimmed by `input.lead_key = "lowercase"`;
+        // `Event::admit` checks the key as the lead will have it.
+        if lead_key.trim().len() > MAX_LEAD_KEY_BYTES {
             return Err(Invalid::LeadKeyTooLong(lead_key.len()));
         }
         let occurred_at = self
@@ -514,6 +589,11 @@ mod tests {
             },
             Invalid::NullValue,
             Invalid::KeyMismatch(String::new(), String::new()),
+            Invalid::FutureTime {
+                at: 2,
+                now: 0,
+                limit_ms: 1,
+            },
         ];
         for i in &all {
             assert_eq!(Invalid::code_from_str(i.code()), Some(i.code()));

@@ -48,6 +48,9 @@ pub struct SlaRecord {
     pub deadline: i64,
     pub at: i64,
     pub response_ms: Option<i64>,
+    /// Met only: the business time between the clock's start and the met (SPEC §6, v2);
+    /// equal to `response_ms` for a policy without a calendar.
+    pub response_business_ms: Option<i64>,
     pub on_time: Option<bool>,
     pub owner_id: Option<String>,
 }

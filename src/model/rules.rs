@@ -19,7 +19,12 @@ pub struct EngagementRule {
     pub conditions: Vec<(String, Matcher)>,
     pub points: f64,
     pub cooldown_ms: Option<i64>,
+    /// With a cooldown: keep it per value of this event attribute (SPEC §4, v2).
+    pub cooldown_key: Option<String>,
 }
+
+/// At most this many `cooldown_key` values are remembered per rule and lead (SPEC §4).
+pub const MAX_COOLDOWN_KEYS: usize = 64;
 
 impl EngagementRule {
     /// Whether the rule's `where` conditions hold for the event (source/type are pre-indexed).
@@ -147,7 +152,17 @@ pub struct Ruleset {
     /// Per source: rules with type `*`, for types no rule names.
     wildcard: [Vec<u16>; 3],
     pub limits: Limits,
+    /// `dedupe.recent_ids`: how many of a lead's last event ids count as duplicates (SPEC §2).
+    pub dedupe_ids: usize,
+    /// `clock.allowed_lateness` (ms): warnings and breaches fire only once the stream clock
+    /// is this far past them (SPEC §6).
+    pub allowed_lateness_ms: i64,
 }
+
+/// The default of `dedupe.recent_ids` (SPEC §2; v1's fixed window).
+pub const DEFAULT_DEDUPE_IDS: usize = 8;
+/// The largest `dedupe.recent_ids` (SPEC §2).
+pub const MAX_DEDUPE_IDS: usize = 1024;
 
 /// Fallback grade when no configured grade's minimum is reached.
 pub const DEFAULT_GRADE: &str = "D";
@@ -204,6 +219,8 @@ impl Ruleset {
             by_type,
             wildcard,
             limits: Limits::default(),
+            dedupe_ids: DEFAULT_DEDUPE_IDS,
+            allowed_lateness_ms: 0,
         }
     }
 
@@ -291,6 +308,11 @@ pub struct Limits {
     /// Most pending SLA timers (warnings and breaches) per partition; beyond it no new clock
     /// starts.
     pub max_pending_timers: u64,
+    /// `limits.max_future` (ms; 0: off): events further ahead of ingest's clock are invalid
+    /// (SPEC §2, v2).
+    pub max_future_ms: i64,
+    /// `input.lead_key` (SPEC §2, v2).
+    pub lead_key: super::event::LeadKeyMode,
 }
 
 impl Default for Limits {
@@ -304,6 +326,8 @@ impl Default for Limits {
             evict_inactive_after_ms: None,
             evict_terminal_after_ms: None,
             max_pending_timers: 10_000_000,
+            max_future_ms: 86_400_000,
+            lead_key: super::event::LeadKeyMode::Exact,
         }
     }
 }

@@ -33,16 +33,23 @@ pub fn run(state: &mut PartitionState, events: &[Event]) -> Vec<Output> {
     out
 }
 
-/// `../shared/examples` when present (the authoritative copy), else the repo's `examples/`.
+/// `../shared/examples-v2` (SPEC v2's example) when present (the authoritative copy), else
+/// the repo's `examples/`.
 pub fn examples_dir() -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let shared = root.join("../shared/examples");
+    let shared = root.join("../shared/examples-v2");
     if shared.join("expected.jsonl").exists() {
         shared
     } else {
         root.join("examples")
     }
 }
+/// `../shared/examples` (SPEC v1's example), when present.
+pub fn v1_examples_dir() -> Option<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/examples");
+    dir.join("expected.jsonl").exists().then_some(dir)
+}
+
 pub mod child;
 pub mod http;
 pub mod kafka;

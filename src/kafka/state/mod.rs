@@ -117,6 +117,8 @@ struct Shared {
     /// The group has assigned this instance (possibly no partitions) at least once.
     assigned_once: bool,
     internal_partitions: i32,
+    /// How `/leads/{key}` reads the key it is given (`input.lead_key`).
+    lead_key: crate::model::event::LeadKeyMode,
 }
 
 /// A read-only window on the state stage for the HTTP endpoints. Readiness and the gauges are
@@ -229,6 +231,7 @@ impl StateView {
                 }
             }
         };
+        let key = &*crate::model::event::normalize_lead_key(shared.lead_key, key);
         for part in shared.parts.values() {
             if let Some(x) = part.state.explain(key, as_of) {
                 return Ok(x);
@@ -537,6 +540,11 @@ impl StateContext {
                         .with_label_values(&[s.policy.as_str()])
                         .observe(ms as f64 / 1000.0);
                 }
+                if let Some(ms) = s.response_business_ms {
+                    m.response_business_seconds
+                        .with_label_values(&[s.policy.as_str()])
+                        .observe(ms as f64 / 1000.0);
+                }
             }
         }
     }
@@ -657,7 +665,11 @@ pub fn run(
     for reason in crate::snapshot::SKIP_CODES {
         metrics.snapshots_skipped.with_label_values(&[reason]);
     }
-    lock(&service_stats.view.shared).internal_partitions = layout.internal_partitions;
+    {
+        let mut shared = lock(&service_stats.view.shared);
+        shared.internal_partitions = layout.internal_partitions;
+        shared.lead_key = settings.rules.limits.lead_key;
+    }
     // Every reader of the logs leadflow writes skips aborted transactions, also without
     // transactions now: a log may hold aborted records from an earlier run with them.
     let tail: BaseConsumer<recovery::TailContext> = super::client_config(svc)
