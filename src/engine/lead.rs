@@ -165,35 +165,70 @@ impl Profile {
 pub struct Extra {
     /// `(rule index, t_last)` for rules with a cooldown that have scored this lead.
     pub cooldowns: Vec<(u16, i64)>,
-    /// Rules with a `cooldown_key`: `(rule index, attribute value, t_last)`, in the order the
-    /// values were first remembered; at most `MAX_COOLDOWN_KEYS` per rule (SPEC §4).
-    pub keyed_cooldowns: Vec<(u16, Box<str>, i64)>,
-    /// The event time of the latest engagement reset on entering `recycled` (SPEC §4: later
-    /// arrivals older than it score nothing).
-    pub reset_at: Option<i64>,
-    /// The duplicate window when `dedupe.recent_ids` is above `RECENT_IDS`: the ring of id
-    /// hashes, and its next slot.
-    pub ids: Vec<u64>,
-    pub ids_next: u16,
     pub clocks: Vec<Clock>,
     /// `(policy index, clocks started)`.
     pub sla_started: Vec<(u16, u32)>,
     /// The last `RECENT_TRANSITIONS` stage changes, oldest first.
     pub recent_transitions: Vec<RecentTransition>,
+    /// What few leads have, one more box away, so `Extra` is no larger than before SPEC v2.
+    pub rare: Option<Box<Rare>>,
+}
+
+/// Per-lead state that few leads have.
+#[derive(Clone, Debug, Default)]
+pub struct Rare {
     /// For a lead created again after an eviction: the time of that creation.
     pub reborn: Option<i64>,
+    /// The event time of the latest engagement reset on entering `recycled` (SPEC §4: later
+    /// arrivals older than it score nothing).
+    pub reset_at: Option<i64>,
+    /// Rules with a `cooldown_key`: `(rule index, attribute value, t_last)`, in the order the
+    /// values were first remembered; at most `MAX_COOLDOWN_KEYS` per rule (SPEC §4).
+    pub keyed_cooldowns: Vec<(u16, Box<str>, i64)>,
+    /// The duplicate window when `dedupe.recent_ids` is above `RECENT_IDS`: the ring of id
+    /// hashes, and its next slot.
+    pub ids: Vec<u64>,
+    pub ids_next: u16,
+}
+
+static NO_RARE: Rare = Rare {
+    reborn: None,
+    reset_at: None,
+    keyed_cooldowns: Vec::new(),
+    ids: Vec::new(),
+    ids_next: 0,
+};
+
+impl Rare {
+    fn is_empty(&self) -> bool {
+        self.reborn.is_none()
+            && self.reset_at.is_none()
+            && self.keyed_cooldowns.is_empty()
+            && self.ids.is_empty()
+    }
 }
 
 impl Extra {
     fn is_empty(&self) -> bool {
         self.cooldowns.is_empty()
-            && self.keyed_cooldowns.is_empty()
-            && self.reset_at.is_none()
-            && self.ids.is_empty()
             && self.clocks.is_empty()
             && self.sla_started.is_empty()
             && self.recent_transitions.is_empty()
-            && self.reborn.is_none()
+            && self.rare.as_deref().is_none_or(Rare::is_empty)
+    }
+
+    pub fn rare(&self) -> &Rare {
+        self.rare.as_deref().unwrap_or(&NO_RARE)
+    }
+
+    /// The rare state, created on first use.
+    pub fn rare_mut(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(Box::default)
+    }
+
+    /// Installs restored rare state (nothing is allocated when it is empty).
+    pub fn set_rare(&mut self, rare: Rare) {
+        self.rare = (!rare.is_empty()).then(|| Box::new(rare));
     }
 }
 
@@ -222,14 +257,10 @@ pub struct Lead {
 
 static NO_EXTRA: Extra = Extra {
     cooldowns: Vec::new(),
-    keyed_cooldowns: Vec::new(),
-    reset_at: None,
-    ids: Vec::new(),
-    ids_next: 0,
     clocks: Vec::new(),
     sla_started: Vec::new(),
     recent_transitions: Vec::new(),
-    reborn: None,
+    rare: None,
 };
 
 impl Lead {
@@ -281,7 +312,7 @@ impl Lead {
         if window <= RECENT_IDS {
             self.recent.ids[..self.recent_len as usize].contains(&h)
         } else {
-            self.extra().ids.contains(&h)
+            self.extra().rare().ids.contains(&h)
         }
     }
 
@@ -292,7 +323,7 @@ impl Lead {
             self.recent_next = ((self.recent_next as usize + 1) % window) as u8;
             self.recent_len = (self.recent_len as usize + 1).min(window) as u8;
         } else {
-            let e = self.extra_mut();
+            let e = self.extra_mut().rare_mut();
             if e.ids.len() < window {
                 e.ids.push(h);
                 e.ids_next = (e.ids.len() % window) as u16;
@@ -311,7 +342,8 @@ impl Lead {
                 self.recent_next as usize,
             )
         } else {
-            (&self.extra().ids, self.extra().ids_next as usize)
+            let rare = self.extra().rare();
+            (&rare.ids, rare.ids_next as usize)
         };
         if ring.len() < window {
             return ring.to_vec(); // not full yet: in order
@@ -325,13 +357,17 @@ impl Lead {
         self.recent = RecentIds::default();
         self.recent_len = 0;
         self.recent_next = 0;
-        if let Some(e) = self.extra.as_deref_mut() {
-            e.ids = Vec::new();
-            e.ids_next = 0;
+        if let Some(rare) = self
+            .extra
+            .as_deref_mut()
+            .and_then(|e| e.rare.as_deref_mut())
+        {
+            rare.ids = Vec::new();
+            rare.ids_next = 0;
         }
         let keep = &ids[ids.len().saturating_sub(window)..];
         if window > RECENT_IDS && !keep.is_empty() {
-            self.extra_mut().ids.reserve_exact(keep.len());
+            self.extra_mut().rare_mut().ids.reserve_exact(keep.len());
         }
         for &h in keep {
             self.push_id(h, window);
@@ -363,7 +399,7 @@ impl Lead {
     /// The lead part of record ids: the key, or `key/r{time}` for a lead created again after
     /// an eviction (SPEC's ids restart per lead; this keeps them unique).
     pub fn id_base(&self) -> std::borrow::Cow<'_, str> {
-        match self.extra().reborn {
+        match self.extra().rare().reborn {
             None => std::borrow::Cow::Borrowed(&*self.key),
             Some(t) => std::borrow::Cow::Owned(format!("{}/r{t}", self.key)),
         }
@@ -395,6 +431,12 @@ mod tests {
     fn a_lead_has_no_padding_to_spare_and_did_not_grow() {
         // v1's lead was 168 bytes; v2's creation time fills what was padding.
         assert_eq!(std::mem::size_of::<Lead>(), 168);
+        // v1's out-of-line part was 112 bytes; v2's additions sit one box further.
+        assert!(
+            std::mem::size_of::<Extra>() <= 112,
+            "{}",
+            std::mem::size_of::<Extra>()
+        );
     }
 
     #[test]

@@ -10,8 +10,8 @@ mod snapshot;
 pub use evict::{EvictReason, EvictedFilter};
 pub use explain::Explanation;
 pub use lead::{
-    id_hash, static_reason, Clock, Extra, Lead, Profile, RecentIds, RecentTransition, RECENT_IDS,
-    RECENT_TRANSITIONS,
+    id_hash, static_reason, Clock, Extra, Lead, Profile, Rare, RecentIds, RecentTransition,
+    RECENT_IDS, RECENT_TRANSITIONS,
 };
 pub use snapshot::SnapshotError;
 
@@ -155,7 +155,7 @@ impl PartitionState {
         self.make_room();
         let mut lead = Lead::new(Arc::from(key), t);
         if self.evicted.as_ref().is_some_and(|f| f.may_contain(key)) {
-            lead.extra_mut().reborn = Some(t);
+            lead.extra_mut().rare_mut().reborn = Some(t);
         }
         let i = self.leads.len();
         let h = self.hasher.hash_one(key);
@@ -378,7 +378,7 @@ fn score_engagement(rules: &Ruleset, lead: &mut Lead, ev: &Event) {
     let t = ev.occurred_at;
     // Older than the last reset: had it come in order, the reset would have erased it
     // (SPEC §4, v2). No points, no cooldown.
-    if lead.extra().reset_at.is_some_and(|r| t < r) {
+    if lead.extra().rare().reset_at.is_some_and(|r| t < r) {
         return;
     }
     for &ri in rules.candidate_rules(ev.source, &ev.event_type) {
@@ -404,7 +404,7 @@ fn score_engagement(rules: &Ruleset, lead: &mut Lead, ev: &Event) {
                 Some(attr) => {
                     let value = ev.attribute(attr).unwrap_or("");
                     if !keyed_cooldown_allows(
-                        &mut lead.extra_mut().keyed_cooldowns,
+                        &mut lead.extra_mut().rare_mut().keyed_cooldowns,
                         ri,
                         value,
                         t,
@@ -499,8 +499,8 @@ fn transition(
     if to == Stage::Recycled && rules.funnel.recycle_reset {
         lead.engagement = Engagement::zero(t);
         lead.contributions = Box::default();
-        let e = lead.extra_mut();
-        e.reset_at = Some(e.reset_at.map_or(t, |r| r.max(t)));
+        let rare = lead.extra_mut().rare_mut();
+        rare.reset_at = Some(rare.reset_at.map_or(t, |r| r.max(t)));
     }
     let recent = &mut lead.extra_mut().recent_transitions;
     if recent.len() == RECENT_TRANSITIONS {

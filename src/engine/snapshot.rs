@@ -9,8 +9,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::{
-    static_reason, Clock, EvictedFilter, Extra, Lead, PartitionState, Profile, RecentTransition,
-    Stats, Timer, TimerKind, RECENT_IDS, RECENT_TRANSITIONS,
+    static_reason, Clock, EvictedFilter, Extra, Lead, PartitionState, Profile, Rare,
+    RecentTransition, Stats, Timer, TimerKind, RECENT_IDS, RECENT_TRANSITIONS,
 };
 use crate::model::funnel::Stage;
 use crate::model::rules::Ruleset;
@@ -273,11 +273,12 @@ impl PartitionState {
                 w.str(t.reason);
                 w.i64(t.at);
             }
-            w.opt_i64(extra.reborn);
+            let rare = extra.rare();
+            w.opt_i64(rare.reborn);
             w.i64(lead.created());
-            w.opt_i64(extra.reset_at);
-            w.len(extra.keyed_cooldowns.len());
-            for (ri, value, t) in &extra.keyed_cooldowns {
+            w.opt_i64(rare.reset_at);
+            w.len(rare.keyed_cooldowns.len());
+            for (ri, value, t) in &rare.keyed_cooldowns {
                 w.str(&rules.engagement[*ri as usize].name);
                 w.str(value);
                 w.i64(*t);
@@ -538,17 +539,21 @@ impl PartitionState {
             lead.profile = profile;
             lead.transitions = transitions;
             lead.contributions = contributions.into_boxed_slice();
-            lead.set_extra(Extra {
+            let mut extra = Extra {
                 cooldowns,
-                keyed_cooldowns,
-                reset_at,
-                ids: Vec::new(),
-                ids_next: 0,
                 clocks,
                 sla_started,
                 recent_transitions,
+                rare: None,
+            };
+            extra.set_rare(Rare {
                 reborn,
+                reset_at,
+                keyed_cooldowns,
+                ids: Vec::new(),
+                ids_next: 0,
             });
+            lead.set_extra(extra);
             // After the extra state: a wide window lives there.
             lead.set_recent_ids(&recent, rules.dedupe_ids);
             if !state.insert_restored(lead) {
