@@ -473,9 +473,19 @@ fn lead_keys_can_be_normalized() {
         admit("   ").map(|_| ()),
         Err(Invalid::EmptyField("lead_key"))
     );
-    // Padding beyond 256 bytes is trimmed before the length check.
+    // The limit applies to the key as normalized: padding, and characters whose lowercase
+    // is shorter (U+212A KELVIN SIGN, 3 bytes, lowercases to "k").
     let padded = format!("{}{}", "a".repeat(250), " ".repeat(30));
     assert_eq!(admit(&padded).expect("valid").lead_key.len(), 250);
+    let kelvin = "\u{212A}".repeat(86);
+    assert_eq!(kelvin.len(), 258);
+    assert_eq!(admit(&kelvin).expect("valid").lead_key, "k".repeat(86));
+    // And the other way: 128 x U+0130 is 256 bytes, 384 once lowercased.
+    let dotted = "\u{130}".repeat(128);
+    assert_eq!(
+        admit(&dotted).map(|_| ()),
+        Err(Invalid::LeadKeyTooLong(384))
+    );
     let exact = Settings::from_toml(&config("")).expect("config");
     let too_long = EventFields::from_parts("e", &padded, T10, "web", "page_view", &[])
         .validate()
@@ -607,9 +617,16 @@ fn new_settings_are_validated() {
             "clock.allowed_lateness",
         ),
         ("[limits]\nmax_future = \"tomorrow\"\n", "limits.max_future"),
+        // Whole numbers are not rounded or parsed from text.
+        ("[dedupe]\nrecent_ids = 1.5\n", "dedupe.recent_ids"),
+        ("[dedupe]\nrecent_ids = \"8\"\n", "dedupe.recent_ids"),
+        ("[limits]\nmax_attributes = 10.5\n", "limits.max_attributes"),
     ] {
         let m = err(extra);
         assert!(m.contains(key), "{extra}: {m}");
+        if extra.contains("1.5") || extra.contains("10.5") {
+            assert!(m.contains(".5") && m.contains("whole number"), "{m}");
+        }
     }
     let s = Settings::from_toml(&config("")).expect("defaults");
     assert_eq!(s.rules.dedupe_ids, 8);

@@ -123,12 +123,17 @@ struct RawConfig {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawLimits {
+    #[serde(default, deserialize_with = "whole_number")]
     max_message_bytes: Option<u64>,
+    #[serde(default, deserialize_with = "whole_number")]
     max_attributes: Option<u64>,
+    #[serde(default, deserialize_with = "whole_number")]
     max_attribute_bytes: Option<u64>,
+    #[serde(default, deserialize_with = "whole_number")]
     max_leads_per_partition: Option<u64>,
     evict_inactive_after: Option<String>,
     evict_terminal_after: Option<String>,
+    #[serde(default, deserialize_with = "whole_number")]
     max_pending_timers_per_partition: Option<u64>,
     max_future: Option<String>,
 }
@@ -313,7 +318,38 @@ struct RawClock {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawDedupe {
+    #[serde(default, deserialize_with = "whole_number")]
     recent_ids: Option<u64>,
+}
+
+/// A whole number, refusing what serde would otherwise round or parse (`1.5`, `"8"`), so the
+/// error quotes the value as written.
+fn whole_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    struct V;
+    impl<'de> Visitor<'de> for V {
+        type Value = Option<u64>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a whole number")
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(Some(v))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            u64::try_from(v)
+                .map(Some)
+                .map_err(|_| E::invalid_value(de::Unexpected::Signed(v), &self))
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            Err(E::invalid_value(de::Unexpected::Float(v), &self))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Err(E::invalid_type(de::Unexpected::Str(v), &self))
+        }
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+            Err(E::invalid_type(de::Unexpected::Bool(v), &self))
+        }
+    }
+    d.deserialize_any(V)
 }
 
 // ---- validated settings ----
@@ -429,7 +465,26 @@ impl Settings {
                 c.holidays.len()
             );
         }
-        let _ = writeln!(s, "clock: grace {}", fmt_ms(self.clock_grace_ms));
+        let _ = writeln!(
+            s,
+            "clock: grace {}, allowed lateness {}",
+            fmt_ms(self.clock_grace_ms),
+            fmt_ms(r.allowed_lateness_ms)
+        );
+        let _ = writeln!(
+            s,
+            "input: lead keys {}, duplicates among the last {} ids, future limit {}",
+            match r.limits.lead_key {
+                crate::model::event::LeadKeyMode::Exact => "exact",
+                crate::model::event::LeadKeyMode::Lowercase => "lowercase",
+            },
+            r.dedupe_ids,
+            if r.limits.max_future_ms > 0 {
+                fmt_ms(r.limits.max_future_ms)
+            } else {
+                "off".to_string()
+            }
+        );
         s
     }
 }

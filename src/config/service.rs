@@ -534,13 +534,18 @@ pub(super) fn check_together(
         } else {
             ("run.drain_timeout", format!("{} ms", svc.drain_timeout_ms))
         };
+        let between = if registry_ms > 0 {
+            "a registry lookup and a producer flush may happen between two polls"
+        } else {
+            "a producer flush may take that long between two polls"
+        };
         return Err(invalid(
             key,
             value,
             format!(
-                "less than kafka.properties.\"max.poll.interval.ms\" ({poll_ms} ms) in total: \
-                 a registry lookup and a flush happen between two polls, and a consumer that \
-                 outlasts the poll interval leaves its group and re-reads (a livelock)"
+                "must total below kafka.properties.\"max.poll.interval.ms\" ({poll_ms} ms): \
+                 {between}, and a consumer that outlasts the poll interval leaves its group and \
+                 re-reads (a livelock); raise max.poll.interval.ms or lower the timeouts"
             ),
         ));
     }

@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 
 /// Longest accepted `lead_key`, in bytes (SPEC §2).
 pub const MAX_LEAD_KEY_BYTES: usize = 256;
+/// Longest raw `lead_key` read before normalization (SPEC §2 limits the normalized key).
+const RAW_LEAD_KEY_BYTES: usize = 4 * MAX_LEAD_KEY_BYTES;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -422,9 +424,10 @@ impl EventFields {
     pub fn validate(self) -> Result<Event, Invalid> {
         let event_id = required(self.event_id, "event_id")?;
         let lead_key = required(self.lead_key, "lead_key")?;
-        // Surrounding whitespace may still be trimmed by `input.lead_key = "lowercase"`;
-        // `Event::admit` checks the key as the lead will have it.
-        if lead_key.trim().len() > MAX_LEAD_KEY_BYTES {
+        // `Event::admit` checks the key as the lead will have it (`input.lead_key` may trim
+        // and lowercase it, which can shorten it up to threefold); this bound only keeps
+        // hostile keys from being normalized at all.
+        if lead_key.len() > RAW_LEAD_KEY_BYTES {
             return Err(Invalid::LeadKeyTooLong(lead_key.len()));
         }
         let occurred_at = self
@@ -525,7 +528,13 @@ mod tests {
         assert_eq!(f.validate(), Err(Invalid::EmptyField("lead_key")));
         let mut f = fields();
         f.lead_key = Some("x".repeat(257));
-        assert_eq!(f.validate(), Err(Invalid::LeadKeyTooLong(257)));
+        let limits = crate::model::rules::Limits::default();
+        assert_eq!(
+            f.clone().validate().and_then(|e| e.admit(&limits, None)),
+            Err(Invalid::LeadKeyTooLong(257))
+        );
+        f.lead_key = Some("x".repeat(1025));
+        assert_eq!(f.validate(), Err(Invalid::LeadKeyTooLong(1025)), "hostile");
         let mut f = fields();
         f.lead_key = Some("x".repeat(256));
         assert!(f.validate().is_ok());
