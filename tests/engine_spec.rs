@@ -3,9 +3,9 @@
 
 mod common;
 
-use common::{ev, run, state, DAY, H};
+use common::{ev, run, slas, state, transitions, DAY, H};
 use leadflow::model::funnel::Stage;
-use leadflow::model::records::{Output, SlaKind, SlaRecord, Transition};
+use leadflow::model::records::{Output, SlaKind};
 
 const T0: i64 = 1_800_000_000_000;
 
@@ -46,24 +46,6 @@ fast_track = [ {{ source = "web", type = "demo_request" }} ]
 {extra}
 "#
     )
-}
-
-fn transitions(out: &[Output]) -> Vec<&Transition> {
-    out.iter()
-        .filter_map(|o| match o {
-            Output::Transition(t) => Some(t),
-            _ => None,
-        })
-        .collect()
-}
-
-fn slas(out: &[Output]) -> Vec<&SlaRecord> {
-    out.iter()
-        .filter_map(|o| match o {
-            Output::Sla(s) => Some(s),
-            _ => None,
-        })
-        .collect()
 }
 
 /// A compact trace: `T:from>to` or `S:policy:kind`, in output order.

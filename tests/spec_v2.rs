@@ -7,11 +7,11 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{ev, run, state, DAY, H};
+use common::{ev, run, slas, state, transitions, DAY, H};
 use leadflow::config::Settings;
 use leadflow::engine::PartitionState;
 use leadflow::model::event::{EventFields, Invalid, LeadKeyMode};
-use leadflow::model::records::{Output, SlaKind, SlaRecord, Transition};
+use leadflow::model::records::{Output, SlaKind, SlaRecord};
 
 /// 2026-12-01 10:00 UTC.
 const T10: i64 = 1_796_119_200_000;
@@ -40,24 +40,6 @@ fast_track = [ {{ source = "web", type = "demo_request" }} ]
 {extra}
 "#
     )
-}
-
-fn transitions(out: &[Output]) -> Vec<&Transition> {
-    out.iter()
-        .filter_map(|o| match o {
-            Output::Transition(t) => Some(t),
-            _ => None,
-        })
-        .collect()
-}
-
-fn slas(out: &[Output]) -> Vec<&SlaRecord> {
-    out.iter()
-        .filter_map(|o| match o {
-            Output::Sla(s) => Some(s),
-            _ => None,
-        })
-        .collect()
 }
 
 fn trace(out: &[Output]) -> Vec<String> {

@@ -334,8 +334,9 @@ impl Lead {
         }
     }
 
-    /// The remembered ids, oldest first.
-    pub fn recent_ids(&self, window: usize) -> Vec<u64> {
+    /// The remembered ids, oldest first, as two runs of the ring (no allocation: snapshots
+    /// of millions of leads call this once per lead).
+    pub fn recent_id_runs(&self, window: usize) -> (&[u64], &[u64]) {
         let (ring, next): (&[u64], usize) = if window <= RECENT_IDS {
             (
                 &self.recent.ids[..self.recent_len as usize],
@@ -346,10 +347,16 @@ impl Lead {
             (&rare.ids, rare.ids_next as usize)
         };
         if ring.len() < window {
-            return ring.to_vec(); // not full yet: in order
+            return (ring, &[]); // not full yet: in order
         }
         let next = next.min(ring.len());
-        ring[next..].iter().chain(&ring[..next]).copied().collect()
+        (&ring[next..], &ring[..next])
+    }
+
+    /// The remembered ids, oldest first.
+    pub fn recent_ids(&self, window: usize) -> Vec<u64> {
+        let (older, newer) = self.recent_id_runs(window);
+        [older, newer].concat()
     }
 
     /// Replaces the duplicate window by `ids` (oldest first), keeping the newest `window`.

@@ -241,9 +241,9 @@ impl PartitionState {
                 w.str(&rules.engagement[*ri as usize].name);
                 w.i64(*t);
             }
-            let ids = lead.recent_ids(rules.dedupe_ids);
-            w.len(ids.len());
-            for h in ids {
+            let (older, newer) = lead.recent_id_runs(rules.dedupe_ids);
+            w.len(older.len() + newer.len());
+            for &h in older.iter().chain(newer) {
                 w.u64(h);
             }
             w.u32(lead.transitions);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use leadflow::config::Settings;
 use leadflow::engine::PartitionState;
 use leadflow::model::event::{Event, EventFields};
-use leadflow::model::records::Output;
+use leadflow::model::records::{Output, SlaRecord, Transition};
 
 pub const H: i64 = 3_600_000;
 pub const DAY: i64 = 24 * H;
@@ -31,6 +31,26 @@ pub fn run(state: &mut PartitionState, events: &[Event]) -> Vec<Output> {
         state.apply(e, &mut out);
     }
     out
+}
+
+/// The transitions among `out`, in order.
+pub fn transitions(out: &[Output]) -> Vec<&Transition> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Transition(t) => Some(t),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The SLA records among `out`, in order.
+pub fn slas(out: &[Output]) -> Vec<&SlaRecord> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Sla(s) => Some(s),
+            _ => None,
+        })
+        .collect()
 }
 
 /// `../shared/examples-v2` (SPEC v2's example) when present (the authoritative copy), else
