@@ -28,7 +28,7 @@ PY
 
 echo "deploy: Kubernetes manifests"
 kubernetes-validate --strict deploy/k8s/configmap.yaml deploy/k8s/statefulset.yaml \
-  deploy/k8s/service.yaml deploy/k8s/pdb.yaml
+  deploy/k8s/service.yaml deploy/k8s/pdb.yaml deploy/k8s/serviceaccount.yaml
 
 echo "deploy: Dockerfile"
 hadolint deploy/Dockerfile

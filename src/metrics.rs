@@ -19,6 +19,8 @@ pub const RESPONSE_BUCKETS: [f64; 11] = [
 const LAG_BUCKETS: [f64; 12] = [
     0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 3600.0, 86400.0, 604800.0,
 ];
+/// Slices of the state thread's time: a checkpoint should cost it about a millisecond at once.
+const PAUSE_BUCKETS: [f64; 10] = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0];
 const DURATION_BUCKETS: [f64; 10] = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0];
 
 pub fn now_ms() -> i64 {
@@ -59,6 +61,7 @@ pub struct Metrics {
     pub sla_clocks_refused: IntCounter,
     pub consumer_lag: IntGaugeVec,
     pub snapshot_duration_seconds: Histogram,
+    pub checkpoint_pause_seconds: Histogram,
     pub snapshot_bytes: IntGauge,
     pub snapshot_age_seconds: IntGauge,
     pub recovery_duration_seconds: Histogram,
@@ -74,6 +77,7 @@ pub struct Metrics {
     pub schema_registry_failures: IntCounter,
     pub ingest_paused_partitions: IntGauge,
     pub snapshot_failures: IntCounter,
+    pub state_records: IntCounter,
     pub snapshots_skipped: IntCounterVec,
     pub group_lag: IntGaugeVec,
     pub group_lag_known: IntGaugeVec,
@@ -154,13 +158,18 @@ impl Metrics {
             )),
             snapshot_duration_seconds: reg!(r, Histogram::with_opts(hist(
                 "leadflow_snapshot_duration_seconds",
-                "Time to encode and durably write one partition snapshot.",
+                "Time from the start of one partition snapshot (its state) until it is durable in the store: encoded in slices beside the fold, then written in the background.",
                 &DURATION_BUCKETS
+            ))),
+            checkpoint_pause_seconds: reg!(r, Histogram::with_opts(hist(
+                "leadflow_checkpoint_pause_seconds",
+                "Time the state thread spends on one slice of a checkpoint (the commit and start of snapshots, or one encoding step): what checkpoints add to the fold's latency.",
+                &PAUSE_BUCKETS
             ))),
             snapshot_bytes: reg!(r, IntGauge::new("leadflow_snapshot_bytes", "Size of the last snapshot written.")),
             snapshot_age_seconds: reg!(r, IntGauge::new(
                 "leadflow_snapshot_age_seconds",
-                "Seconds since the last snapshot (or since the start, before the first)."
+                "Age of the state in the newest snapshot written (seconds since it was started), or seconds since the start before the first."
             )),
             recovery_duration_seconds: reg!(r, Histogram::with_opts(hist(
                 "leadflow_recovery_duration_seconds",
@@ -220,7 +229,11 @@ impl Metrics {
             )),
             snapshot_failures: reg!(r, IntCounter::new(
                 "leadflow_snapshot_failures_total",
-                "Snapshots that could not be written (e.g. a full disk); retried with backoff, processing goes on, not ready until one succeeds."
+                "Snapshots that could not be written (a full disk, an unreachable bucket); retried with backoff, processing goes on, not ready until one succeeds."
+            )),
+            state_records: reg!(r, IntCounter::new(
+                "leadflow_state_records_total",
+                "Records of the internal log folded by the state stage (events and ticks), the re-fold after a recovery included: after a takeover it shows how much of the log was folded again."
             )),
             snapshots_skipped: reg!(r, IntCounterVec::new(
                 Opts::new(
@@ -259,10 +272,13 @@ impl Metrics {
         })
     }
 
-    pub fn snapshot_written(&self, seconds: f64, bytes: u64) {
+    /// A snapshot is durable: `seconds` from its start, `bytes` long, holding the state as of
+    /// wall time `taken_at_ms`.
+    pub fn snapshot_written(&self, seconds: f64, bytes: u64, taken_at_ms: i64) {
         self.snapshot_duration_seconds.observe(seconds);
         self.snapshot_bytes.set(bytes as i64);
-        self.last_snapshot_ms.store(now_ms(), Ordering::Relaxed);
+        self.last_snapshot_ms
+            .fetch_max(taken_at_ms, Ordering::Relaxed);
     }
 
     /// The text exposition, after refreshing time-based gauges.

@@ -349,3 +349,36 @@ fn the_documented_production_example_loads() {
     assert!(s.service.log_json);
     assert_eq!(s.service.properties["security.protocol"], "SASL_SSL");
 }
+
+#[test]
+fn bad_snapshot_stores_fail_at_startup() {
+    let with = |snapshots: &str| format!("{}\n[snapshots]\n{snapshots}\n", example());
+    let msg = error_of(&with("url = \"ftp://files.example/leadflow\""));
+    assert_mentions(
+        &msg,
+        &["snapshots.url", "ftp://files.example", "s3://", "file://"],
+    );
+    let msg = error_of(&with("url = \"s3:///prefix-only\""));
+    assert_mentions(&msg, &["snapshots.url", "BUCKET"]);
+    let msg = error_of(&with("url = \"s3://b/p\"\ndir = \"/var/lib/x\""));
+    assert_mentions(&msg, &["snapshots.dir", "not both"]);
+    let msg = error_of(&with("endpoint = \"http://minio:9000\""));
+    assert_mentions(&msg, &["snapshots.endpoint", "s3://BUCKET"]);
+    let msg = error_of(&with(
+        "url = \"gs://b/p\"\nendpoint = \"http://minio:9000\"",
+    ));
+    assert_mentions(&msg, &["snapshots.endpoint", "S3-compatible", "gs://"]);
+    let msg = error_of(&with("url = \"s3://b/p\"\nendpoint = \"minio:9000\""));
+    assert_mentions(&msg, &["snapshots.endpoint", "http://"]);
+    // What is allowed: a bucket with an endpoint, and a folder as a file URL.
+    let s = Settings::from_toml(&with(
+        "url = \"s3://acme/prod\"\nendpoint = \"http://127.0.0.1:9000\"",
+    ))
+    .expect("s3 with an endpoint");
+    assert_eq!(s.service.snapshot_store.url, "s3://acme/prod");
+    let s = Settings::from_toml(&with("dir = \"/var/lib/leadflow/snapshots\"")).expect("a folder");
+    assert_eq!(
+        s.service.snapshot_store.url,
+        "file:///var/lib/leadflow/snapshots/"
+    );
+}

@@ -525,7 +525,8 @@ fn a_full_snapshot_disk_is_reported_retried_and_does_not_stop_processing() {
             .map(|rd| {
                 rd.filter_map(|e| e.ok())
                     .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| n.ends_with(".tmp"))
+                    // Staged writes are `NAME#N` until renamed into place.
+                    .filter(|n| n.contains('#') || n.ends_with(".tmp"))
                     .collect()
             })
             .unwrap_or_default()

@@ -246,6 +246,48 @@ proptest! {
         prop_assert_eq!(resumed.pending_timers(), whole.pending_timers());
     }
 
+    /// A snapshot begun at any point and encoded in slices of any size while the rest of the
+    /// stream is applied (evictions included) is byte for byte the state at its start: what
+    /// lets checkpoints run beside the fold.
+    #[test]
+    fn a_snapshot_in_progress_is_the_state_at_its_start(
+        ops in prop::collection::vec(any_op(), 0..100),
+        split in any::<prop::sample::Index>(),
+        step in 1usize..4,
+    ) {
+        let config = format!(
+            "{}\n[limits]\nevict_inactive_after = \"2d\"\nevict_terminal_after = \"1d\"\n",
+            example_config()
+        );
+        let k = if ops.is_empty() { 0 } else { split.index(ops.len() + 1) };
+        let mut st = state(&config);
+        let mut out = Vec::new();
+        let apply = |st: &mut leadflow::engine::PartitionState, op: &Op, out: &mut Vec<Output>| {
+            match op {
+                Op::Event(e) => { st.apply(e, out); }
+                Op::Advance(t) => st.advance(*t, out),
+            }
+        };
+        for op in &ops[..k] {
+            apply(&mut st, op, &mut out);
+        }
+        let expected = st.encode_snapshot(k as i64);
+        st.begin_snapshot(k as i64);
+        let mut done = None;
+        for op in &ops[k..] {
+            apply(&mut st, op, &mut out);
+            if done.is_none() {
+                done = st.snapshot_step(step);
+            }
+        }
+        while done.is_none() {
+            done = st.snapshot_step(step);
+        }
+        let (pos, bytes) = done.expect("complete");
+        prop_assert_eq!(pos, k as i64);
+        prop_assert!(bytes == expected, "differs from the state at its start");
+    }
+
     /// Arbitrary bytes never panic the snapshot decoder.
     #[test]
     fn snapshot_decoder_survives_garbage(bytes in prop::collection::vec(any::<u8>(), 0..512)) {

@@ -485,6 +485,18 @@ impl Settings {
                 "off".to_string()
             }
         );
+        let store = &self.service.snapshot_store;
+        let _ = writeln!(
+            s,
+            "snapshots: {}{}, every {}, {} kept per partition",
+            store.url,
+            store
+                .endpoint
+                .as_ref()
+                .map_or(String::new(), |e| format!(" (endpoint {e})")),
+            fmt_ms(self.service.snapshot_interval_ms),
+            store.retain
+        );
         s
     }
 }

@@ -49,6 +49,8 @@ pub(super) struct RawFormats {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawSnapshots {
+    url: Option<String>,
+    endpoint: Option<String>,
     dir: Option<String>,
     interval: Option<String>,
     retain: Option<u32>,
@@ -183,7 +185,9 @@ pub struct Service {
     /// Input formats, indexed by `Source::index`.
     pub input_formats: [InputFormat; 3],
     pub output_format: OutputFormat,
-    pub snapshot_dir: PathBuf,
+    /// Where snapshots go (`snapshots.url`, or `snapshots.dir` as a file URL), and how many
+    /// are kept per partition.
+    pub snapshot_store: crate::snapshot::StoreConfig,
     pub snapshot_interval_ms: i64,
     pub snapshot_retain: u32,
     pub drain_timeout_ms: i64,
@@ -247,6 +251,38 @@ pub(super) struct RawSections {
     pub log: RawLog,
     pub registry: RawRegistry,
     pub ingest: RawIngest,
+}
+
+/// `snapshots.url`, or `snapshots.dir` (default `leadflow-snapshots`, relative to the working
+/// directory) as a file URL; checked here so a bad store fails at startup, not at the first
+/// checkpoint.
+fn snapshot_url(url: Option<&str>, dir: Option<&str>) -> Result<String, ConfigError> {
+    let url = match (url, dir) {
+        (Some(_), Some(d)) => {
+            return Err(invalid(
+                "snapshots.dir",
+                d,
+                "set either snapshots.url or snapshots.dir (a local folder), not both",
+            ))
+        }
+        (Some(u), None) => u.to_string(),
+        (None, dir) => {
+            let dir = PathBuf::from(dir.unwrap_or("leadflow-snapshots"));
+            let abs = std::path::absolute(&dir)
+                .map_err(|e| invalid("snapshots.dir", dir.display().to_string(), e.to_string()))?;
+            url::Url::from_directory_path(&abs)
+                .map_err(|()| {
+                    invalid(
+                        "snapshots.dir",
+                        dir.display().to_string(),
+                        "a local folder path",
+                    )
+                })?
+                .to_string()
+        }
+    };
+    crate::snapshot::check_url(&url, None).map_err(|e| invalid("snapshots.url", &url, e))?;
+    Ok(url)
 }
 
 pub(super) fn validate(raw: RawSections) -> Result<Service, ConfigError> {
@@ -346,6 +382,23 @@ pub(super) fn validate(raw: RawSections) -> Result<Service, ConfigError> {
             "keep at least 1 snapshot",
         ));
     }
+    if let (Some(ep), Some(url)) = (&snapshots.endpoint, &snapshots.url) {
+        crate::snapshot::check_url(url, Some(ep))
+            .map_err(|e| invalid("snapshots.endpoint", ep, e))?;
+        if !(ep.starts_with("http://") || ep.starts_with("https://")) {
+            return Err(invalid(
+                "snapshots.endpoint",
+                ep,
+                "an http:// or https:// URL of an S3-compatible server",
+            ));
+        }
+    } else if let Some(ep) = &snapshots.endpoint {
+        return Err(invalid(
+            "snapshots.endpoint",
+            ep,
+            "needs snapshots.url = \"s3://BUCKET/PREFIX\"",
+        ));
+    }
     let transactions = match kafka.transactions.as_deref().unwrap_or("auto") {
         "auto" => Transactions::Auto,
         "on" => Transactions::On,
@@ -413,7 +466,11 @@ pub(super) fn validate(raw: RawSections) -> Result<Service, ConfigError> {
             input_format("formats.crm", formats.crm.as_deref())?,
         ],
         output_format,
-        snapshot_dir: PathBuf::from(snapshots.dir.unwrap_or_else(|| "leadflow-snapshots".into())),
+        snapshot_store: crate::snapshot::StoreConfig {
+            url: snapshot_url(snapshots.url.as_deref(), snapshots.dir.as_deref())?,
+            endpoint: snapshots.endpoint.clone(),
+            retain,
+        },
         snapshot_interval_ms: positive_duration(
             "snapshots.interval",
             snapshots.interval.as_deref().unwrap_or("10s"),

@@ -193,11 +193,13 @@ impl PartitionState {
 
     /// Takes the lead at `i` out of the vector and the index (the last lead moves to `i`).
     fn remove_at(&mut self, i: usize) -> Lead {
+        let last = self.leads.len() - 1;
+        self.touch(i);
+        self.touch(last);
         let h = self.hasher.hash_one(&*self.leads[i].key);
         if let Ok(e) = self.index.find_entry(h, |&x| x as usize == i) {
             e.remove();
         }
-        let last = self.leads.len() - 1;
         if i != last {
             let hl = self.hasher.hash_one(&*self.leads[last].key);
             if let Some(slot) = self.index.find_mut(hl, |&x| x as usize == last) {

@@ -2,6 +2,7 @@
 //! output records (SPEC §3–§7). No I/O, no wall clock: time comes only from events and from
 //! `advance`.
 
+mod checkpoint;
 mod evict;
 mod explain;
 mod lead;
@@ -91,6 +92,10 @@ pub struct PartitionState {
     evicted: Option<EvictedFilter>,
     /// The last eviction sweep's grid point.
     last_sweep: Option<i64>,
+    /// A snapshot in progress (copy-on-write, `checkpoint.rs`).
+    pending: Option<Box<checkpoint::Pending>>,
+    /// The size of the last snapshot encoded or restored: the next one's buffer.
+    snapshot_hint: usize,
 }
 
 impl PartitionState {
@@ -107,6 +112,52 @@ impl PartitionState {
             open_clocks: 0,
             evicted: None,
             last_sweep: None,
+            pending: None,
+            snapshot_hint: 0,
+        }
+    }
+
+    /// Starts a snapshot of the state as it is now, at log `position` (the next offset to
+    /// fold), replacing any in progress. The state goes on folding; [`Self::snapshot_step`]
+    /// encodes it a slice at a time, and the result is what [`Self::encode_snapshot`] returns
+    /// now. Costs the head and the timers now (small), and one bit per lead until it ends.
+    pub fn begin_snapshot(&mut self, position: i64) {
+        self.pending = Some(Box::new(checkpoint::Pending::start(
+            self,
+            position,
+            self.snapshot_hint.saturating_add(self.snapshot_hint / 8),
+        )));
+    }
+
+    /// The position of the snapshot in progress, if any.
+    pub fn snapshot_in_progress(&self) -> Option<i64> {
+        self.pending.as_ref().map(|p| p.position())
+    }
+
+    /// Drops the snapshot in progress (e.g. when the state is being replaced).
+    pub fn cancel_snapshot(&mut self) {
+        self.pending = None;
+    }
+
+    /// Encodes up to `max_leads` more leads of the snapshot in progress; once all are, returns
+    /// its position and bytes and ends it. `None` while it goes on, or when none is in progress.
+    pub fn snapshot_step(&mut self, max_leads: usize) -> Option<(i64, Vec<u8>)> {
+        let pending = self.pending.as_deref_mut()?;
+        if !pending.step(&self.rules, &self.leads, max_leads) {
+            return None;
+        }
+        let pending = self.pending.take()?;
+        let position = pending.position();
+        let bytes = pending.finish();
+        self.snapshot_hint = bytes.len();
+        Some((position, bytes))
+    }
+
+    /// Before the lead at `i` changes, moves or goes: a snapshot in progress keeps it as it was.
+    #[inline]
+    fn touch(&mut self, i: usize) {
+        if let Some(p) = self.pending.as_deref_mut() {
+            p.touch(&self.rules, &self.leads, i);
         }
     }
 
@@ -273,6 +324,7 @@ impl PartitionState {
         let t = ev.occurred_at;
         self.advance(t, out);
         let (li, created) = self.find_or_insert(&ev.lead_key, t);
+        self.touch(li);
 
         let PartitionState {
             rules,

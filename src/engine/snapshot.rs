@@ -8,6 +8,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use super::checkpoint::Pending;
 use super::{
     static_reason, Clock, EvictedFilter, Extra, Lead, PartitionState, Profile, Rare,
     RecentTransition, Stats, Timer, TimerKind, RECENT_IDS, RECENT_TRANSITIONS,
@@ -76,28 +77,28 @@ impl SnapshotError {
     }
 }
 
-struct W(Vec<u8>);
+pub(super) struct W(pub(super) Vec<u8>);
 
 impl W {
-    fn u8(&mut self, v: u8) {
+    pub(super) fn u8(&mut self, v: u8) {
         self.0.push(v);
     }
-    fn u16(&mut self, v: u16) {
+    pub(super) fn u16(&mut self, v: u16) {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
-    fn u32(&mut self, v: u32) {
+    pub(super) fn u32(&mut self, v: u32) {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
-    fn u64(&mut self, v: u64) {
+    pub(super) fn u64(&mut self, v: u64) {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
-    fn i64(&mut self, v: i64) {
+    pub(super) fn i64(&mut self, v: i64) {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
-    fn f64(&mut self, v: f64) {
+    pub(super) fn f64(&mut self, v: f64) {
         self.0.extend_from_slice(&v.to_bits().to_le_bytes());
     }
-    fn opt_i64(&mut self, v: Option<i64>) {
+    pub(super) fn opt_i64(&mut self, v: Option<i64>) {
         match v {
             Some(x) => {
                 self.u8(1);
@@ -106,11 +107,11 @@ impl W {
             None => self.u8(0),
         }
     }
-    fn str(&mut self, s: &str) {
+    pub(super) fn str(&mut self, s: &str) {
         self.u32(s.len() as u32);
         self.0.extend_from_slice(s.as_bytes());
     }
-    fn len(&mut self, n: usize) {
+    pub(super) fn len(&mut self, n: usize) {
         self.u32(n as u32);
     }
 }
@@ -182,10 +183,17 @@ fn stage_from(code: u8) -> Result<Stage, SnapshotError> {
 
 impl PartitionState {
     /// Encodes the whole state; `position` is the caller's log position the state covers
-    /// (the next internal offset to read).
+    /// (the next internal offset to read). The same bytes as a [`PartitionState::begin_snapshot`]
+    /// at this point, stepped to the end however the state changes meanwhile.
     pub fn encode_snapshot(&self, position: i64) -> Vec<u8> {
-        let rules = &*self.rules;
-        let mut w = W(Vec::with_capacity(64 + self.leads.len() * 128));
+        let mut pending = Pending::start(self, position, self.snapshot_hint);
+        pending.step(&self.rules, &self.leads, usize::MAX);
+        pending.finish()
+    }
+
+    /// Header and everything but the leads and the timers: magic, version, position, clock,
+    /// counters, the evicted-key filter, and the lead count (`leads` in the order they follow).
+    pub(super) fn encode_head(&self, w: &mut W, position: i64) {
         w.0.extend_from_slice(MAGIC);
         w.u16(VERSION);
         w.i64(position);
@@ -221,70 +229,12 @@ impl PartitionState {
             w.str(k);
             w.u64(*v);
         }
-
         w.len(self.leads.len());
-        for lead in &self.leads {
-            let extra = lead.extra();
-            w.str(&lead.key);
-            w.u8(lead.stage.index() as u8);
-            w.f64(lead.engagement.value);
-            w.i64(lead.engagement.at);
-            w.f64(lead.fit);
-            w.i64(lead.last_seen);
-            w.len(lead.profile.len());
-            for (k, v) in lead.profile.iter() {
-                w.str(k);
-                w.str(v);
-            }
-            w.len(extra.cooldowns.len());
-            for (ri, t) in &extra.cooldowns {
-                w.str(&rules.engagement[*ri as usize].name);
-                w.i64(*t);
-            }
-            let (older, newer) = lead.recent_id_runs(rules.dedupe_ids);
-            w.len(older.len() + newer.len());
-            for &h in older.iter().chain(newer) {
-                w.u64(h);
-            }
-            w.u32(lead.transitions);
-            w.len(extra.clocks.len());
-            for c in &extra.clocks {
-                w.str(&rules.sla[c.policy as usize].name);
-                w.u32(c.k);
-                w.i64(c.start);
-                w.i64(c.deadline);
-                w.opt_i64(c.warn_at);
-            }
-            w.len(extra.sla_started.len());
-            for (pi, n) in &extra.sla_started {
-                w.str(&rules.sla[*pi as usize].name);
-                w.u32(*n);
-            }
-            w.len(lead.contributions.len());
-            for (ri, c) in lead.contributions.iter() {
-                w.str(&rules.engagement[*ri as usize].name);
-                w.f64(c.value);
-                w.i64(c.at);
-            }
-            w.len(extra.recent_transitions.len());
-            for t in &extra.recent_transitions {
-                w.u8(t.from.index() as u8);
-                w.u8(t.to.index() as u8);
-                w.str(t.reason);
-                w.i64(t.at);
-            }
-            let rare = extra.rare();
-            w.opt_i64(rare.reborn);
-            w.i64(lead.created());
-            w.opt_i64(rare.reset_at);
-            w.len(rare.keyed_cooldowns.len());
-            for (ri, value, t) in &rare.keyed_cooldowns {
-                w.str(&rules.engagement[*ri as usize].name);
-                w.str(value);
-                w.i64(*t);
-            }
-        }
+    }
 
+    /// The pending warnings and breaches, which follow the leads.
+    pub(super) fn encode_timers(&self, w: &mut W) {
+        let rules = &*self.rules;
         w.len(self.timers.len());
         for t in &self.timers {
             w.str(&t.lead);
@@ -292,11 +242,73 @@ impl PartitionState {
             w.u8(t.kind as u8);
             w.i64(t.due);
         }
-        let crc = crc32fast::hash(&w.0);
-        w.u32(crc);
-        w.0
     }
+}
 
+/// One lead's record (rules and policies by name).
+pub(super) fn encode_lead(w: &mut W, rules: &Ruleset, lead: &Lead) {
+    let extra = lead.extra();
+    w.str(&lead.key);
+    w.u8(lead.stage.index() as u8);
+    w.f64(lead.engagement.value);
+    w.i64(lead.engagement.at);
+    w.f64(lead.fit);
+    w.i64(lead.last_seen);
+    w.len(lead.profile.len());
+    for (k, v) in lead.profile.iter() {
+        w.str(k);
+        w.str(v);
+    }
+    w.len(extra.cooldowns.len());
+    for (ri, t) in &extra.cooldowns {
+        w.str(&rules.engagement[*ri as usize].name);
+        w.i64(*t);
+    }
+    let (older, newer) = lead.recent_id_runs(rules.dedupe_ids);
+    w.len(older.len() + newer.len());
+    for &h in older.iter().chain(newer) {
+        w.u64(h);
+    }
+    w.u32(lead.transitions);
+    w.len(extra.clocks.len());
+    for c in &extra.clocks {
+        w.str(&rules.sla[c.policy as usize].name);
+        w.u32(c.k);
+        w.i64(c.start);
+        w.i64(c.deadline);
+        w.opt_i64(c.warn_at);
+    }
+    w.len(extra.sla_started.len());
+    for (pi, n) in &extra.sla_started {
+        w.str(&rules.sla[*pi as usize].name);
+        w.u32(*n);
+    }
+    w.len(lead.contributions.len());
+    for (ri, c) in lead.contributions.iter() {
+        w.str(&rules.engagement[*ri as usize].name);
+        w.f64(c.value);
+        w.i64(c.at);
+    }
+    w.len(extra.recent_transitions.len());
+    for t in &extra.recent_transitions {
+        w.u8(t.from.index() as u8);
+        w.u8(t.to.index() as u8);
+        w.str(t.reason);
+        w.i64(t.at);
+    }
+    let rare = extra.rare();
+    w.opt_i64(rare.reborn);
+    w.i64(lead.created());
+    w.opt_i64(rare.reset_at);
+    w.len(rare.keyed_cooldowns.len());
+    for (ri, value, t) in &rare.keyed_cooldowns {
+        w.str(&rules.engagement[*ri as usize].name);
+        w.str(value);
+        w.i64(*t);
+    }
+}
+
+impl PartitionState {
     /// Restores a state encoded by `encode_snapshot`, returning it and its log position.
     pub fn decode_snapshot(
         rules: Arc<Ruleset>,
@@ -592,6 +604,7 @@ impl PartitionState {
         state.last_sweep = last_sweep;
         state.evicted = evicted;
         state.recount();
+        state.snapshot_hint = bytes.len();
         Ok((state, position))
     }
 }

@@ -74,3 +74,4 @@ pub mod child;
 pub mod http;
 pub mod kafka;
 pub mod kafka_local;
+pub mod s3;

@@ -5,7 +5,12 @@
 //! ticks and the consumed positions through the consumer group (as Kafka Streams'
 //! exactly_once_v2 does): the group coordinator refuses the positions of an instance whose
 //! group generation is stale, so an instance that lost its partitions cannot commit outputs for
-//! them. A snapshot at position S is written only after the commit that covers S.
+//! them. A snapshot at position S is started only after the commit that covers S.
+//!
+//! Snapshots stay off the fold's critical path: one starts as a copy-on-write view of the
+//! state (`engine/checkpoint.rs`), is encoded in slices of about a millisecond between
+//! records, and is written by the store's I/O runtime while the fold goes on. Partitions
+//! are staggered across the interval.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -16,18 +21,36 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::Producer;
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::{lock, Shared, StateContext};
+use super::{lock, Part, Shared, StateContext};
 
 /// The first retry after a failed snapshot; it doubles up to `snapshots.interval`.
 const SNAPSHOT_FIRST_BACKOFF: Duration = Duration::from_secs(1);
 
-/// Snapshots are failing: when to retry, how many attempts failed, when that was last logged.
+/// Leads encoded between two looks at the time budget (about 0.1 ms at 1M leads).
+const STEP_LEADS: usize = 256;
+
+/// Snapshots are failing: the current backoff, how many attempts failed, when that was last
+/// logged.
 pub(super) struct SnapshotRetry {
     backoff: Duration,
     failures: u64,
     logged: Instant,
 }
+
+/// A background snapshot write and how it ended.
+pub(super) type WriteOutcome = (WriteTag, anyhow::Result<Written>);
+
+/// What a background snapshot write reports back with its outcome.
+pub(super) struct WriteTag {
+    partition: i32,
+    position: i64,
+    started: Instant,
+    /// Wall time (ms) of the state the snapshot holds, for `leadflow_snapshot_age_seconds`.
+    started_ms: i64,
+    leads: usize,
+}
 use crate::kafka::producer;
+use crate::snapshot::Written;
 
 /// How a commit ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -153,12 +176,211 @@ impl StateContext {
         Ok(tpl)
     }
 
-    /// Commits, then snapshots every dirty partition at its committed position. Without
-    /// transactions it also commits the positions to the group (lag). A snapshot that cannot
-    /// be written is logged with its cause, counted, and makes the instance not ready until
-    /// one is written again; processing goes on, and [`StateContext::next_snapshot_in`] says
-    /// when to retry.
-    pub(super) fn checkpoint(
+    /// Starts the snapshots that are due: commits first (a snapshot at position S is taken
+    /// only once every output caused before S is durable), then each due partition begins a
+    /// copy-on-write snapshot at its position; [`StateContext::snapshot_steps`] encodes it in
+    /// slices and the store writes it in the background. Without transactions it also commits
+    /// the positions to the group (lag).
+    pub(super) fn start_snapshots(
+        &self,
+        shared: &mut Shared,
+        consumer: &BaseConsumer<Self>,
+    ) -> anyhow::Result<Commit> {
+        if self.failed.load(Ordering::SeqCst) {
+            return Ok(Commit::Done);
+        }
+        let now = Instant::now();
+        let due: Vec<i32> = shared
+            .parts
+            .iter()
+            .filter(|(_, part)| {
+                part.snapshot_due <= now
+                    && part.dirty
+                    && part.next_offset.is_some()
+                    && part.stopped.is_none()
+                    && part.writing.is_none()
+                    && part.state.snapshot_in_progress().is_none()
+            })
+            .map(|(p, _)| *p)
+            .collect();
+        if due.is_empty() {
+            return Ok(Commit::Done);
+        }
+        if self.commit(shared, consumer)? == Commit::Aborted {
+            return Ok(Commit::Aborted);
+        }
+        let interval = self.snapshot_interval();
+        let wall = crate::metrics::now_ms();
+        for p in due {
+            let Some(part) = shared.parts.get_mut(&p) else {
+                continue;
+            };
+            let Some(pos) = part.next_offset else {
+                continue;
+            };
+            part.state.begin_snapshot(pos);
+            part.dirty = false;
+            part.snapshot_started = Some((Instant::now(), wall));
+            part.snapshot_due = now + interval;
+        }
+        if !self.txn {
+            self.commit_positions(shared, consumer)?;
+        }
+        self.metrics
+            .checkpoint_pause_seconds
+            .observe(now.elapsed().as_secs_f64());
+        Ok(Commit::Done)
+    }
+
+    /// Encodes the snapshots in progress for at most about `budget`, then hands each complete
+    /// one to the store's background writer. Returns whether any is still in progress.
+    pub(super) fn snapshot_steps(&self, shared: &mut Shared, budget: Duration) -> bool {
+        let started = Instant::now();
+        let mut stepped = false;
+        for (p, part) in shared.parts.iter_mut() {
+            while part.state.snapshot_in_progress().is_some() {
+                stepped = true;
+                if let Some((pos, bytes)) = part.state.snapshot_step(STEP_LEADS) {
+                    self.hand_over(*p, part, pos, bytes);
+                    break;
+                }
+                if started.elapsed() >= budget {
+                    break;
+                }
+            }
+            if started.elapsed() >= budget {
+                break;
+            }
+        }
+        if stepped {
+            self.metrics
+                .checkpoint_pause_seconds
+                .observe(started.elapsed().as_secs_f64());
+        }
+        shared
+            .parts
+            .values()
+            .any(|part| part.state.snapshot_in_progress().is_some())
+    }
+
+    fn hand_over(&self, p: i32, part: &mut Part, pos: i64, bytes: Vec<u8>) {
+        let (started, started_ms) = part
+            .snapshot_started
+            .take()
+            .unwrap_or_else(|| (Instant::now(), crate::metrics::now_ms()));
+        part.writing = Some(pos);
+        self.writes_in_flight.fetch_add(1, Ordering::SeqCst);
+        let tag = WriteTag {
+            partition: p,
+            position: pos,
+            started,
+            started_ms,
+            leads: part.state.lead_count(),
+        };
+        self.store.spawn_write(
+            &self.settings.service.topics.internal,
+            p,
+            pos,
+            bytes,
+            tag,
+            self.written_tx.clone(),
+        );
+    }
+
+    /// Takes the outcomes of the background writes: metrics, readiness, and a retry with
+    /// backoff for a partition whose snapshot failed.
+    pub(super) fn collect_written(&self, shared: &mut Shared) {
+        let rx = lock(&self.written_rx);
+        while let Ok((tag, result)) = rx.try_recv() {
+            self.writes_in_flight.fetch_sub(1, Ordering::SeqCst);
+            self.written(shared, tag, result);
+        }
+    }
+
+    fn written(&self, shared: &mut Shared, tag: WriteTag, result: anyhow::Result<Written>) {
+        // The partition may have been revoked or recovered anew meanwhile: then only count.
+        let part = shared
+            .parts
+            .get_mut(&tag.partition)
+            .filter(|part| part.writing == Some(tag.position));
+        match result {
+            Ok(w) => {
+                if let Some(part) = part {
+                    part.writing = None;
+                }
+                self.snapshot_ok(&tag, &w);
+            }
+            Err(e) => {
+                let backoff = self.snapshot_failed(format!("partition {}: {e:#}", tag.partition));
+                if let Some(part) = part {
+                    part.writing = None;
+                    // Not fatal: the outputs are committed; only recovery would start from an
+                    // older snapshot. The next attempt takes the state as it is then.
+                    part.dirty = true;
+                    part.snapshot_due = Instant::now() + backoff;
+                }
+            }
+        }
+    }
+
+    fn snapshot_ok(&self, tag: &WriteTag, w: &Written) {
+        let seconds = tag.started.elapsed().as_secs_f64();
+        self.metrics
+            .snapshot_written(seconds, w.bytes, tag.started_ms);
+        self.stats.snapshots.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            partition = tag.partition,
+            position = tag.position,
+            leads = tag.leads,
+            bytes = w.bytes,
+            ms = (seconds * 1000.0) as u64,
+            path = %w.path,
+            "snapshot written"
+        );
+        let mut retry = lock(&self.snapshot_retry);
+        if let Some(r) = retry.take() {
+            tracing::info!(failed_attempts = r.failures, "snapshots are written again");
+            self.view.health.clear_problem("snapshots");
+        }
+    }
+
+    /// Counts and reports a failed snapshot; returns how long to wait before the next try.
+    fn snapshot_failed(&self, why: String) -> Duration {
+        self.metrics.snapshot_failures.inc();
+        let interval = self.snapshot_interval();
+        let mut retry = lock(&self.snapshot_retry);
+        match retry.as_mut() {
+            None => {
+                tracing::error!(error = %why, "snapshot failed; processing goes on, retrying with backoff");
+                self.view.health.set_problem(
+                    "snapshots",
+                    format!("snapshots cannot be written ({}): {why}", self.store.url()),
+                );
+                *retry = Some(SnapshotRetry {
+                    backoff: SNAPSHOT_FIRST_BACKOFF.min(interval),
+                    failures: 1,
+                    logged: Instant::now(),
+                });
+                SNAPSHOT_FIRST_BACKOFF.min(interval)
+            }
+            Some(r) => {
+                r.failures += 1;
+                r.backoff = (r.backoff * 2).min(interval);
+                // One line a minute while it lasts, not one per attempt.
+                if r.logged.elapsed() >= Duration::from_secs(60) {
+                    r.logged = Instant::now();
+                    tracing::error!(error = %why, attempts = r.failures, "snapshots still fail");
+                }
+                r.backoff
+            }
+        }
+    }
+
+    /// The snapshot before partitions are handed back or the process stops: commits, then
+    /// snapshots every partition with state not yet in a snapshot, waiting for the writes
+    /// (and for the background writes in flight, within `run.drain_timeout`). A failed write
+    /// is reported as in [`StateContext::collect_written`]; only a failed commit is an error.
+    pub(super) fn final_checkpoint(
         &self,
         shared: &mut Shared,
         consumer: &BaseConsumer<Self>,
@@ -169,94 +391,96 @@ impl StateContext {
         if self.commit(shared, consumer)? == Commit::Aborted {
             return Ok(Commit::Aborted);
         }
-        let svc = &self.settings.service;
-        let mut failure: Option<String> = None;
+        let internal = self.settings.service.topics.internal.clone();
+        let wall = crate::metrics::now_ms();
         for (p, part) in shared.parts.iter_mut() {
+            let interrupted = part.state.snapshot_in_progress().is_some();
+            part.state.cancel_snapshot();
+            part.snapshot_started = None;
             let Some(pos) = part.next_offset else {
                 continue;
             };
-            if !part.dirty {
+            if !(part.dirty || interrupted) || part.stopped.is_some() {
                 continue;
             }
             let started = Instant::now();
-            let bytes = part.state.encode_snapshot(pos);
-            let (path, size) = match self.store.write(&svc.topics.internal, *p, pos, &bytes) {
-                Ok(written) => written,
-                Err(e) => {
-                    // Not fatal: the outputs are committed; only recovery would start from an
-                    // older snapshot. The partition stays dirty and the next attempt retries.
-                    self.metrics.snapshot_failures.inc();
-                    failure.get_or_insert_with(|| format!("partition {p}: {e:#}"));
-                    continue;
-                }
+            part.state.begin_snapshot(pos);
+            let Some((pos, bytes)) = part.state.snapshot_step(usize::MAX) else {
+                continue;
             };
-            self.metrics
-                .snapshot_written(started.elapsed().as_secs_f64(), size);
-            part.dirty = false;
-            self.stats.snapshots.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(
-                partition = p,
-                position = pos,
-                leads = part.state.lead_count(),
-                bytes = size,
-                ms = started.elapsed().as_millis() as u64,
-                path = %path.display(),
-                "snapshot written"
-            );
-        }
-        let mut retry = lock(&self.snapshot_retry);
-        match (failure, retry.as_mut()) {
-            (Some(why), None) => {
-                tracing::error!(error = %why, "snapshot failed; processing goes on, retrying with backoff");
-                *retry = Some(SnapshotRetry {
-                    backoff: SNAPSHOT_FIRST_BACKOFF,
-                    failures: 1,
-                    logged: Instant::now(),
-                });
-                self.view.health.set_problem(
-                    "snapshots",
-                    format!(
-                        "snapshots cannot be written ({}): {why}",
-                        svc.snapshot_dir.display()
-                    ),
-                );
-            }
-            (Some(why), Some(r)) => {
-                r.failures += 1;
-                r.backoff =
-                    (r.backoff * 2).min(Duration::from_millis(svc.snapshot_interval_ms as u64));
-                // One line a minute while it lasts, not one per attempt.
-                if r.logged.elapsed() >= Duration::from_secs(60) {
-                    r.logged = Instant::now();
-                    tracing::error!(error = %why, attempts = r.failures, "snapshots still fail");
+            let tag = WriteTag {
+                partition: *p,
+                position: pos,
+                started,
+                started_ms: wall,
+                leads: part.state.lead_count(),
+            };
+            match self.store.write(&internal, *p, pos, bytes) {
+                Ok(w) => {
+                    part.dirty = false;
+                    self.snapshot_ok(&tag, &w);
+                }
+                Err(e) => {
+                    self.snapshot_failed(format!("partition {p}: {e:#}"));
                 }
             }
-            (None, Some(r)) => {
-                tracing::info!(failed_attempts = r.failures, "snapshots are written again");
-                *retry = None;
-                self.view.health.clear_problem("snapshots");
-            }
-            (None, None) => {}
         }
-        drop(retry);
+        self.drain_writes(shared);
         if !self.txn {
-            let tpl = self.positions(shared)?;
-            if tpl.count() > 0 {
-                // Informational (lag); recovery positions come from snapshots.
-                if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
-                    tracing::warn!(error = %e, "committing state positions failed");
-                }
-            }
+            self.commit_positions(shared, consumer)?;
         }
         Ok(Commit::Done)
     }
 
-    /// When the next checkpoint is due: the snapshot interval, or the retry backoff while
-    /// snapshots fail.
-    pub(super) fn next_snapshot_in(&self) -> Duration {
-        let interval = Duration::from_millis(self.settings.service.snapshot_interval_ms as u64);
-        lock(&self.snapshot_retry)
-            .as_ref()
-            .map_or(interval, |r| r.backoff.min(interval))
+    /// Waits (within `run.drain_timeout`) for the background writes in flight.
+    fn drain_writes(&self, shared: &mut Shared) {
+        let deadline =
+            Instant::now() + Duration::from_millis(self.settings.service.drain_timeout_ms as u64);
+        let rx = lock(&self.written_rx);
+        while self.writes_in_flight.load(Ordering::SeqCst) > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok((tag, result)) => {
+                    self.writes_in_flight.fetch_sub(1, Ordering::SeqCst);
+                    self.written(shared, tag, result);
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        in_flight = self.writes_in_flight.load(Ordering::SeqCst),
+                        "snapshot writes still running at the drain timeout; the next owner \
+                         starts from the previous snapshots"
+                    );
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Informational (lag): recovery positions come from snapshots.
+    fn commit_positions(
+        &self,
+        shared: &Shared,
+        consumer: &BaseConsumer<Self>,
+    ) -> anyhow::Result<()> {
+        let tpl = self.positions(shared)?;
+        if tpl.count() > 0 {
+            if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+                tracing::warn!(error = %e, "committing state positions failed");
+            }
+        }
+        Ok(())
+    }
+
+    fn snapshot_interval(&self) -> Duration {
+        Duration::from_millis(self.settings.service.snapshot_interval_ms as u64)
+    }
+
+    /// When a newly assigned partition takes its first snapshot: one interval, plus a share
+    /// of one by partition number, so partitions do not all checkpoint at once.
+    pub(super) fn first_snapshot_due(&self, p: i32, partitions: i32) -> Instant {
+        let interval = self.snapshot_interval();
+        let n = partitions.max(1) as u32;
+        let share = interval * (p.rem_euclid(partitions.max(1)) as u32) / n;
+        Instant::now() + interval + share
     }
 }

@@ -73,7 +73,14 @@ struct Part {
     /// Host wall time (ms) when the tick in flight was sent: with the broker's timestamp of
     /// that tick it measures the clock skew.
     tick_sent_ms: i64,
+    /// Records folded since the last snapshot was started.
     dirty: bool,
+    /// When the next snapshot is due (staggered across partitions).
+    snapshot_due: Instant,
+    /// When the snapshot being encoded was started (monotonic, and wall ms).
+    snapshot_started: Option<(Instant, i64)>,
+    /// The position of this partition's snapshot being written in the background.
+    writing: Option<i64>,
     /// Why this partition is stopped (paused, never folded): its stored position disagrees
     /// with the log, and folding on would skip records or fold an incomplete history.
     stopped: Option<Stop>,
@@ -100,6 +107,9 @@ impl Part {
             last_tick: Instant::now(),
             tick_sent_ms: 0,
             dirty: false,
+            snapshot_due: Instant::now(),
+            snapshot_started: None,
+            writing: None,
             stopped: None,
         }
     }
@@ -152,6 +162,11 @@ pub enum NoExplanation {
     /// The state stage held the state longer than the wait (e.g. a recovery or a snapshot).
     Busy { error: &'static str },
 }
+
+/// How often the fold gives a slice of its time to the snapshots in progress, and about how
+/// long a slice is: at most a third of the state thread while a snapshot is encoded.
+const STEP_EVERY: Duration = Duration::from_millis(4);
+const STEP_BUDGET: Duration = Duration::from_millis(2);
 
 /// How long a clock skew measurement is trusted; older, the next tick measures again first.
 const SKEW_FRESH: Duration = Duration::from_secs(60);
@@ -272,8 +287,12 @@ pub struct StateContext {
     metrics: Arc<Metrics>,
     /// An error raised inside a rebalance callback, reported by the main loop.
     fatal: Mutex<Option<String>>,
-    /// Set while snapshots fail: when to retry (`None`: they do not fail).
+    /// Set while snapshots fail: the backoff (`None`: they do not fail).
     snapshot_retry: Mutex<Option<checkpoint::SnapshotRetry>>,
+    /// Outcomes of the background snapshot writes, and how many are in flight.
+    written_tx: std::sync::mpsc::Sender<checkpoint::WriteOutcome>,
+    written_rx: Mutex<std::sync::mpsc::Receiver<checkpoint::WriteOutcome>>,
+    writes_in_flight: std::sync::atomic::AtomicUsize,
     /// Set on any error: from then on no snapshot may be written, because the state may hold
     /// effects whose outputs were not all produced.
     failed: AtomicBool,
@@ -340,9 +359,11 @@ impl StateContext {
         // Recovery can wait for a previous owner's transaction: not under the shared lock,
         // which the HTTP endpoints take.
         let mut recovered = Vec::with_capacity(partitions.len());
+        let total = lock(&self.shared).internal_partitions;
         for p in partitions {
             let started = Instant::now();
-            let (part, start) = self.recover(p)?;
+            let (mut part, start) = self.recover(p)?;
+            part.snapshot_due = self.first_snapshot_due(p, total);
             self.metrics
                 .recovery_duration_seconds
                 .observe(started.elapsed().as_secs_f64());
@@ -393,7 +414,7 @@ impl StateContext {
             tracing::warn!(partitions = ?revoked, "partitions lost; aborting the open transaction");
             self.abort()
         } else {
-            match self.checkpoint(&mut shared, consumer) {
+            match self.final_checkpoint(&mut shared, consumer) {
                 Ok(Commit::Done) => {
                     tracing::info!(partitions = ?revoked, "partitions revoked after a final snapshot");
                     Ok(())
@@ -428,6 +449,7 @@ impl StateContext {
             return Ok(());
         }
         self.stats.records_in.fetch_add(1, Ordering::Relaxed);
+        self.metrics.state_records.inc();
         part.caught_up = false;
         let before = limit_counts(part.state.stats());
         match avro::decode_internal(m.payload().unwrap_or(&[])) {
@@ -683,10 +705,14 @@ pub fn run(
         .set("isolation.level", "read_uncommitted")
         .create_with_context(recovery::TailContext)
         .context("creating the watermark reader")?;
+    let store = SnapshotStore::open(&svc.snapshot_store)
+        .with_context(|| format!("opening the snapshot store {}", svc.snapshot_store.url))?;
+    tracing::info!(url = %store.url(), "snapshot store");
+    let (written_tx, written_rx) = std::sync::mpsc::channel();
     let ctx = StateContext {
         settings: settings.clone(),
         rules: Arc::clone(&settings.rules),
-        store: SnapshotStore::new(&svc.snapshot_dir, svc.snapshot_retain),
+        store,
         producer,
         deliveries,
         txn,
@@ -700,6 +726,9 @@ pub fn run(
         metrics,
         fatal: Mutex::new(None),
         snapshot_retry: Mutex::new(None),
+        written_tx,
+        written_rx: Mutex::new(written_rx),
+        writes_in_flight: std::sync::atomic::AtomicUsize::new(0),
         failed: AtomicBool::new(false),
         stats,
     };
@@ -719,11 +748,11 @@ pub fn run(
         .context("subscribing to the internal topic")?;
     tracing::info!(topic = %svc.topics.internal, group = %svc.state_group, "state stage started");
 
-    let mut snapshot_every = Duration::from_millis(svc.snapshot_interval_ms as u64);
     let commit_every = Duration::from_millis(svc.commit_interval_ms as u64);
-    let mut last_snapshot = Instant::now();
     let mut last_commit = Instant::now();
     let mut last_maintenance = Instant::now();
+    let mut last_step = Instant::now();
+    let mut encoding = false;
     let mut out = Vec::new();
     let ctx = consumer.context();
     let result = (|| -> anyhow::Result<()> {
@@ -731,7 +760,10 @@ pub fn run(
             if let Some(e) = ctx.take_fatal() {
                 anyhow::bail!("state stage failed: {e}");
             }
-            match consumer.poll(Duration::from_millis(20)) {
+            // While a snapshot is encoded, an idle moment goes to it rather than to waiting.
+            let wait = if encoding { 1 } else { 20 };
+            let mut idle = false;
+            match consumer.poll(Duration::from_millis(wait)) {
                 Some(Ok(m)) => ctx.process(&mut lock(&ctx.shared), &m, &mut out)?,
                 Some(Err(KafkaError::PartitionEOF(p))) => {
                     if let Some(part) = lock(&ctx.shared).parts.get_mut(&p) {
@@ -745,20 +777,27 @@ pub fn run(
                     ctx.stop_out_of_range(&mut lock(&ctx.shared), &consumer)?;
                 }
                 Some(Err(e)) => tracing::warn!(error = %e, "state consumer error"),
-                None => {}
+                None => idle = true,
+            }
+            if encoding && (idle || last_step.elapsed() >= STEP_EVERY) {
+                // A slice of the snapshots in progress, between records.
+                last_step = Instant::now();
+                encoding = ctx.snapshot_steps(&mut lock(&ctx.shared), STEP_BUDGET);
             }
             if last_maintenance.elapsed() >= Duration::from_millis(20) {
                 last_maintenance = Instant::now();
                 ctx.producer.poll(Duration::ZERO);
                 let mut shared = lock(&ctx.shared);
+                ctx.collect_written(&mut shared);
                 ctx.ticks(&mut shared)?;
                 ctx.view.publish(&shared, &ctx.metrics);
-                let outcome = if last_snapshot.elapsed() >= snapshot_every {
-                    last_snapshot = Instant::now();
-                    last_commit = Instant::now();
-                    let outcome = ctx.checkpoint(&mut shared, &consumer)?;
-                    snapshot_every = ctx.next_snapshot_in();
-                    Some(outcome)
+                let started = ctx.start_snapshots(&mut shared, &consumer)?;
+                encoding = shared
+                    .parts
+                    .values()
+                    .any(|p| p.state.snapshot_in_progress().is_some());
+                let outcome = if started == Commit::Aborted {
+                    Some(started)
                 } else if txn && last_commit.elapsed() >= commit_every {
                     last_commit = Instant::now();
                     Some(ctx.commit(&shared, &consumer)?)
@@ -782,7 +821,7 @@ pub fn run(
         let _ = ctx.abort();
         return Err(e);
     }
-    if ctx.checkpoint(&mut lock(&ctx.shared), &consumer)? == Commit::Aborted {
+    if ctx.final_checkpoint(&mut lock(&ctx.shared), &consumer)? == Commit::Aborted {
         tracing::warn!("the last transaction was aborted at shutdown; the next owner re-folds it");
         ctx.failed.store(true, Ordering::SeqCst);
     }

@@ -55,13 +55,22 @@ impl StateContext {
                 "removed unfinished snapshot files"
             );
         }
-        let (loaded, skipped) = self.store.load_newest(&topics.internal, p, &self.rules);
+        let (loaded, skipped) = self
+            .store
+            .load_newest(&topics.internal, p, &self.rules)
+            .with_context(|| {
+                format!(
+                    "recovering {}/{p}: the snapshot store cannot be read, and folding the \
+                     log from its start instead could miss deleted records",
+                    topics.internal
+                )
+            })?;
         for s in skipped {
             self.metrics
                 .snapshots_skipped
                 .with_label_values(&[s.code])
                 .inc();
-            tracing::warn!(path = %s.path.display(), reason = %s.reason, "unusable snapshot skipped");
+            tracing::warn!(path = %s.path, reason = %s.reason, "unusable snapshot skipped");
         }
         let (state, start) = match loaded {
             Some((state, pos)) => (state, Some(pos)),
@@ -88,7 +97,7 @@ impl StateContext {
             .hw
             .fetch_watermarks(internal, p, Duration::from_secs(10))
             .with_context(|| format!("reading the watermarks of {internal}/{p}"))?;
-        let snapshots = self.settings.service.snapshot_dir.display();
+        let snapshots = self.store.url();
         Ok(match position {
             Some(s) if s > high => Some(Stop {
                 reason: "log_recreated",
@@ -178,7 +187,8 @@ impl StateContext {
         let internal = self.settings.service.topics.internal.clone();
         let partitions: Vec<i32> = shared.parts.keys().copied().collect();
         for p in partitions {
-            let (part, start) = self.recover(p)?;
+            let (mut part, start) = self.recover(p)?;
+            part.snapshot_due = self.first_snapshot_due(p, shared.internal_partitions);
             let offset = start.map_or(Offset::Beginning, Offset::Offset);
             consumer
                 .seek(&internal, p, offset, Duration::from_secs(10))

@@ -1,0 +1,8 @@
+//! Snapshots at the edge: where they are stored (`store.rs`, any `object_store` URL). The byte
+//! format and the copy-on-write snapshot in progress live with the state they encode, in
+//! `engine/snapshot.rs` and `engine/checkpoint.rs`: they read the engine's private layout, and
+//! the engine stays free of I/O.
+
+mod store;
+
+pub use store::{check_url, Skipped, SnapshotStore, StoreConfig, Written, SCHEMES, SKIP_CODES};

@@ -1,0 +1,615 @@
+//! The snapshot store: one folder (prefix) per internal topic partition, objects named by the
+//! log position they cover, kept to the newest `retain`. Any store `object_store` reaches by
+//! URL: `file://` (the default; files are fsynced, and written to a staging name then renamed),
+//! `s3://` (and S3-compatible servers through `snapshots.endpoint`), `gs://`, `az://`.
+//!
+//! A snapshot is visible only once complete: an S3, GCS or Azure object (single or multipart)
+//! appears atomically when its upload completes, and a local file is renamed into place after
+//! it is written and synced. So no manifest is needed; a reader lists the names, and the
+//! snapshot's own checksum catches anything else (docs/snapshots.md).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, RetryConfig, WriteMultipart};
+
+use crate::engine::PartitionState;
+use crate::model::rules::Ruleset;
+
+const PREFIX: &str = "snapshot-";
+const SUFFIX: &str = ".lfsn";
+/// Above this size a snapshot is uploaded in parts of this size (S3 allows 10,000 parts of at
+/// least 5 MiB, so up to 160 GiB), four at a time.
+const PART_BYTES: usize = 16 << 20;
+const PARTS_IN_FLIGHT: usize = 4;
+
+/// URL schemes accepted for `snapshots.url` (the ones `object_store` lists and leadflow tests:
+/// file and s3; gs and az go through the same code).
+pub const SCHEMES: [&str; 9] = [
+    "file", "s3", "s3a", "gs", "az", "adl", "azure", "abfs", "abfss",
+];
+
+/// Where snapshots go: `snapshots.url`, with `snapshots.endpoint` for S3-compatible servers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreConfig {
+    pub url: String,
+    pub endpoint: Option<String>,
+    pub retain: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct SnapshotStore {
+    store: Arc<dyn ObjectStore>,
+    /// The prefix inside the store (the URL's path).
+    root: Path,
+    url: String,
+    /// The folder, for a `file://` store: staging files a crash left are removed from it.
+    local: Option<PathBuf>,
+    retain: usize,
+    /// Runs the store's I/O; the state thread never waits on it except at recovery and at a
+    /// final (revoke or shutdown) snapshot.
+    rt: Arc<tokio::runtime::Runtime>,
+}
+
+/// A snapshot that could not be used, and why (reported, then the previous one is tried).
+#[derive(Debug, Clone)]
+pub struct Skipped {
+    /// The object's location in the store.
+    pub path: String,
+    /// Bounded, for the metric label: `not_a_snapshot`, `unsupported_version`, `corrupt`,
+    /// `unreadable`.
+    pub code: &'static str,
+    pub reason: String,
+}
+
+/// The snapshot reasons [`Skipped::code`] takes.
+pub const SKIP_CODES: [&str; 4] = [
+    "not_a_snapshot",
+    "unsupported_version",
+    "corrupt",
+    "unreadable",
+];
+
+/// What recovery finds: the newest snapshot that decodes (state and position), and the newer
+/// ones it passed over.
+pub type Loaded = (Option<(PartitionState, i64)>, Vec<Skipped>);
+
+/// A snapshot written: where, and how many bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Written {
+    pub path: String,
+    pub bytes: u64,
+}
+
+/// Checks a `snapshots.url` (and endpoint) without touching the store: the scheme is one of
+/// [`SCHEMES`], a file URL is a local absolute path, the endpoint is for S3 only.
+///
+/// Errors: the reason, for a config error naming the key.
+pub fn check_url(url: &str, endpoint: Option<&str>) -> Result<(), String> {
+    let parsed = url::Url::parse(url).map_err(|e| format!("not a URL ({e})"))?;
+    let scheme = parsed.scheme();
+    if !SCHEMES.contains(&scheme) {
+        return Err(format!(
+            "the scheme {scheme}:// is not a snapshot store; allowed: {}",
+            SCHEMES.map(|s| format!("{s}://")).join(", ")
+        ));
+    }
+    if scheme == "file" && parsed.to_file_path().is_err() {
+        return Err(
+            "a file URL needs an absolute local path, e.g. file:///var/lib/leadflow".into(),
+        );
+    }
+    if scheme != "file" && parsed.host_str().is_none_or(str::is_empty) {
+        return Err(format!(
+            "no bucket or container: write {scheme}://BUCKET/PREFIX"
+        ));
+    }
+    if endpoint.is_some() && !matches!(scheme, "s3" | "s3a") {
+        return Err(format!(
+            "snapshots.endpoint is for S3-compatible stores (s3://), not {scheme}://"
+        ));
+    }
+    Ok(())
+}
+
+impl SnapshotStore {
+    /// Opens the store (no I/O yet): credentials and region from the standard environment
+    /// (AWS_*, GOOGLE_*, AZURE_* variables, instance metadata).
+    ///
+    /// Errors: an invalid URL, or a store the library cannot configure from it.
+    pub fn open(cfg: &StoreConfig) -> anyhow::Result<SnapshotStore> {
+        check_url(&cfg.url, cfg.endpoint.as_deref()).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let url = url::Url::parse(&cfg.url).context("parsing snapshots.url")?;
+        let (_, root) = object_store::ObjectStoreScheme::parse(&url)
+            .with_context(|| format!("snapshots.url {}", cfg.url))?;
+        // Retries inside one upload are short; a failed upload is retried by the next
+        // checkpoint (with backoff), so a long outage never holds a snapshot's memory.
+        let retry = RetryConfig {
+            max_retries: 3,
+            retry_timeout: Duration::from_secs(30),
+            ..RetryConfig::default()
+        };
+        let client = ClientOptions::new()
+            .with_connect_timeout(Duration::from_secs(5))
+            .with_timeout(Duration::from_secs(60));
+        let mut local = None;
+        let store: Arc<dyn ObjectStore> = match url.scheme() {
+            "file" => {
+                let dir = url
+                    .to_file_path()
+                    .map_err(|()| anyhow::anyhow!("{} is not a local path", cfg.url))?;
+                local = Some(dir);
+                Arc::new(object_store::local::LocalFileSystem::new().with_fsync(true))
+            }
+            "s3" | "s3a" => {
+                let mut b = object_store::aws::AmazonS3Builder::from_env()
+                    .with_url(cfg.url.as_str())
+                    .with_retry(retry)
+                    .with_client_options(client);
+                if let Some(ep) = &cfg.endpoint {
+                    // S3-compatible servers (MinIO, Ceph) are addressed by path, often on
+                    // plain HTTP inside a cluster.
+                    b = b
+                        .with_endpoint(ep.as_str())
+                        .with_virtual_hosted_style_request(false)
+                        .with_allow_http(ep.starts_with("http://"));
+                }
+                Arc::new(b.build().context("configuring the S3 snapshot store")?)
+            }
+            "gs" => Arc::new(
+                object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                    .with_url(cfg.url.as_str())
+                    .with_retry(retry)
+                    .with_client_options(client)
+                    .build()
+                    .context("configuring the GCS snapshot store")?,
+            ),
+            _ => Arc::new(
+                object_store::azure::MicrosoftAzureBuilder::from_env()
+                    .with_url(cfg.url.as_str())
+                    .with_retry(retry)
+                    .with_client_options(client)
+                    .build()
+                    .context("configuring the Azure snapshot store")?,
+            ),
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("snapshot-io")
+            .enable_all()
+            .build()
+            .context("starting the snapshot I/O runtime")?;
+        Ok(SnapshotStore {
+            store,
+            root,
+            url: cfg.url.trim_end_matches('/').to_string(),
+            local,
+            retain: cfg.retain.max(1) as usize,
+            rt: Arc::new(rt),
+        })
+    }
+
+    /// The store's URL, for messages.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn partition_prefix(&self, topic: &str, partition: i32) -> Path {
+        self.root.clone().join(format!("{topic}-{partition}"))
+    }
+
+    /// Where the snapshot of `topic`/`partition` at `position` goes (as the store names it).
+    pub fn location(&self, topic: &str, partition: i32, position: i64) -> String {
+        self.name(topic, partition, position).to_string()
+    }
+
+    fn name(&self, topic: &str, partition: i32, position: i64) -> Path {
+        self.partition_prefix(topic, partition)
+            .join(format!("{PREFIX}{position:020}{SUFFIX}"))
+    }
+
+    /// Writes a snapshot (in parts when large), then prunes to the newest `retain`.
+    ///
+    /// Errors: the store's, with the location (a failed multipart upload is aborted).
+    pub async fn put(
+        &self,
+        topic: &str,
+        partition: i32,
+        position: i64,
+        bytes: Vec<u8>,
+    ) -> anyhow::Result<Written> {
+        let path = self.name(topic, partition, position);
+        let size = bytes.len() as u64;
+        let bytes = Bytes::from(bytes);
+        let located = || format!("writing {}/{path}", self.scheme_host());
+        if bytes.len() <= PART_BYTES {
+            self.store
+                .put(&path, bytes.into())
+                .await
+                .with_context(located)?;
+        } else {
+            let upload = self
+                .store
+                .put_multipart(&path)
+                .await
+                .with_context(located)?;
+            let mut w = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
+            let mut sent = Ok(());
+            for start in (0..bytes.len()).step_by(PART_BYTES) {
+                if let Err(e) = w.wait_for_capacity(PARTS_IN_FLIGHT).await {
+                    sent = Err(e);
+                    break;
+                }
+                w.put(bytes.slice(start..(start + PART_BYTES).min(bytes.len())));
+            }
+            match sent {
+                Ok(()) => {
+                    w.finish().await.with_context(located)?;
+                }
+                Err(e) => {
+                    // Parts of an unfinished upload are invisible but kept (and billed)
+                    // until aborted.
+                    let _ = w.abort().await;
+                    return Err(anyhow::Error::new(e).context(located()));
+                }
+            }
+        }
+        self.prune(topic, partition).await?;
+        Ok(Written {
+            path: format!("{}/{path}", self.scheme_host()),
+            bytes: size,
+        })
+    }
+
+    /// [`SnapshotStore::put`], waiting for it (recovery, revoke and shutdown).
+    pub fn write(
+        &self,
+        topic: &str,
+        partition: i32,
+        position: i64,
+        bytes: Vec<u8>,
+    ) -> anyhow::Result<Written> {
+        self.rt
+            .block_on(self.put(topic, partition, position, bytes))
+    }
+
+    /// Starts [`SnapshotStore::put`] in the background; `done` gets the outcome.
+    pub fn spawn_write<T: Send + 'static>(
+        &self,
+        topic: &str,
+        partition: i32,
+        position: i64,
+        bytes: Vec<u8>,
+        tag: T,
+        done: std::sync::mpsc::Sender<(T, anyhow::Result<Written>)>,
+    ) {
+        let me = self.clone();
+        let topic = topic.to_string();
+        self.rt.spawn(async move {
+            let r = me.put(&topic, partition, position, bytes).await;
+            // The receiver is gone only when the stage ended; nothing to report then.
+            let _ = done.send((tag, r));
+        });
+    }
+
+    /// `s3://bucket`, `file://`: the part of the URL a store path is relative to.
+    fn scheme_host(&self) -> String {
+        match url::Url::parse(&self.url) {
+            // Paths of the local store are absolute without their leading slash.
+            Ok(u) if u.scheme() == "file" => "file://".to_string(),
+            Ok(u) => format!("{}://{}", u.scheme(), u.host_str().unwrap_or("")),
+            Err(_) => self.url.clone(),
+        }
+    }
+
+    /// Removes the staging files a crash left in a local partition folder (a write is
+    /// complete only once renamed); returns how many. Object stores need nothing: an upload
+    /// that never completed is not an object.
+    pub fn remove_leftovers(&self, topic: &str, partition: i32) -> usize {
+        let Some(dir) = &self.local else {
+            return 0;
+        };
+        let dir = dir.join(format!("{topic}-{partition}"));
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return 0;
+        };
+        let mut n = 0;
+        for e in entries.filter_map(|e| e.ok()) {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            // `object_store` stages as `NAME#N`; leadflow before 0.4 as `.NAME.tmp`.
+            let staged = name.starts_with(PREFIX) && name.contains('#');
+            let old = name.starts_with(&format!(".{PREFIX}")) && name.ends_with(".tmp");
+            if (staged || old) && std::fs::remove_file(e.path()).is_ok() {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    async fn list_async(&self, topic: &str, partition: i32) -> anyhow::Result<Vec<(i64, Path)>> {
+        let prefix = self.partition_prefix(topic, partition);
+        let metas: Vec<object_store::ObjectMeta> =
+            match self.store.list(Some(&prefix)).try_collect().await {
+                Ok(m) => m,
+                // A local folder that does not exist yet holds no snapshot.
+                Err(object_store::Error::NotFound { .. }) => Vec::new(),
+                Err(e) => {
+                    return Err(anyhow::Error::new(e).context(format!(
+                        "listing the snapshots in {}/{prefix}",
+                        self.scheme_host()
+                    )))
+                }
+            };
+        let mut out: Vec<(i64, Path)> = metas
+            .into_iter()
+            .filter_map(|m| {
+                let pos = m
+                    .location
+                    .filename()?
+                    .strip_prefix(PREFIX)?
+                    .strip_suffix(SUFFIX)?
+                    .parse()
+                    .ok()?;
+                Some((pos, m.location))
+            })
+            .collect();
+        out.sort_by_key(|e| std::cmp::Reverse(e.0));
+        Ok(out)
+    }
+
+    /// The snapshots of a partition, newest (highest position) first.
+    ///
+    /// Errors: the store cannot be listed.
+    pub fn list(&self, topic: &str, partition: i32) -> anyhow::Result<Vec<(i64, String)>> {
+        let found = self.rt.block_on(self.list_async(topic, partition))?;
+        Ok(found.into_iter().map(|(p, l)| (p, l.to_string())).collect())
+    }
+
+    async fn prune(&self, topic: &str, partition: i32) -> anyhow::Result<()> {
+        for (_, old) in self
+            .list_async(topic, partition)
+            .await?
+            .into_iter()
+            .skip(self.retain)
+        {
+            match self.store.delete(&old).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => {
+                    return Err(anyhow::Error::new(e).context(format!("removing {old}")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The newest snapshot that decodes, with its position, and the newer ones that did not.
+    ///
+    /// Errors: the store cannot be listed. Then leadflow does not guess: folding from the
+    /// beginning would be slow at best and, with a bounded log, incomplete.
+    pub fn load_newest(
+        &self,
+        topic: &str,
+        partition: i32,
+        rules: &Arc<Ruleset>,
+    ) -> anyhow::Result<Loaded> {
+        self.rt.block_on(async {
+            let mut skipped = Vec::new();
+            for (_, path) in self.list_async(topic, partition).await? {
+                let read = match self.store.get(&path).await {
+                    Ok(got) => got.bytes().await,
+                    Err(e) => Err(e),
+                };
+                let decoded = read
+                    .map_err(|e| ("unreadable", format!("cannot read it: {e}")))
+                    .and_then(|b| {
+                        PartitionState::decode_snapshot(Arc::clone(rules), &b)
+                            .map_err(|e| (e.code(), e.to_string()))
+                    });
+                match decoded {
+                    Ok(found) => return Ok((Some(found), skipped)),
+                    Err((code, reason)) => skipped.push(Skipped {
+                        path: format!("{}/{path}", self.scheme_host()),
+                        code,
+                        reason,
+                    }),
+                }
+            }
+            Ok((None, skipped))
+        })
+    }
+
+    /// Puts raw bytes at a snapshot's name (tests and tools: e.g. a corrupt object).
+    pub fn put_raw(
+        &self,
+        topic: &str,
+        partition: i32,
+        position: i64,
+        bytes: Vec<u8>,
+    ) -> anyhow::Result<()> {
+        let path = self.name(topic, partition, position);
+        self.rt
+            .block_on(self.store.put(&path, Bytes::from(bytes).into()))
+            .with_context(|| format!("writing {path}"))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Settings;
+
+    fn rules() -> Arc<Ruleset> {
+        Settings::from_toml(include_str!("../../examples/config.toml"))
+            .expect("example config")
+            .rules
+    }
+
+    fn local(dir: &std::path::Path, retain: u32) -> SnapshotStore {
+        SnapshotStore::open(&StoreConfig {
+            url: format!("file://{}", dir.display()),
+            endpoint: None,
+            retain,
+        })
+        .expect("open")
+    }
+
+    fn positions(store: &SnapshotStore, p: i32) -> Vec<i64> {
+        store
+            .list("t", p)
+            .expect("list")
+            .iter()
+            .map(|(p, _)| *p)
+            .collect()
+    }
+
+    #[test]
+    fn writes_prunes_and_loads_the_newest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = local(dir.path(), 2);
+        let st = PartitionState::new(rules());
+        for pos in [5, 17, 9] {
+            store
+                .write("t", 0, pos, st.encode_snapshot(pos))
+                .expect("write");
+        }
+        assert_eq!(
+            positions(&store, 0),
+            vec![17, 9],
+            "the newest two by position"
+        );
+        assert!(dir
+            .path()
+            .join("t-0/snapshot-00000000000000000017.lfsn")
+            .is_file());
+        let (found, skipped) = store.load_newest("t", 0, &rules()).expect("load");
+        assert_eq!(found.map(|(_, p)| p), Some(17));
+        assert!(skipped.is_empty());
+        assert!(store.list("t", 1).expect("list").is_empty());
+    }
+
+    #[test]
+    fn a_large_snapshot_goes_in_parts_and_reads_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = local(dir.path(), 3);
+        // 2.5 parts of arbitrary bytes: the store does not look inside.
+        let bytes: Vec<u8> = (0..PART_BYTES * 5 / 2)
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
+        let w = store.write("t", 4, 99, bytes.clone()).expect("write");
+        assert_eq!(w.bytes, bytes.len() as u64);
+        let on_disk =
+            std::fs::read(dir.path().join("t-4/snapshot-00000000000000000099.lfsn")).expect("read");
+        assert!(on_disk == bytes, "the parts join into the same bytes");
+    }
+
+    #[test]
+    fn a_corrupt_newest_snapshot_is_reported_and_the_previous_used() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = local(dir.path(), 3);
+        let st = PartitionState::new(rules());
+        store
+            .write("t", 3, 10, st.encode_snapshot(10))
+            .expect("write");
+        let mut bytes = st.encode_snapshot(20);
+        let n = bytes.len();
+        bytes[n / 2] ^= 0xff;
+        store.put_raw("t", 3, 20, bytes).expect("corrupt");
+        let (found, skipped) = store.load_newest("t", 3, &rules()).expect("load");
+        assert_eq!(found.map(|(_, p)| p), Some(10));
+        assert_eq!(skipped.len(), 1);
+        assert!(
+            skipped[0].reason.contains("checksum"),
+            "{}",
+            skipped[0].reason
+        );
+        assert_eq!(skipped[0].code, "corrupt");
+        assert!(skipped[0]
+            .path
+            .ends_with("t-3/snapshot-00000000000000000020.lfsn"));
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_snapshot_says_so() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = local(dir.path(), 3);
+        let st = PartitionState::new(rules());
+        store
+            .write("t", 0, 10, st.encode_snapshot(10))
+            .expect("write");
+        // What an operator may leave there: notes, a copy of another file.
+        std::fs::write(
+            dir.path().join("t-0/snapshot-00000000000000000020.lfsn"),
+            b"Vacation notes\n",
+        )
+        .expect("write");
+        let (found, skipped) = store.load_newest("t", 0, &rules()).expect("load");
+        assert_eq!(found.map(|(_, p)| p), Some(10));
+        assert_eq!(skipped[0].code, "not_a_snapshot");
+        assert!(
+            skipped[0].reason.starts_with("not a leadflow snapshot"),
+            "{}",
+            skipped[0].reason
+        );
+    }
+
+    #[test]
+    fn a_failed_write_leaves_no_staging_file_and_leftovers_are_removed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = local(dir.path(), 3);
+        let part = dir.path().join("t-0");
+        std::fs::create_dir_all(&part).expect("mkdir");
+        // The target name is taken by a folder: the rename fails after the data was written.
+        std::fs::create_dir(part.join("snapshot-00000000000000000005.lfsn")).expect("mkdir");
+        std::fs::write(part.join("x"), b"x").expect("file");
+        let err = store
+            .write("t", 0, 5, b"data".to_vec())
+            .expect_err("rename fails");
+        assert!(format!("{err:#}").contains("writing"), "{err:#}");
+        let names = |d: &std::path::Path| -> Vec<String> {
+            let mut v: Vec<String> = std::fs::read_dir(d)
+                .expect("read_dir")
+                .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(
+            names(&part),
+            vec!["snapshot-00000000000000000005.lfsn", "x"]
+        );
+        // A crash between write and rename leaves one; recovery removes it (and the staging
+        // names of earlier versions).
+        std::fs::write(part.join("snapshot-00000000000000000009.lfsn#3"), b"half").expect("tmp");
+        std::fs::write(
+            part.join(".snapshot-00000000000000000008.lfsn.tmp"),
+            b"half",
+        )
+        .expect("tmp");
+        assert_eq!(store.remove_leftovers("t", 0), 2);
+        assert_eq!(
+            names(&part),
+            vec!["snapshot-00000000000000000005.lfsn", "x"]
+        );
+    }
+
+    #[test]
+    fn urls_are_checked_before_anything_is_opened() {
+        assert!(check_url("file:///var/lib/leadflow", None).is_ok());
+        assert!(check_url("s3://bucket/prefix", Some("http://127.0.0.1:9000")).is_ok());
+        assert!(check_url("gs://bucket", None).is_ok());
+        let e = check_url("ftp://host/x", None).expect_err("scheme");
+        assert!(e.contains("ftp://") && e.contains("s3://"), "{e}");
+        let e = check_url("s3:///prefix", None).expect_err("bucket");
+        assert!(e.contains("BUCKET"), "{e}");
+        let e = check_url("gs://bucket", Some("http://x")).expect_err("endpoint");
+        assert!(e.contains("snapshots.endpoint"), "{e}");
+        assert!(check_url("relative/dir", None).is_err());
+    }
+}
