@@ -270,6 +270,29 @@ fn snapshots(c: &mut Criterion) {
     let mut g = c.benchmark_group("snapshot_1m_leads");
     g.sample_size(10);
     g.bench_function("encode", |b| b.iter(|| black_box(st.encode_snapshot(0))));
+    // What a background checkpoint costs the state thread: its start (head, timers, one bit
+    // per lead), and one slice of 256 leads (the state stage's step between time checks).
+    g.bench_function("begin_copy_on_write", |b| {
+        b.iter(|| {
+            st.begin_snapshot(0);
+            black_box(st.snapshot_in_progress())
+        })
+    });
+    g.bench_function("step_256_leads", |b| {
+        b.iter_custom(|iters| {
+            let mut spent = std::time::Duration::ZERO;
+            for _ in 0..iters {
+                if st.snapshot_in_progress().is_none() {
+                    st.begin_snapshot(0);
+                }
+                let t = std::time::Instant::now();
+                black_box(st.snapshot_step(256));
+                spent += t.elapsed();
+            }
+            spent
+        })
+    });
+    st.cancel_snapshot();
     // The restored state is dropped outside the timing: a restore does not free a state.
     g.bench_function("decode", |b| {
         b.iter_with_large_drop(|| {

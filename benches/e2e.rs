@@ -73,6 +73,8 @@ fn main() -> anyhow::Result<()> {
         drop(events);
         measure(&mut child, fold, bootstrap, topics, rate, latency_secs)
     });
+    // What the checkpoints cost during the whole run, from the service's own histograms.
+    let metrics = support::scrape(http).unwrap_or_default();
     support::stop(&mut child);
     let m = result?;
 
@@ -106,6 +108,17 @@ fn main() -> anyhow::Result<()> {
     println!("| produce -> transition latency max | {:.1} ms |", m.max_ms);
     println!("| leads in memory | {} |", m.leads);
     println!(
+        "| snapshots written (whole run) | {:.0}, p50 {} from start to durable |",
+        support::metric_sum(&metrics, "leadflow_snapshot_duration_seconds_count"),
+        bucket_quantile(&metrics, "leadflow_snapshot_duration_seconds", 0.5)
+    );
+    println!(
+        "| checkpoint slices on the state thread (whole run) | {:.0}; p99 {}, max {} |",
+        support::metric_sum(&metrics, "leadflow_checkpoint_pause_seconds_count"),
+        bucket_quantile(&metrics, "leadflow_checkpoint_pause_seconds", 0.99),
+        bucket_quantile(&metrics, "leadflow_checkpoint_pause_seconds", 1.0)
+    );
+    println!(
         "| peak RSS (VmHWM) | {:.0} MiB |",
         m.peak_rss as f64 / 1048576.0
     );
@@ -118,6 +131,36 @@ fn main() -> anyhow::Result<()> {
         m.rss as f64 / m.leads.max(1) as f64
     );
     Ok(())
+}
+
+/// The upper bound of the histogram bucket holding quantile `q` (1.0: the largest observation's
+/// bucket), as "≤ N ms"; "n/a" when the service does not expose the histogram.
+fn bucket_quantile(text: &str, name: &str, q: f64) -> String {
+    let prefix = format!("{name}_bucket{{le=\"");
+    let buckets: Vec<(f64, f64)> = text
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(&prefix)?;
+            let (le, count) = rest.split_once("\"} ")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, count.trim().parse().ok()?))
+        })
+        .collect();
+    let Some(&(_, total)) = buckets.last() else {
+        return "n/a".into();
+    };
+    if total == 0.0 {
+        return "n/a (none)".into();
+    }
+    let want = (q * total).ceil().max(1.0);
+    match buckets.iter().find(|(_, c)| *c >= want) {
+        Some((le, _)) if le.is_finite() => format!("≤ {:.1} ms", le * 1000.0),
+        _ => "above the largest bucket".into(),
+    }
 }
 
 struct Measured {

@@ -8,7 +8,9 @@
 //! ([`Pending::touch`]), and its bytes wait for their turn. The result is byte for byte what
 //! [`PartitionState::encode_snapshot`] returns at the start (a test checks it under evictions).
 //!
-//! The CRC is computed step by step too: one pass over hundreds of MB would be its own stall.
+//! The output is a list of chunks of about 4 MiB, each allocated once: growing one buffer of
+//! hundreds of MB would copy it inside one step. The CRC is computed step by step too: one
+//! pass over hundreds of MB would be its own stall.
 
 use hashbrown::HashMap;
 
@@ -16,9 +18,17 @@ use super::snapshot::{encode_lead, W};
 use super::{Lead, PartitionState};
 use crate::model::rules::Ruleset;
 
+/// The size at which the output moves on to a new chunk (the next lead still goes into the
+/// current one, which has room for it in nearly every case).
+/// (Small in unit tests, so they cross many chunks.)
+const CHUNK: usize = if cfg!(test) { 4096 } else { 4 << 20 };
+const CHUNK_SLACK: usize = if cfg!(test) { 512 } else { 64 << 10 };
+
 pub(super) struct Pending {
     position: i64,
-    /// Head and the leads emitted so far.
+    /// Full chunks, in order; `out` is the one being written.
+    chunks: Vec<Vec<u8>>,
+    /// Head and the leads emitted so far (after `chunks`).
     out: W,
     /// `out[..hashed]` is in `crc`.
     hashed: usize,
@@ -36,12 +46,10 @@ pub(super) struct Pending {
 }
 
 impl Pending {
-    /// Encodes the head and the timers of `st` and owes every lead. `capacity` sizes the
-    /// output once (the previous snapshot's size), so growing it never copies hundreds of MB
-    /// inside one step.
-    pub(super) fn start(st: &PartitionState, position: i64, capacity: usize) -> Pending {
+    /// Encodes the head and the timers of `st` and owes every lead.
+    pub(super) fn start(st: &PartitionState, position: i64) -> Pending {
         let len = st.leads.len();
-        let mut out = W(Vec::with_capacity(capacity.max(64 + len * 128)));
+        let mut out = W(Vec::with_capacity(CHUNK + CHUNK_SLACK));
         st.encode_head(&mut out, position);
         let mut timers = W(Vec::new());
         st.encode_timers(&mut timers);
@@ -53,6 +61,7 @@ impl Pending {
         }
         Pending {
             position,
+            chunks: Vec::new(),
             out,
             hashed: 0,
             crc: crc32fast::Hasher::new(),
@@ -96,6 +105,9 @@ impl Pending {
         let end = self.len.min(self.next.saturating_add(max));
         while self.next < end {
             let i = self.next;
+            if self.out.0.len() >= CHUNK {
+                self.next_chunk();
+            }
             if self.take_owed(i) {
                 encode_lead(&mut self.out, rules, &leads[i]);
             } else if let Some((a, b)) = self.early_at.remove(&(i as u32)) {
@@ -115,13 +127,25 @@ impl Pending {
         self.next == self.len
     }
 
-    /// The snapshot bytes (after [`Pending::step`] returned true).
-    pub(super) fn finish(mut self) -> Vec<u8> {
-        self.out.0.extend_from_slice(&self.timers.0);
+    fn next_chunk(&mut self) {
         self.crc.update(&self.out.0[self.hashed..]);
+        self.hashed = 0;
+        let full = std::mem::replace(&mut self.out, W(Vec::with_capacity(CHUNK + CHUNK_SLACK)));
+        self.chunks.push(full.0);
+    }
+
+    /// The snapshot, as chunks to be written one after the other (after [`Pending::step`]
+    /// returned true).
+    pub(super) fn finish(mut self) -> Vec<Vec<u8>> {
+        self.crc.update(&self.out.0[self.hashed..]);
+        self.crc.update(&self.timers.0);
         let crc = self.crc.finalize();
-        self.out.u32(crc);
-        self.out.0
+        let mut tail = self.timers;
+        tail.u32(crc);
+        self.chunks.push(self.out.0);
+        self.chunks.push(tail.0);
+        self.chunks.retain(|c| !c.is_empty());
+        self.chunks
     }
 }
 
@@ -181,7 +205,9 @@ mod tests {
                 while done.is_none() {
                     done = st.snapshot_step(step);
                 }
-                let (pos, bytes) = done.expect("complete");
+                let (pos, chunks) = done.expect("complete");
+                assert!(cut == 0 || chunks.len() > 2, "the test crosses chunks");
+                let bytes = chunks.concat();
                 assert_eq!(pos, cut as i64);
                 assert!(
                     bytes == expected,
@@ -211,9 +237,9 @@ mod tests {
         let rules = rules("");
         let mut st = PartitionState::new(Arc::clone(&rules));
         st.begin_snapshot(0);
-        let (_, bytes) = st.snapshot_step(10).expect("nothing to step");
+        let (_, chunks) = st.snapshot_step(10).expect("nothing to step");
         assert_eq!(
-            bytes,
+            chunks.concat(),
             PartitionState::new(Arc::clone(&rules)).encode_snapshot(0)
         );
         st.begin_snapshot(5);

@@ -94,8 +94,6 @@ pub struct PartitionState {
     last_sweep: Option<i64>,
     /// A snapshot in progress (copy-on-write, `checkpoint.rs`).
     pending: Option<Box<checkpoint::Pending>>,
-    /// The size of the last snapshot encoded or restored: the next one's buffer.
-    snapshot_hint: usize,
 }
 
 impl PartitionState {
@@ -113,7 +111,6 @@ impl PartitionState {
             evicted: None,
             last_sweep: None,
             pending: None,
-            snapshot_hint: 0,
         }
     }
 
@@ -122,11 +119,7 @@ impl PartitionState {
     /// encodes it a slice at a time, and the result is what [`Self::encode_snapshot`] returns
     /// now. Costs the head and the timers now (small), and one bit per lead until it ends.
     pub fn begin_snapshot(&mut self, position: i64) {
-        self.pending = Some(Box::new(checkpoint::Pending::start(
-            self,
-            position,
-            self.snapshot_hint.saturating_add(self.snapshot_hint / 8),
-        )));
+        self.pending = Some(Box::new(checkpoint::Pending::start(self, position)));
     }
 
     /// The position of the snapshot in progress, if any.
@@ -140,17 +133,16 @@ impl PartitionState {
     }
 
     /// Encodes up to `max_leads` more leads of the snapshot in progress; once all are, returns
-    /// its position and bytes and ends it. `None` while it goes on, or when none is in progress.
-    pub fn snapshot_step(&mut self, max_leads: usize) -> Option<(i64, Vec<u8>)> {
+    /// its position and its bytes, as chunks of about 4 MiB to be written in order, and ends
+    /// it. `None` while it goes on, or when none is in progress.
+    pub fn snapshot_step(&mut self, max_leads: usize) -> Option<(i64, Vec<Vec<u8>>)> {
         let pending = self.pending.as_deref_mut()?;
         if !pending.step(&self.rules, &self.leads, max_leads) {
             return None;
         }
         let pending = self.pending.take()?;
         let position = pending.position();
-        let bytes = pending.finish();
-        self.snapshot_hint = bytes.len();
-        Some((position, bytes))
+        Some((position, pending.finish()))
     }
 
     /// Before the lead at `i` changes, moves or goes: a snapshot in progress keeps it as it was.

@@ -186,9 +186,9 @@ impl PartitionState {
     /// (the next internal offset to read). The same bytes as a [`PartitionState::begin_snapshot`]
     /// at this point, stepped to the end however the state changes meanwhile.
     pub fn encode_snapshot(&self, position: i64) -> Vec<u8> {
-        let mut pending = Pending::start(self, position, self.snapshot_hint);
+        let mut pending = Pending::start(self, position);
         pending.step(&self.rules, &self.leads, usize::MAX);
-        pending.finish()
+        pending.finish().concat()
     }
 
     /// Header and everything but the leads and the timers: magic, version, position, clock,
@@ -604,7 +604,6 @@ impl PartitionState {
         state.last_sweep = last_sweep;
         state.evicted = evicted;
         state.recount();
-        state.snapshot_hint = bytes.len();
         Ok((state, position))
     }
 }

@@ -213,7 +213,9 @@ impl SnapshotStore {
             .join(format!("{PREFIX}{position:020}{SUFFIX}"))
     }
 
-    /// Writes a snapshot (in parts when large), then prunes to the newest `retain`.
+    /// Writes a snapshot given as chunks in order (one PUT up to 16 MiB, else a multipart
+    /// upload in 16 MiB parts, four in flight, without copying the chunks), then prunes to the
+    /// newest `retain`.
     ///
     /// Errors: the store's, with the location (a failed multipart upload is aborted).
     pub async fn put(
@@ -221,17 +223,14 @@ impl SnapshotStore {
         topic: &str,
         partition: i32,
         position: i64,
-        bytes: Vec<u8>,
+        chunks: Vec<Vec<u8>>,
     ) -> anyhow::Result<Written> {
         let path = self.name(topic, partition, position);
-        let size = bytes.len() as u64;
-        let bytes = Bytes::from(bytes);
+        let size: usize = chunks.iter().map(Vec::len).sum();
         let located = || format!("writing {}/{path}", self.scheme_host());
-        if bytes.len() <= PART_BYTES {
-            self.store
-                .put(&path, bytes.into())
-                .await
-                .with_context(located)?;
+        if size <= PART_BYTES {
+            let payload: object_store::PutPayload = chunks.into_iter().map(Bytes::from).collect();
+            self.store.put(&path, payload).await.with_context(located)?;
         } else {
             let upload = self
                 .store
@@ -240,12 +239,12 @@ impl SnapshotStore {
                 .with_context(located)?;
             let mut w = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
             let mut sent = Ok(());
-            for start in (0..bytes.len()).step_by(PART_BYTES) {
+            for chunk in chunks {
                 if let Err(e) = w.wait_for_capacity(PARTS_IN_FLIGHT).await {
                     sent = Err(e);
                     break;
                 }
-                w.put(bytes.slice(start..(start + PART_BYTES).min(bytes.len())));
+                w.put(Bytes::from(chunk));
             }
             match sent {
                 Ok(()) => {
@@ -262,11 +261,11 @@ impl SnapshotStore {
         self.prune(topic, partition).await?;
         Ok(Written {
             path: format!("{}/{path}", self.scheme_host()),
-            bytes: size,
+            bytes: size as u64,
         })
     }
 
-    /// [`SnapshotStore::put`], waiting for it (recovery, revoke and shutdown).
+    /// [`SnapshotStore::put`] of one buffer, waiting for it (recovery, tests and tools).
     pub fn write(
         &self,
         topic: &str,
@@ -274,8 +273,19 @@ impl SnapshotStore {
         position: i64,
         bytes: Vec<u8>,
     ) -> anyhow::Result<Written> {
+        self.write_chunks(topic, partition, position, vec![bytes])
+    }
+
+    /// [`SnapshotStore::put`], waiting for it (revoke and shutdown).
+    pub fn write_chunks(
+        &self,
+        topic: &str,
+        partition: i32,
+        position: i64,
+        chunks: Vec<Vec<u8>>,
+    ) -> anyhow::Result<Written> {
         self.rt
-            .block_on(self.put(topic, partition, position, bytes))
+            .block_on(self.put(topic, partition, position, chunks))
     }
 
     /// Starts [`SnapshotStore::put`] in the background; `done` gets the outcome.
@@ -284,14 +294,14 @@ impl SnapshotStore {
         topic: &str,
         partition: i32,
         position: i64,
-        bytes: Vec<u8>,
+        chunks: Vec<Vec<u8>>,
         tag: T,
         done: std::sync::mpsc::Sender<(T, anyhow::Result<Written>)>,
     ) {
         let me = self.clone();
         let topic = topic.to_string();
         self.rt.spawn(async move {
-            let r = me.put(&topic, partition, position, bytes).await;
+            let r = me.put(&topic, partition, position, chunks).await;
             // The receiver is gone only when the stage ended; nothing to report then.
             let _ = done.send((tag, r));
         });
@@ -322,7 +332,7 @@ impl SnapshotStore {
         for e in entries.filter_map(|e| e.ok()) {
             let name = e.file_name();
             let name = name.to_string_lossy();
-            // `object_store` stages as `NAME#N`; leadflow before 0.4 as `.NAME.tmp`.
+            // `object_store` stages as `NAME#N`; earlier builds as `.NAME.tmp`.
             let staged = name.starts_with(PREFIX) && name.contains('#');
             let old = name.starts_with(&format!(".{PREFIX}")) && name.ends_with(".tmp");
             if (staged || old) && std::fs::remove_file(e.path()).is_ok() {
@@ -502,7 +512,9 @@ mod tests {
         let bytes: Vec<u8> = (0..PART_BYTES * 5 / 2)
             .map(|i| (i * 7 % 251) as u8)
             .collect();
-        let w = store.write("t", 4, 99, bytes.clone()).expect("write");
+        // In uneven chunks, as the encoder hands them over.
+        let chunks: Vec<Vec<u8>> = bytes.chunks(3_000_001).map(<[u8]>::to_vec).collect();
+        let w = store.write_chunks("t", 4, 99, chunks).expect("write");
         assert_eq!(w.bytes, bytes.len() as u64);
         let on_disk =
             std::fs::read(dir.path().join("t-4/snapshot-00000000000000000099.lfsn")).expect("read");
