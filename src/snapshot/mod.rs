@@ -5,4 +5,6 @@
 
 mod store;
 
-pub use store::{check_url, Skipped, SnapshotStore, StoreConfig, Written, SCHEMES, SKIP_CODES};
+pub use store::{
+    check_url, Skipped, SnapshotStore, StoreConfig, StoreIo, Written, SCHEMES, SKIP_CODES,
+};

@@ -42,8 +42,19 @@ pub struct StoreConfig {
     pub retain: u32,
 }
 
+/// The store and the runtime that runs its I/O.
 #[derive(Clone, Debug)]
 pub struct SnapshotStore {
+    io: StoreIo,
+    /// Runs the store's I/O; the state thread never waits on it except at recovery and at a
+    /// final (revoke or shutdown) snapshot. Background writes hold only the [`StoreIo`]: the
+    /// runtime is dropped by its owner, never by one of its own tasks (tokio forbids that).
+    rt: Arc<tokio::runtime::Runtime>,
+}
+
+/// What a write or a read needs: the store, where in it, how many snapshots to keep.
+#[derive(Clone, Debug)]
+pub struct StoreIo {
     store: Arc<dyn ObjectStore>,
     /// The prefix inside the store (the URL's path).
     root: Path,
@@ -51,9 +62,13 @@ pub struct SnapshotStore {
     /// The folder, for a `file://` store: staging files a crash left are removed from it.
     local: Option<PathBuf>,
     retain: usize,
-    /// Runs the store's I/O; the state thread never waits on it except at recovery and at a
-    /// final (revoke or shutdown) snapshot.
-    rt: Arc<tokio::runtime::Runtime>,
+}
+
+impl std::ops::Deref for SnapshotStore {
+    type Target = StoreIo;
+    fn deref(&self) -> &StoreIo {
+        &self.io
+    }
 }
 
 /// A snapshot that could not be used, and why (reported, then the previous one is tried).
@@ -185,15 +200,19 @@ impl SnapshotStore {
             .build()
             .context("starting the snapshot I/O runtime")?;
         Ok(SnapshotStore {
-            store,
-            root,
-            url: cfg.url.trim_end_matches('/').to_string(),
-            local,
-            retain: cfg.retain.max(1) as usize,
+            io: StoreIo {
+                store,
+                root,
+                url: cfg.url.trim_end_matches('/').to_string(),
+                local,
+                retain: cfg.retain.max(1) as usize,
+            },
             rt: Arc::new(rt),
         })
     }
+}
 
+impl StoreIo {
     /// The store's URL, for messages.
     pub fn url(&self) -> &str {
         &self.url
@@ -265,48 +284,6 @@ impl SnapshotStore {
         })
     }
 
-    /// [`SnapshotStore::put`] of one buffer, waiting for it (recovery, tests and tools).
-    pub fn write(
-        &self,
-        topic: &str,
-        partition: i32,
-        position: i64,
-        bytes: Vec<u8>,
-    ) -> anyhow::Result<Written> {
-        self.write_chunks(topic, partition, position, vec![bytes])
-    }
-
-    /// [`SnapshotStore::put`], waiting for it (revoke and shutdown).
-    pub fn write_chunks(
-        &self,
-        topic: &str,
-        partition: i32,
-        position: i64,
-        chunks: Vec<Vec<u8>>,
-    ) -> anyhow::Result<Written> {
-        self.rt
-            .block_on(self.put(topic, partition, position, chunks))
-    }
-
-    /// Starts [`SnapshotStore::put`] in the background; `done` gets the outcome.
-    pub fn spawn_write<T: Send + 'static>(
-        &self,
-        topic: &str,
-        partition: i32,
-        position: i64,
-        chunks: Vec<Vec<u8>>,
-        tag: T,
-        done: std::sync::mpsc::Sender<(T, anyhow::Result<Written>)>,
-    ) {
-        let me = self.clone();
-        let topic = topic.to_string();
-        self.rt.spawn(async move {
-            let r = me.put(&topic, partition, position, chunks).await;
-            // The receiver is gone only when the stage ended; nothing to report then.
-            let _ = done.send((tag, r));
-        });
-    }
-
     /// `s3://bucket`, `file://`: the part of the URL a store path is relative to.
     fn scheme_host(&self) -> String {
         match url::Url::parse(&self.url) {
@@ -373,14 +350,6 @@ impl SnapshotStore {
         Ok(out)
     }
 
-    /// The snapshots of a partition, newest (highest position) first.
-    ///
-    /// Errors: the store cannot be listed.
-    pub fn list(&self, topic: &str, partition: i32) -> anyhow::Result<Vec<(i64, String)>> {
-        let found = self.rt.block_on(self.list_async(topic, partition))?;
-        Ok(found.into_iter().map(|(p, l)| (p, l.to_string())).collect())
-    }
-
     async fn prune(&self, topic: &str, partition: i32) -> anyhow::Result<()> {
         for (_, old) in self
             .list_async(topic, partition)
@@ -396,6 +365,58 @@ impl SnapshotStore {
             }
         }
         Ok(())
+    }
+}
+
+impl SnapshotStore {
+    /// [`SnapshotStore::put`] of one buffer, waiting for it (recovery, tests and tools).
+    pub fn write(
+        &self,
+        topic: &str,
+        partition: i32,
+        position: i64,
+        bytes: Vec<u8>,
+    ) -> anyhow::Result<Written> {
+        self.write_chunks(topic, partition, position, vec![bytes])
+    }
+
+    /// [`SnapshotStore::put`], waiting for it (revoke and shutdown).
+    pub fn write_chunks(
+        &self,
+        topic: &str,
+        partition: i32,
+        position: i64,
+        chunks: Vec<Vec<u8>>,
+    ) -> anyhow::Result<Written> {
+        self.rt
+            .block_on(self.put(topic, partition, position, chunks))
+    }
+
+    /// Starts [`SnapshotStore::put`] in the background; `done` gets the outcome.
+    pub fn spawn_write<T: Send + 'static>(
+        &self,
+        topic: &str,
+        partition: i32,
+        position: i64,
+        chunks: Vec<Vec<u8>>,
+        tag: T,
+        done: std::sync::mpsc::Sender<(T, anyhow::Result<Written>)>,
+    ) {
+        let me = self.io.clone();
+        let topic = topic.to_string();
+        self.rt.spawn(async move {
+            let r = me.put(&topic, partition, position, chunks).await;
+            // The receiver is gone only when the stage ended; nothing to report then.
+            let _ = done.send((tag, r));
+        });
+    }
+
+    /// The snapshots of a partition, newest (highest position) first.
+    ///
+    /// Errors: the store cannot be listed.
+    pub fn list(&self, topic: &str, partition: i32) -> anyhow::Result<Vec<(i64, String)>> {
+        let found = self.rt.block_on(self.list_async(topic, partition))?;
+        Ok(found.into_iter().map(|(p, l)| (p, l.to_string())).collect())
     }
 
     /// The newest snapshot that decodes, with its position, and the newer ones that did not.

@@ -1,0 +1,459 @@
+//! The fold loop of the state stage: poll the internal log, fold each record with the engine,
+//! produce its outputs with their cause headers, append ticks, and give the snapshots in
+//! progress their slices; then drain. Recovery is in `recovery.rs`, commits and snapshots in
+//! `checkpoint.rs`.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
+use rdkafka::producer::BaseRecord;
+
+use super::checkpoint::Commit;
+use super::{lock, recovery, Shared, StateContext};
+use crate::codec::avro::{self, InternalRecord};
+use crate::config::{OutputFormat, Settings};
+use crate::engine::{Applied, EvictReason, Stats};
+use crate::kafka::producer;
+use crate::kafka::{H_SRC_INDEX, H_SRC_OFFSET};
+use crate::model::records::Output;
+use crate::snapshot::SnapshotStore;
+
+/// The engine counters behind the limit metrics: evictions by reason, refused clocks.
+fn limit_counts(s: &Stats) -> ([u64; 3], u64) {
+    (s.evicted, s.refused_clocks)
+}
+
+/// How often the fold gives a slice of its time to the snapshots in progress, and about how
+/// long a slice is: at most a third of the state thread while a snapshot is encoded.
+const STEP_EVERY: Duration = Duration::from_millis(4);
+const STEP_BUDGET: Duration = Duration::from_millis(2);
+
+/// How long a clock skew measurement is trusted; older, the next tick measures again first.
+const SKEW_FRESH: Duration = Duration::from_secs(60);
+
+impl StateContext {
+    fn process(
+        &self,
+        shared: &mut Shared,
+        m: &BorrowedMessage<'_>,
+        out: &mut Vec<Output>,
+    ) -> anyhow::Result<()> {
+        let (p, off) = (m.partition(), m.offset());
+        let Some(part) = shared.parts.get_mut(&p) else {
+            return Ok(()); // fetched before a revoke: not ours any more
+        };
+        if part.stopped.is_some() {
+            return Ok(()); // fetched before the pause
+        }
+        if part.next_offset.is_some_and(|n| off < n) {
+            return Ok(());
+        }
+        self.stats.records_in.fetch_add(1, Ordering::Relaxed);
+        self.metrics.state_records.inc();
+        part.caught_up = false;
+        let before = limit_counts(part.state.stats());
+        match avro::decode_internal(m.payload().unwrap_or(&[])) {
+            Ok(InternalRecord::Event(ev)) => {
+                let lag_ms = (crate::metrics::now_ms() - ev.occurred_at).max(0);
+                self.metrics
+                    .event_time_lag_seconds
+                    .observe(lag_ms as f64 / 1000.0);
+                if part.state.apply(&ev, out) == Applied::Duplicate {
+                    self.metrics.duplicates.inc();
+                }
+            }
+            Ok(InternalRecord::Tick(t)) => {
+                part.state.advance(t, out);
+                if part.tick_in_flight {
+                    part.tick_in_flight = false;
+                    if let rdkafka::Timestamp::LogAppendTime(broker_ms) = m.timestamp() {
+                        self.measured_skew(part.tick_sent_ms - broker_ms);
+                    }
+                }
+            }
+            Err(e) => {
+                // Not written by leadflow's ingest; the fold stays a function of the log.
+                self.stats.undecodable.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(partition = p, offset = off, error = %e, "undecodable internal record skipped");
+            }
+        }
+        self.count_limits(before, limit_counts(part.state.stats()));
+        let svc = &self.settings.service;
+        let mut index = [0i64; 2];
+        for rec in out.drain(..) {
+            let (slot, topic) = match rec {
+                Output::Transition(_) => (0, &svc.topics.transitions),
+                Output::Sla(_) => (1, &svc.topics.sla),
+            };
+            let i = index[slot];
+            index[slot] += 1;
+            if let Some(last) = part.suppress[slot] {
+                if (off, i) <= last {
+                    self.stats.suppressed.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                part.suppress[slot] = None;
+            }
+            self.count_output(&rec);
+            self.begin()?;
+            let value = match svc.output_format {
+                OutputFormat::Avro => avro::encode_output(&rec)?,
+                OutputFormat::Json => {
+                    serde_json::to_vec(&rec).context("encoding a record as JSON")?
+                }
+            };
+            let (off_s, i_s) = (off.to_string(), i.to_string());
+            let headers = OwnedHeaders::new()
+                .insert(Header {
+                    key: H_SRC_OFFSET,
+                    value: Some(off_s.as_bytes()),
+                })
+                .insert(Header {
+                    key: H_SRC_INDEX,
+                    value: Some(i_s.as_bytes()),
+                });
+            producer::send(
+                &self.producer,
+                BaseRecord::to(topic)
+                    .partition(p)
+                    .key(rec.lead_key().as_bytes())
+                    .payload(&value[..])
+                    .headers(headers),
+            )?;
+            self.stats.outputs.fetch_add(1, Ordering::Relaxed);
+        }
+        part.next_offset = Some(off + 1);
+        part.dirty = true;
+        part.update_recovered();
+        Ok(())
+    }
+
+    /// Counts what the engine's bounds did during one record (evictions, refused clocks).
+    fn count_limits(&self, before: ([u64; 3], u64), after: ([u64; 3], u64)) {
+        for reason in EvictReason::ALL {
+            let i = reason as usize;
+            let n = after.0[i].saturating_sub(before.0[i]);
+            if n > 0 {
+                self.metrics
+                    .evicted_leads
+                    .with_label_values(&[reason.as_str()])
+                    .inc_by(n);
+            }
+        }
+        let refused = after.1.saturating_sub(before.1);
+        if refused > 0 {
+            self.metrics.sla_clocks_refused.inc_by(refused);
+        }
+    }
+
+    fn count_output(&self, rec: &Output) {
+        let m = &self.metrics;
+        match rec {
+            Output::Transition(t) => m
+                .transitions
+                .with_label_values(&[t.from_stage.as_str(), t.to_stage.as_str()])
+                .inc(),
+            Output::Sla(s) => {
+                m.sla_records
+                    .with_label_values(&[s.policy.as_str(), s.kind.as_str()])
+                    .inc();
+                if let Some(ms) = s.response_ms {
+                    m.response_seconds
+                        .with_label_values(&[s.policy.as_str()])
+                        .observe(ms as f64 / 1000.0);
+                }
+                if let Some(ms) = s.response_business_ms {
+                    m.response_business_seconds
+                        .with_label_values(&[s.policy.as_str()])
+                        .observe(ms as f64 / 1000.0);
+                }
+            }
+        }
+    }
+
+    /// Appends a tick to each caught-up partition with a timer due before `now - grace`.
+    ///
+    /// With broker timestamps on the internal topic (LogAppendTime), a tick's time never runs
+    /// ahead of the broker's clock by more than `clock.grace`: a host clock 14 h fast would
+    /// otherwise fire 14 h of warnings and breaches early. Before the first measurement (or
+    /// after a minute without one) a no-op tick at the partition's own clock measures first.
+    fn ticks(&self, shared: &mut Shared) -> anyhow::Result<()> {
+        let svc = &self.settings.service;
+        if svc.tick_interval_ms <= 0 {
+            return Ok(());
+        }
+        let interval = Duration::from_millis(svc.tick_interval_ms as u64);
+        let grace = self.settings.clock_grace_ms;
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let skew = *lock(&self.skew);
+        for (p, part) in shared.parts.iter_mut() {
+            let mut t = now_ms.saturating_sub(grace);
+            let due = part.state.next_due().is_some_and(|d| d < t);
+            if !part.caught_up || part.tick_in_flight || part.last_tick.elapsed() < interval || !due
+            {
+                continue;
+            }
+            if self.skew_guard {
+                match skew {
+                    Some((ms, at)) if at.elapsed() < SKEW_FRESH => {
+                        if ms > grace {
+                            t = now_ms.saturating_sub(ms).saturating_sub(grace);
+                            if part.state.next_due().is_none_or(|d| d >= t) {
+                                continue; // nothing due by the broker's clock
+                            }
+                            self.metrics.ticks_clamped.inc();
+                        }
+                    }
+                    // Measure first, with a tick that changes nothing (its own clock).
+                    _ => match part.state.clock() {
+                        Some(c) => t = c,
+                        None => continue,
+                    },
+                }
+            }
+            let value = avro::encode_internal(&InternalRecord::Tick(t))?;
+            self.begin()?;
+            producer::send(
+                &self.producer,
+                BaseRecord::to(&svc.topics.internal)
+                    .partition(*p)
+                    .payload(&value[..]),
+            )?;
+            part.tick_in_flight = true;
+            part.tick_sent_ms = now_ms;
+            part.last_tick = Instant::now();
+            self.stats.ticks_appended.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Records a clock skew measurement (host minus broker, ms); warns when it crosses
+    /// `clock.grace` either way.
+    fn measured_skew(&self, ms: i64) {
+        let grace = self.settings.clock_grace_ms;
+        let before = lock(&self.skew).replace((ms, Instant::now()));
+        self.metrics
+            .clock_skew_seconds
+            .with_label_values::<&str>(&[])
+            .set(ms as f64 / 1000.0);
+        let was_ahead = before.is_some_and(|(b, _)| b > grace);
+        if ms > grace && !was_ahead {
+            tracing::warn!(
+                skew_ms = ms,
+                grace_ms = grace,
+                "this host's clock runs ahead of the broker's by more than clock.grace: ticks \
+                 carry the broker's time until it is fixed (check NTP)"
+            );
+        } else if ms <= grace && was_ahead {
+            tracing::info!(
+                skew_ms = ms,
+                "the host clock is back within clock.grace of the broker's"
+            );
+        }
+    }
+}
+
+/// Runs the state stage until `stop`, then drains: final snapshot, commit, leave the group.
+pub fn run(
+    settings: &Settings,
+    layout: &crate::kafka::admin::Layout,
+    stop: &AtomicBool,
+    service_stats: &crate::service::ServiceStats,
+) -> anyhow::Result<()> {
+    let svc = &settings.service;
+    let metrics = Arc::clone(&service_stats.metrics);
+    let stats = Arc::clone(&service_stats.state);
+    let txn = layout.transactions;
+    let errors = Some(metrics.producer_errors.clone());
+    let (producer, deliveries) = if txn {
+        let id = transactional_id(svc);
+        tracing::info!(transactional_id = %id, "outputs are transactional (zombie fencing on)");
+        producer::transactional(svc, &id, 5, errors)?
+    } else {
+        tracing::info!("outputs are idempotent, without transactions (no zombie fencing)");
+        producer::idempotent(svc, 5, errors)?
+    };
+    metrics.output_transactions.set(i64::from(txn));
+    for reason in ["log_recreated", "history_deleted", "offset_reset"] {
+        metrics.partition_stops.with_label_values(&[reason]);
+    }
+    for reason in crate::snapshot::SKIP_CODES {
+        metrics.snapshots_skipped.with_label_values(&[reason]);
+    }
+    {
+        let mut shared = lock(&service_stats.view.shared);
+        shared.internal_partitions = layout.internal_partitions;
+        shared.lead_key = settings.rules.limits.lead_key;
+    }
+    // Every reader of the logs leadflow writes skips aborted transactions, also without
+    // transactions now: a log may hold aborted records from an earlier run with them.
+    let tail: BaseConsumer<recovery::TailContext> = crate::kafka::client_config(svc)
+        .set("group.id", format!("{}-tail", svc.state_group))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed")
+        .create_with_context(recovery::TailContext)
+        .context("creating the output tail reader")?;
+    let hw: BaseConsumer<recovery::TailContext> = crate::kafka::client_config(svc)
+        .set("isolation.level", "read_uncommitted")
+        .create_with_context(recovery::TailContext)
+        .context("creating the watermark reader")?;
+    let store = SnapshotStore::open(&svc.snapshot_store)
+        .with_context(|| format!("opening the snapshot store {}", svc.snapshot_store.url))?;
+    tracing::info!(url = %store.url(), "snapshot store");
+    let (written_tx, written_rx) = std::sync::mpsc::channel();
+    let ctx = StateContext {
+        settings: settings.clone(),
+        rules: Arc::clone(&settings.rules),
+        store,
+        producer,
+        deliveries,
+        txn,
+        skew_guard: layout.log_append_time,
+        skew: Mutex::new(None),
+        txn_open: AtomicBool::new(false),
+        tail,
+        hw,
+        shared: Arc::clone(&service_stats.view.shared),
+        view: service_stats.view.clone(),
+        metrics,
+        fatal: Mutex::new(None),
+        snapshot_retry: Mutex::new(None),
+        written_tx,
+        written_rx: Mutex::new(written_rx),
+        writes_in_flight: std::sync::atomic::AtomicUsize::new(0),
+        failed: AtomicBool::new(false),
+        stats,
+    };
+    let consumer: BaseConsumer<StateContext> = crate::kafka::client_config(svc)
+        .set("group.id", &svc.state_group)
+        .set("enable.auto.commit", "false")
+        // Start positions are always explicit (a snapshot's, or the beginning): a position
+        // that falls outside the log is an error to report, never a silent jump.
+        .set("auto.offset.reset", "error")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed")
+        .set("statistics.interval.ms", "1000")
+        .create_with_context(ctx)
+        .context("creating the state consumer")?;
+    consumer
+        .subscribe(&[&svc.topics.internal])
+        .context("subscribing to the internal topic")?;
+    tracing::info!(topic = %svc.topics.internal, group = %svc.state_group, "state stage started");
+
+    let commit_every = Duration::from_millis(svc.commit_interval_ms as u64);
+    let mut last_commit = Instant::now();
+    let mut last_maintenance = Instant::now();
+    let mut last_step = Instant::now();
+    let mut encoding = false;
+    let mut out = Vec::new();
+    let ctx = consumer.context();
+    let result = (|| -> anyhow::Result<()> {
+        while !stop.load(Ordering::Relaxed) {
+            if let Some(e) = ctx.take_fatal() {
+                anyhow::bail!("state stage failed: {e}");
+            }
+            // While a snapshot is encoded, an idle moment goes to it rather than to waiting.
+            let wait = if encoding { 1 } else { 20 };
+            let mut idle = false;
+            match consumer.poll(Duration::from_millis(wait)) {
+                Some(Ok(m)) => ctx.process(&mut lock(&ctx.shared), &m, &mut out)?,
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    if let Some(part) = lock(&ctx.shared).parts.get_mut(&p) {
+                        part.caught_up = true;
+                        part.update_recovered();
+                    }
+                }
+                Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset))) => {
+                    // A position fell outside the log (retention, DeleteRecords, a recreated
+                    // topic): find which partitions, and stop them.
+                    ctx.stop_out_of_range(&mut lock(&ctx.shared), &consumer)?;
+                }
+                Some(Err(e)) => tracing::warn!(error = %e, "state consumer error"),
+                None => idle = true,
+            }
+            if encoding && (idle || last_step.elapsed() >= STEP_EVERY) {
+                // A slice of the snapshots in progress, between records.
+                last_step = Instant::now();
+                encoding = ctx.snapshot_steps(&mut lock(&ctx.shared), STEP_BUDGET);
+            }
+            if last_maintenance.elapsed() >= Duration::from_millis(20) {
+                last_maintenance = Instant::now();
+                ctx.producer.poll(Duration::ZERO);
+                let mut shared = lock(&ctx.shared);
+                ctx.collect_written(&mut shared);
+                ctx.ticks(&mut shared)?;
+                ctx.view.publish(&shared, &ctx.metrics);
+                let started = ctx.start_snapshots(&mut shared, &consumer)?;
+                encoding = shared
+                    .parts
+                    .values()
+                    .any(|p| p.state.snapshot_in_progress().is_some());
+                let outcome = if started == Commit::Aborted {
+                    Some(started)
+                } else if txn && last_commit.elapsed() >= commit_every {
+                    last_commit = Instant::now();
+                    Some(ctx.commit(&shared, &consumer)?)
+                } else {
+                    None
+                };
+                if outcome == Some(Commit::Aborted) {
+                    // Start over from what is committed; if the partitions were lost, the
+                    // group's revoke follows on the next poll.
+                    ctx.recover_assigned(&mut shared, &consumer)?;
+                }
+            }
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        // No snapshot after a failure (also not in the revoke that closing the consumer runs):
+        // the outputs it would cover may be incomplete.
+        ctx.failed.store(true, Ordering::SeqCst);
+        tracing::error!(error = %format!("{e:#}"), "state stage failed; draining");
+        let _ = ctx.abort();
+        return Err(e);
+    }
+    if ctx.final_checkpoint(&mut lock(&ctx.shared), &consumer)? == Commit::Aborted {
+        tracing::warn!("the last transaction was aborted at shutdown; the next owner re-folds it");
+        ctx.failed.store(true, Ordering::SeqCst);
+    }
+    consumer.unsubscribe();
+    tracing::info!("state stage stopped");
+    Ok(())
+}
+
+/// `kafka.transactional_id`, or the state group, the host name and a random suffix: unique
+/// per process, so that two instances never fence each other.
+fn transactional_id(svc: &crate::config::Service) -> String {
+    if let Some(id) = &svc.transactional_id {
+        return id.clone();
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".into());
+    // Time, process id and a counter: distinct for every stage started on this host.
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    format!(
+        "{}-{host}-{}-{seq}-{:x}",
+        svc.state_group,
+        std::process::id(),
+        nanos & 0xffff_ffff
+    )
+}
