@@ -542,14 +542,21 @@ mod tests {
         assert!(on_disk == bytes, "the parts join into the same bytes");
     }
 
-    #[test]
-    fn a_corrupt_newest_snapshot_is_reported_and_the_previous_used() {
+    /// A local store (keeping 3) with one snapshot of an empty state at position 10 of
+    /// partition `p` of topic `t`.
+    fn one_snapshot_at_10(p: i32) -> (tempfile::TempDir, SnapshotStore, PartitionState) {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = local(dir.path(), 3);
         let st = PartitionState::new(rules());
         store
-            .write("t", 3, 10, st.encode_snapshot(10))
+            .write("t", p, 10, st.encode_snapshot(10))
             .expect("write");
+        (dir, store, st)
+    }
+
+    #[test]
+    fn a_corrupt_newest_snapshot_is_reported_and_the_previous_used() {
+        let (dir, store, st) = one_snapshot_at_10(3);
         let mut bytes = st.encode_snapshot(20);
         let n = bytes.len();
         bytes[n / 2] ^= 0xff;
@@ -563,19 +570,18 @@ mod tests {
             skipped[0].reason
         );
         assert_eq!(skipped[0].code, "corrupt");
-        assert!(skipped[0]
-            .path
-            .ends_with("t-3/snapshot-00000000000000000020.lfsn"));
+        assert_eq!(
+            skipped[0].path,
+            format!(
+                "file://{}/t-3/snapshot-00000000000000000020.lfsn",
+                dir.path().display()
+            )
+        );
     }
 
     #[test]
     fn a_file_that_is_not_a_snapshot_says_so() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = local(dir.path(), 3);
-        let st = PartitionState::new(rules());
-        store
-            .write("t", 0, 10, st.encode_snapshot(10))
-            .expect("write");
+        let (dir, store, _) = one_snapshot_at_10(0);
         // What an operator may leave there: notes, a copy of another file.
         std::fs::write(
             dir.path().join("t-0/snapshot-00000000000000000020.lfsn"),
