@@ -360,7 +360,7 @@ fn bad_snapshot_stores_fail_at_startup() {
     );
     let msg = error_of(&with("url = \"s3:///prefix-only\""));
     assert_mentions(&msg, &["snapshots.url", "BUCKET"]);
-    let msg = error_of(&with("url = \"s3://b/p\"\ndir = \"/var/lib/x\""));
+    let msg = error_of(&with("url = \"s3://bkt/p\"\ndir = \"/var/lib/x\""));
     assert_mentions(&msg, &["snapshots.dir", "not both"]);
     let msg = error_of(&with("endpoint = \"http://minio:9000\""));
     assert_mentions(&msg, &["snapshots.endpoint", "s3://BUCKET"]);
@@ -368,7 +368,7 @@ fn bad_snapshot_stores_fail_at_startup() {
         "url = \"gs://b/p\"\nendpoint = \"http://minio:9000\"",
     ));
     assert_mentions(&msg, &["snapshots.endpoint", "S3-compatible", "gs://"]);
-    let msg = error_of(&with("url = \"s3://b/p\"\nendpoint = \"minio:9000\""));
+    let msg = error_of(&with("url = \"s3://bkt/p\"\nendpoint = \"minio:9000\""));
     assert_mentions(&msg, &["snapshots.endpoint", "http://"]);
     // What is allowed: a bucket with an endpoint, and a folder as a file URL.
     let s = Settings::from_toml(&with(

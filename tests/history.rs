@@ -88,7 +88,7 @@ fn recreated_topics_stop_the_partitions_instead_of_skipping() {
     assert!(
         body.contains(&format!("{}/0", broker.topics.internal))
             && body.contains("beyond the end of the log")
-            && body.contains("Remedy"),
+            && body.contains("Remedies"),
         "{body}"
     );
     assert_eq!(
@@ -140,7 +140,9 @@ fn deleted_history_stops_the_partition_instead_of_folding_what_is_left() {
     assert!(
         body.contains(&format!("{}/0", broker.topics.internal))
             && body.contains("below the start of the log")
-            && body.contains(&format!("({end})")),
+            && body.contains(&format!("({end})"))
+            && body.contains("cannot bring them back")
+            && body.contains("\"A stopped partition\""),
         "{body}"
     );
     assert_eq!(

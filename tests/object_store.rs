@@ -93,6 +93,24 @@ fn snapshots_in_a_bucket_multipart_retention_and_an_unreachable_store() {
         .expect("body");
     assert!(read == big, "the multipart object equals what was written");
 
+    // A bucket that does not exist: one readable line, the server's answer once, a hint.
+    let missing = SnapshotStore::open(&StoreConfig {
+        url: format!("s3://{bucket}-missing/lf"),
+        endpoint: Some(s3.endpoint.clone()),
+        retain: 2,
+    })
+    .expect("open");
+    let err = format!(
+        "{:#}",
+        missing
+            .write("t", 0, 1, small.encode_snapshot(1))
+            .expect_err("no such bucket")
+    );
+    assert!(!err.contains('\n'), "{err}");
+    assert!(err.contains("does not exist"), "{err}");
+    eprintln!("a missing bucket: {err}");
+    assert!(err.matches("NoSuchBucket").count() <= 2, "{err}");
+
     // An endpoint nobody answers: recovery gets an error naming the store, not "none".
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

@@ -94,11 +94,41 @@ pub const SKIP_CODES: [&str; 4] = [
 /// ones it passed over.
 pub type Loaded = (Option<(PartitionState, i64)>, Vec<Skipped>);
 
-/// A snapshot written: where, and how many bytes.
+/// A snapshot written: where, how many bytes, and how many objects of its partition are named
+/// above its position (not snapshots of this log: left over or put there; see `prune`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Written {
     pub path: String,
     pub bytes: u64,
+    pub above: usize,
+}
+
+/// A store error as one readable line: what was being done, the store's message once (its
+/// `Display` already holds its causes; the error chain would repeat them, response bodies
+/// included), and a hint for the usual causes.
+fn store_error(e: object_store::Error, what: String) -> anyhow::Error {
+    let text = e.to_string();
+    let mut line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    const MAX: usize = 600;
+    if line.len() > MAX {
+        let cut = (0..=MAX)
+            .rev()
+            .find(|&i| line.is_char_boundary(i))
+            .unwrap_or(0);
+        line.truncate(cut);
+        line.push('…');
+    }
+    let hint = if text.contains("169.254.169.254") || text.contains("credential") {
+        " (no credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a web \
+         identity such as EKS IRSA, or an instance role)"
+    } else if text.contains("NoSuchBucket") {
+        " (the bucket does not exist, or these credentials cannot see it)"
+    } else if text.contains("AccessDenied") || text.contains("403 Forbidden") {
+        " (access denied: the role needs the actions in deploy/k8s/iam-policy.json)"
+    } else {
+        ""
+    };
+    anyhow::anyhow!("{what}: {line}{hint}")
 }
 
 /// Checks a `snapshots.url` (and endpoint) without touching the store: the scheme is one of
@@ -106,8 +136,16 @@ pub struct Written {
 ///
 /// Errors: the reason, for a config error naming the key.
 pub fn check_url(url: &str, endpoint: Option<&str>) -> Result<(), String> {
-    let parsed = url::Url::parse(url).map_err(|e| format!("not a URL ({e})"))?;
+    let parsed = url::Url::parse(url).map_err(|e| {
+        format!(
+            "not a URL ({e}); a local folder is file:///ABSOLUTE/PATH (or set snapshots.dir), \
+             a bucket s3://BUCKET/PREFIX"
+        )
+    })?;
     let scheme = parsed.scheme();
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err("no query (?…) or fragment (#…) belongs in a snapshot store URL".into());
+    }
     if !SCHEMES.contains(&scheme) {
         return Err(format!(
             "the scheme {scheme}:// is not a snapshot store; allowed: {}",
@@ -123,6 +161,21 @@ pub fn check_url(url: &str, endpoint: Option<&str>) -> Result<(), String> {
         return Err(format!(
             "no bucket or container: write {scheme}://BUCKET/PREFIX"
         ));
+    }
+    if matches!(scheme, "s3" | "s3a") {
+        let bucket = parsed.host_str().unwrap_or("");
+        let valid = (3..=63).contains(&bucket.len())
+            && bucket
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+            && bucket.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && bucket.ends_with(|c: char| c.is_ascii_alphanumeric());
+        if !valid {
+            return Err(format!(
+                "{bucket:?} is not a valid S3 bucket name: 3 to 63 lowercase letters, digits, \
+                 dots and hyphens, starting and ending with a letter or digit"
+            ));
+        }
     }
     if endpoint.is_some() && !matches!(scheme, "s3" | "s3a") {
         return Err(format!(
@@ -249,13 +302,16 @@ impl StoreIo {
         let located = || format!("writing {}/{path}", self.scheme_host());
         if size <= PART_BYTES {
             let payload: object_store::PutPayload = chunks.into_iter().map(Bytes::from).collect();
-            self.store.put(&path, payload).await.with_context(located)?;
+            self.store
+                .put(&path, payload)
+                .await
+                .map_err(|e| store_error(e, located()))?;
         } else {
             let upload = self
                 .store
                 .put_multipart(&path)
                 .await
-                .with_context(located)?;
+                .map_err(|e| store_error(e, located()))?;
             let mut w = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
             let mut sent = Ok(());
             for chunk in chunks {
@@ -267,20 +323,21 @@ impl StoreIo {
             }
             match sent {
                 Ok(()) => {
-                    w.finish().await.with_context(located)?;
+                    w.finish().await.map_err(|e| store_error(e, located()))?;
                 }
                 Err(e) => {
                     // Parts of an unfinished upload are invisible but kept (and billed)
                     // until aborted.
                     let _ = w.abort().await;
-                    return Err(anyhow::Error::new(e).context(located()));
+                    return Err(store_error(e, located()));
                 }
             }
         }
-        self.prune(topic, partition).await?;
+        let above = self.prune(topic, partition, position).await?;
         Ok(Written {
             path: format!("{}/{path}", self.scheme_host()),
             bytes: size as u64,
+            above,
         })
     }
 
@@ -327,10 +384,10 @@ impl StoreIo {
                 // A local folder that does not exist yet holds no snapshot.
                 Err(object_store::Error::NotFound { .. }) => Vec::new(),
                 Err(e) => {
-                    return Err(anyhow::Error::new(e).context(format!(
-                        "listing the snapshots in {}/{prefix}",
-                        self.scheme_host()
-                    )))
+                    return Err(store_error(
+                        e,
+                        format!("listing the snapshots in {}/{prefix}", self.scheme_host()),
+                    ))
                 }
             };
         let mut out: Vec<(i64, Path)> = metas
@@ -350,13 +407,18 @@ impl StoreIo {
         Ok(out)
     }
 
-    async fn prune(&self, topic: &str, partition: i32) -> anyhow::Result<()> {
-        for (_, old) in self
+    /// Keeps the newest `retain` snapshots at or below `position` (the one just written);
+    /// returns how many objects are named above it. Those are never deleted, and never count
+    /// towards the kept: a leftover of a recreated topic or an object put there by hand would
+    /// otherwise push every new snapshot out as soon as it is written. Recovery passes over
+    /// them if they do not decode.
+    async fn prune(&self, topic: &str, partition: i32, position: i64) -> anyhow::Result<usize> {
+        let (above, kept): (Vec<_>, Vec<_>) = self
             .list_async(topic, partition)
             .await?
             .into_iter()
-            .skip(self.retain)
-        {
+            .partition(|(p, _)| *p > position);
+        for (_, old) in kept.into_iter().skip(self.retain) {
             match self.store.delete(&old).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => {
@@ -364,7 +426,7 @@ impl StoreIo {
                 }
             }
         }
-        Ok(())
+        Ok(above.len())
     }
 }
 
@@ -512,7 +574,15 @@ mod tests {
         }
         assert_eq!(
             positions(&store, 0),
-            vec![17, 9],
+            vec![17, 9, 5],
+            "a write keeps the newest two at or below its position, and never removes one above"
+        );
+        store
+            .write("t", 0, 20, st.encode_snapshot(20))
+            .expect("write");
+        assert_eq!(
+            positions(&store, 0),
+            vec![20, 17],
             "the newest two by position"
         );
         assert!(dir
@@ -520,9 +590,40 @@ mod tests {
             .join("t-0/snapshot-00000000000000000017.lfsn")
             .is_file());
         let (found, skipped) = store.load_newest("t", 0, &rules()).expect("load");
-        assert_eq!(found.map(|(_, p)| p), Some(17));
+        assert_eq!(found.map(|(_, p)| p), Some(20));
         assert!(skipped.is_empty());
         assert!(store.list("t", 1).expect("list").is_empty());
+    }
+
+    /// Objects named above the position being written (junk, or left from a recreated topic)
+    /// neither push the new snapshots out nor are deleted; they are reported.
+    #[test]
+    fn objects_above_the_current_position_do_not_push_snapshots_out() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = local(dir.path(), 2);
+        for pos in [900_000_000, 900_000_001, 900_000_002] {
+            store
+                .put_raw("t", 1, pos, b"not a snapshot".to_vec())
+                .expect("junk");
+        }
+        let st = PartitionState::new(rules());
+        let mut last = None;
+        for pos in [10, 20, 30] {
+            last = Some(
+                store
+                    .write("t", 1, pos, st.encode_snapshot(pos))
+                    .expect("write"),
+            );
+        }
+        assert_eq!(last.map(|w| w.above), Some(3));
+        assert_eq!(
+            positions(&store, 1),
+            vec![900_000_002, 900_000_001, 900_000_000, 30, 20],
+            "the newest two real ones kept, the others left alone"
+        );
+        let (found, skipped) = store.load_newest("t", 1, &rules()).expect("load");
+        assert_eq!(found.map(|(_, p)| p), Some(30));
+        assert_eq!(skipped.len(), 3);
     }
 
     #[test]
@@ -639,6 +740,29 @@ mod tests {
     }
 
     #[test]
+    fn store_errors_are_one_line_with_a_hint() {
+        let generic = |msg: &str| object_store::Error::Generic {
+            store: "S3",
+            source: msg.to_string().into(),
+        };
+        let e = store_error(
+            generic(
+                "Error performing PUT http://169.254.169.254/latest/api/token in 1ms\n  403 \
+                 Forbidden",
+            ),
+            "writing s3://b/x".into(),
+        );
+        let text = e.to_string();
+        assert!(!text.contains('\n'), "{text}");
+        assert!(text.starts_with("writing s3://b/x: "), "{text}");
+        assert!(text.contains("no credentials found"), "{text}");
+        let body = "<Error><Code>NoSuchBucket</Code></Error>".repeat(100);
+        let text = store_error(generic(&body), "listing".into()).to_string();
+        assert!(text.contains("does not exist"), "{text}");
+        assert!(text.len() < 800, "cut to a readable length: {}", text.len());
+    }
+
+    #[test]
     fn urls_are_checked_before_anything_is_opened() {
         assert!(check_url("file:///var/lib/leadflow", None).is_ok());
         assert!(check_url("s3://bucket/prefix", Some("http://127.0.0.1:9000")).is_ok());
@@ -649,6 +773,15 @@ mod tests {
         assert!(e.contains("BUCKET"), "{e}");
         let e = check_url("gs://bucket", Some("http://x")).expect_err("endpoint");
         assert!(e.contains("snapshots.endpoint"), "{e}");
-        assert!(check_url("relative/dir", None).is_err());
+        let e = check_url("/var/lib/leadflow", None).expect_err("a path");
+        assert!(e.contains("file:///"), "{e}");
+        let e = check_url("s3://My_Bucket/prod", None).expect_err("bucket name");
+        assert!(
+            e.contains("\"My_Bucket\"") && e.contains("lowercase"),
+            "{e}"
+        );
+        assert!(check_url("s3://b2/prod", None).is_err(), "too short");
+        let e = check_url("s3://bucket/prod?x=1#frag", None).expect_err("query");
+        assert!(e.contains("query"), "{e}");
     }
 }

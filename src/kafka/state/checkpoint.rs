@@ -327,6 +327,17 @@ impl StateContext {
     }
 
     fn snapshot_ok(&self, tag: &WriteTag, w: &Written) {
+        if w.above > 0 && lock(&self.warned_above).insert(tag.partition) {
+            tracing::warn!(
+                partition = tag.partition,
+                position = tag.position,
+                objects = w.above,
+                store = %self.store.url(),
+                "objects named above this partition's position are in the snapshot store (left \
+                 from a recreated topic, or put there by hand): they are kept out of retention \
+                 and passed over at recovery if they do not decode; remove them"
+            );
+        }
         let seconds = tag.started.elapsed().as_secs_f64();
         self.metrics
             .snapshot_written(seconds, w.bytes, tag.started_ms);

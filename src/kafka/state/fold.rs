@@ -300,6 +300,9 @@ pub fn run(
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
         .set("isolation.level", "read_committed")
+        // It reads a few records at the end of a partition: the broker should answer as soon
+        // as there is nothing more, not hold the fetch (500 ms by default) at every tail read.
+        .set("fetch.wait.max.ms", "10")
         .create_with_context(recovery::TailContext)
         .context("creating the output tail reader")?;
     let hw: BaseConsumer<recovery::TailContext> = crate::kafka::client_config(svc)
@@ -330,6 +333,7 @@ pub fn run(
         written_tx,
         written_rx: Mutex::new(written_rx),
         writes_in_flight: std::sync::atomic::AtomicUsize::new(0),
+        warned_above: Mutex::default(),
         failed: AtomicBool::new(false),
         stats,
     };

@@ -282,6 +282,8 @@ pub struct StateContext {
     written_tx: std::sync::mpsc::Sender<checkpoint::WriteOutcome>,
     written_rx: Mutex<std::sync::mpsc::Receiver<checkpoint::WriteOutcome>>,
     writes_in_flight: std::sync::atomic::AtomicUsize,
+    /// Partitions whose store holds objects above their position (warned once each).
+    warned_above: Mutex<std::collections::BTreeSet<i32>>,
     /// Set on any error: from then on no snapshot may be written, because the state may hold
     /// effects whose outputs were not all produced.
     failed: AtomicBool,
@@ -359,15 +361,24 @@ impl StateContext {
             let offset = start.map_or(Offset::Beginning, Offset::Offset);
             tpl.set_partition_offset(&internal, p, offset)
                 .context("setting the start offset")?;
-            tracing::info!(
-                partition = p,
-                start = ?start,
-                leads = part.state.lead_count(),
-                suppress_transitions = ?part.suppress[0],
-                suppress_sla = ?part.suppress[1],
-                ms = started.elapsed().as_millis() as u64,
-                "partition assigned and recovered"
-            );
+            if let Some(stop) = &part.stopped {
+                tracing::warn!(
+                    partition = p,
+                    start = ?start,
+                    reason = stop.reason,
+                    "partition assigned and stopped (see the error above)"
+                );
+            } else {
+                tracing::info!(
+                    partition = p,
+                    start = ?start,
+                    leads = part.state.lead_count(),
+                    suppress_transitions = ?part.suppress[0],
+                    suppress_sla = ?part.suppress[1],
+                    ms = started.elapsed().as_millis() as u64,
+                    "partition assigned and recovered"
+                );
+            }
             recovered.push((p, part));
         }
         let mut shared = lock(&self.shared);

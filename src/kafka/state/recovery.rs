@@ -98,37 +98,45 @@ impl StateContext {
             .fetch_watermarks(internal, p, Duration::from_secs(10))
             .with_context(|| format!("reading the watermarks of {internal}/{p}"))?;
         let snapshots = self.store.url();
+        let here = format!("{snapshots}/{internal}-{p}/");
         Ok(match position {
             Some(s) if s > high => Some(Stop {
                 reason: "log_recreated",
                 message: format!(
-                    "{internal}/{p}: the stored position {s} is beyond the end of the log \
-                     ({high}): the topic was deleted and recreated, or truncated, so folding on \
-                     would skip or misplace records. Remedy: restore the topic; or, to rebuild \
-                     the state from the log as it is now, stop leadflow and move this \
-                     partition's snapshots out of {snapshots}"
+                    "{internal}/{p}: the newest usable snapshot is at position {s}, beyond the \
+                     end of the log ({high}): the topic was deleted and recreated, or \
+                     truncated, so folding on would skip or misplace records. Remedies \
+                     (docs/operations.md, \"A stopped partition\"): point leadflow back at \
+                     the original topic; or rebuild from the source topics into a new set of \
+                     topics, consumer groups and snapshot prefix"
                 ),
             }),
             Some(s) if s < low => Some(Stop {
                 reason: "history_deleted",
                 message: format!(
-                    "{internal}/{p}: the stored position {s} is below the start of the log \
-                     ({low}): records {s} to {} were deleted (retention or DeleteRecords) \
-                     before they were folded, so the state would miss them. Remedy: keep the \
-                     internal topic's retention above the snapshot interval times the snapshots \
-                     kept (docs/operations.md) and restore the records; or accept the loss by \
-                     moving this partition's snapshots out of {snapshots} and recreating the \
-                     topic",
+                    "{internal}/{p}: the newest usable snapshot is at position {s}, below the \
+                     start of the log ({low}): records {s} to {} were deleted (retention or \
+                     DeleteRecords) before a snapshot covered them, and Kafka cannot bring \
+                     them back; folding on would build a state without them. Remedies \
+                     (docs/operations.md, \"A stopped partition\"): if a newer snapshot \
+                     exists (one skipped above as unusable, another store, a backup), put it \
+                     in {here} and restart; otherwise rebuild from the source topics into a \
+                     new set of topics, consumer groups and snapshot prefix. Then keep the \
+                     internal topic's retention above the snapshots' age plus the longest \
+                     snapshot outage you will sit out",
                     low - 1
                 ),
             }),
             None if low > 0 => Some(Stop {
                 reason: "history_deleted",
                 message: format!(
-                    "{internal}/{p}: no snapshot, and the log starts at {low}, not 0: records \
-                     before {low} were deleted, so the state cannot be rebuilt from the log. \
-                     Remedy: restore this partition's snapshots into {snapshots}, or recreate \
-                     the internal topic and re-read the sources (reset the ingest group)"
+                    "{internal}/{p}: no usable snapshot in {here}, and the log starts at \
+                     {low}, not 0: records before {low} were deleted, so the state cannot be \
+                     rebuilt from the log. Remedies (docs/operations.md, \"A stopped \
+                     partition\"): if this partition's snapshots exist elsewhere (another \
+                     snapshots.url, a backup), put them in {here} and restart; otherwise \
+                     rebuild from the source topics into a new set of topics, consumer groups \
+                     and snapshot prefix"
                 ),
             }),
             _ => None,
