@@ -37,15 +37,58 @@ pub struct DemoOptions {
     pub http: Option<std::net::SocketAddr>,
 }
 
+/// The demo's `[notify]`: every MQL and every SLA warning or breach to one Slack-style
+/// target, the local receiver (`print_inbox`).
+fn demo_notify(url_file: &std::path::Path) -> String {
+    format!(
+        "[notify]\nstart = \"earliest\"\n\
+         [notify.targets.sales]\nkind = \"slack\"\nurl_file = \"{}\"\nrate = 0\n\
+         [[notify.routes]]\nrecord = \"transition\"\nto_stage = [\"mql\"]\ntarget = \"sales\"\n\
+         [[notify.routes]]\nrecord = \"sla\"\nsla_kind = [\"warning\", \"breach\"]\ntarget = \"sales\"\n",
+        url_file.display()
+    )
+}
+
+/// Prints what the notify stage delivers to the local receiver (the first line of each Slack
+/// message), as a sales channel would show it.
+fn print_inbox(server: &tiny_http::Server, stop: &AtomicBool) {
+    for mut req in server.incoming_requests() {
+        let mut body = String::new();
+        let _ = req.as_reader().read_to_string(&mut body);
+        let text = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["text"].as_str().map(str::to_string))
+            .unwrap_or(body);
+        if !stop.load(Ordering::Relaxed) {
+            let first = text.lines().next().unwrap_or("");
+            println!("  notify -> #sales (Slack webhook, local receiver): {first}");
+        }
+        let _ = req.respond(tiny_http::Response::from_string("ok"));
+    }
+}
+
 pub fn run(opts: &DemoOptions, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     let base = Settings::from_toml(EXAMPLE_CONFIG)?;
     let broker = DevBroker::start(&base.service.topics, opts.partitions, None)?;
     let snapshots = std::env::temp_dir().join(format!("leadflow-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&snapshots).context("creating the demo's folder")?;
+    // Notifications go to a local receiver standing in for a Slack channel; it prints them.
+    let receiver = Arc::new(
+        tiny_http::Server::http("127.0.0.1:0")
+            .map_err(|e| anyhow::anyhow!("starting the demo's notification receiver: {e}"))?,
+    );
+    let url_file = snapshots.join("slack-sales.url");
+    std::fs::write(
+        &url_file,
+        format!("http://{}/sales", receiver.server_addr()),
+    )
+    .context("writing the demo's webhook URL")?;
     // Event time runs `speed` times faster than the wall clock: no future-time guard.
     let settings = Settings::from_toml(&format!(
-        "{EXAMPLE_CONFIG}\n[kafka]\nbrokers = \"{}\"\n[snapshots]\ndir = \"{}\"\n[limits]\nmax_future = \"0s\"\n",
+        "{EXAMPLE_CONFIG}\n[kafka]\nbrokers = \"{}\"\n[snapshots]\ndir = \"{}\"\n[limits]\nmax_future = \"0s\"\n{}",
         broker.bootstrap(),
-        snapshots.display()
+        snapshots.display(),
+        demo_notify(&url_file)
     ))?;
     println!(
         "leadflow demo: broker {} (librdkafka mock), {} partitions, {} leads, event time x{}",
@@ -67,6 +110,13 @@ pub fn run(opts: &DemoOptions, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
             .name("pipeline".into())
             .spawn(move || service::run(&settings, stop, stats))
             .context("starting the pipeline")?
+    };
+    let inbox = {
+        let (receiver, stop) = (Arc::clone(&receiver), Arc::clone(&stop));
+        thread::Builder::new()
+            .name("inbox".into())
+            .spawn(move || print_inbox(&receiver, &stop))
+            .context("starting the notification receiver")?
     };
     let feed = {
         let (settings, stop) = (settings.clone(), Arc::clone(&stop));
@@ -130,6 +180,8 @@ pub fn run(opts: &DemoOptions, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         .join()
         .map_err(|_| anyhow::anyhow!("the pipeline panicked"))?;
     let _ = feed.join();
+    receiver.unblock();
+    let _ = inbox.join();
     let s = &stats;
     println!(
         "\ndemo: {sent} events produced; ingest forwarded {} ({} invalid); state emitted {} records, wrote {} snapshots",

@@ -14,6 +14,7 @@ pub mod http;
 pub mod kafka;
 pub mod metrics;
 pub mod model;
+pub mod notify;
 pub mod partition;
 pub mod replay;
 pub mod service;

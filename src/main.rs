@@ -50,8 +50,15 @@ enum Command {
         /// Config file (TOML).
         config: PathBuf,
     },
-    /// Run the service: ingest and state stages against the configured Kafka brokers.
+    /// Run the service: ingest and state stages against the configured Kafka brokers (and the
+    /// notify stage when [notify] has routes).
     Run {
+        /// Config file (TOML); LEADFLOW__SECTION__KEY environment variables override it.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Run only the notify stage: deliver [notify] routes' messages from the output topics.
+    Notify {
         /// Config file (TOML); LEADFLOW__SECTION__KEY environment variables override it.
         #[arg(long)]
         config: PathBuf,
@@ -123,6 +130,7 @@ fn main() -> ExitCode {
             print!("{}: ok\n{}", config.display(), s.summary());
         }),
         Command::Run { config } => cmd_run(config),
+        Command::Notify { config } => cmd_notify(config),
         Command::Demo {
             seed,
             leads,
@@ -291,6 +299,18 @@ fn cmd_run(config: PathBuf) -> anyhow::Result<()> {
         tracing::info!(%bound, "serving /metrics and /health/live");
     }
     leadflow::service::run(&settings, stop, stats)
+}
+
+fn cmd_notify(config: PathBuf) -> anyhow::Result<()> {
+    let settings = load_settings(&config)?;
+    init_logs(&settings.service.log_level, settings.service.log_json);
+    let stop = stop_flag()?;
+    let stats = leadflow::service::ServiceStats::new()?;
+    if let Some(addr) = settings.service.http_listen {
+        let bound = leadflow::http::serve(addr, stats.clone(), Arc::clone(&stop))?;
+        tracing::info!(%bound, "serving /metrics and /health/live");
+    }
+    leadflow::service::run_notify(&settings, stop, stats)
 }
 
 fn cmd_dev_broker(

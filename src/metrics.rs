@@ -19,6 +19,10 @@ pub const RESPONSE_BUCKETS: [f64; 11] = [
 const LAG_BUCKETS: [f64; 12] = [
     0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 3600.0, 86400.0, 604800.0,
 ];
+/// Delivery latency of notifications: a second is the promise, minutes are retries.
+const NOTIFY_BUCKETS: [f64; 11] = [
+    0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 30.0, 120.0, 600.0,
+];
 /// Slices of the state thread's time: a checkpoint should cost it about a millisecond at once.
 const PAUSE_BUCKETS: [f64; 10] = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0];
 const DURATION_BUCKETS: [f64; 10] = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0];
@@ -66,6 +70,11 @@ pub struct Metrics {
     pub snapshot_age_seconds: IntGauge,
     pub recovery_duration_seconds: Histogram,
     pub producer_errors: IntCounter,
+    pub notify_delivered: IntCounterVec,
+    pub notify_retries: IntCounterVec,
+    pub notify_failed: IntCounterVec,
+    pub notify_latency_seconds: HistogramVec,
+    pub notify_queue_depth: IntGaugeVec,
     pub output_transactions: IntGauge,
     pub transaction_commit_seconds: Histogram,
     pub transactions_aborted: IntCounter,
@@ -176,6 +185,26 @@ impl Metrics {
                 "Time to recover an assigned partition (snapshot load and output tails).",
                 &DURATION_BUCKETS
             ))),
+            notify_delivered: reg!(r, IntCounterVec::new(
+                Opts::new("leadflow_notify_delivered_total", "Notifications delivered (a 2xx answer), by target."),
+                &["target"]
+            )),
+            notify_retries: reg!(r, IntCounterVec::new(
+                Opts::new("leadflow_notify_retries_total", "Notification attempts retried (timeouts, connection errors, 5xx, 429), by target."),
+                &["target"]
+            )),
+            notify_failed: reg!(r, IntCounterVec::new(
+                Opts::new("leadflow_notify_failed_total", "Notifications written to the notify dead-letter topic, by target and reason: rejected (a 4xx other than 429), gave_up (notify.give_up_after passed); undecodable output records under target \"-\"."),
+                &["target", "reason"]
+            )),
+            notify_latency_seconds: reg!(r, HistogramVec::new(
+                hist("leadflow_notify_delivery_latency_seconds", "From the output record's write (its Kafka timestamp) to its delivery, by target; retries and rate limits included.", &NOTIFY_BUCKETS),
+                &["target"]
+            )),
+            notify_queue_depth: reg!(r, IntGaugeVec::new(
+                Opts::new("leadflow_notify_queue_depth", "Notifications waiting for their target, by target."),
+                &["target"]
+            )),
             producer_errors: reg!(r, IntCounter::new(
                 "leadflow_producer_errors_total",
                 "Records the broker did not acknowledge (each stops the stage; nothing is dropped)."

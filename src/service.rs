@@ -1,5 +1,5 @@
-//! `leadflow run`: the ingest and state stages in one process, as two consumer groups, with a
-//! bounded drain on stop.
+//! `leadflow run`: the ingest and state stages in one process, as two consumer groups (and the
+//! notify stage as a third when `[notify]` has routes), with a bounded drain on stop.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -37,6 +37,27 @@ impl ServiceStats {
     }
 }
 
+/// `leadflow notify`: the notify stage alone (it scales apart from the others), until `stop`.
+pub fn run_notify(
+    settings: &Settings,
+    stop: Arc<AtomicBool>,
+    stats: ServiceStats,
+) -> anyhow::Result<()> {
+    if settings.notify.routes.is_empty() {
+        anyhow::bail!("[notify] has no routes: nothing to deliver (docs/notifications.md)");
+    }
+    // No partitions of the internal log to recover: ready while the stage runs.
+    stats.view.health.set_partitions_ready(true);
+    let r = crate::notify::run(settings, &stop, Arc::clone(&stats.metrics));
+    if let Err(e) = &r {
+        stats
+            .view
+            .health
+            .set_problem("stage_failed", format!("notify stage: {e:#}"));
+    }
+    r
+}
+
 /// Runs until `stop` is set (or a stage fails), then drains within `run.drain_timeout`.
 pub fn run(settings: &Settings, stop: Arc<AtomicBool>, stats: ServiceStats) -> anyhow::Result<()> {
     let svc = &settings.service;
@@ -66,6 +87,27 @@ pub fn run(settings: &Settings, stop: Arc<AtomicBool>, stats: ServiceStats) -> a
                 let _ = tx.send(("ingest", r));
             })
             .context("starting the ingest thread")?
+    };
+    let mut stages = 2;
+    let notify_handle = if settings.notify.enabled {
+        stages += 1;
+        let (settings, stop, tx, metrics) = (
+            settings.clone(),
+            Arc::clone(&stop),
+            done_tx.clone(),
+            Arc::clone(&stats.metrics),
+        );
+        Some(
+            thread::Builder::new()
+                .name("notify".into())
+                .spawn(move || {
+                    let r = crate::notify::run(&settings, &stop, metrics);
+                    let _ = tx.send(("notify", r));
+                })
+                .context("starting the notify thread")?,
+        )
+    } else {
+        None
     };
     let state_handle = {
         let (settings, stop, tx, st) =
@@ -101,7 +143,7 @@ pub fn run(settings: &Settings, stop: Arc<AtomicBool>, stats: ServiceStats) -> a
     }
     stop.store(true, Ordering::Relaxed);
     let deadline = Instant::now() + Duration::from_millis(svc.drain_timeout_ms as u64);
-    while finished.len() < 2 {
+    while finished.len() < stages {
         let left = deadline.saturating_duration_since(Instant::now());
         match done_rx.recv_timeout(left) {
             Ok(r) => finished.push(r),
@@ -113,6 +155,9 @@ pub fn run(settings: &Settings, stop: Arc<AtomicBool>, stats: ServiceStats) -> a
     }
     let _ = ingest_handle.join();
     let _ = state_handle.join();
+    if let Some(h) = notify_handle {
+        let _ = h.join();
+    }
     let mut first_error = None;
     for (stage, r) in finished {
         if let Err(e) = r {

@@ -101,6 +101,8 @@ fn demo_prints_alerts_serves_metrics_and_exits_cleanly() {
         "leadflow_consumer_group_lag_known{stage=\"ingest\"}",
         "leadflow_consumer_group_lag_known{stage=\"state\"}",
         "leadflow_ready",
+        "leadflow_notify_delivered_total{target=\"sales\"}",
+        "leadflow_notify_delivery_latency_seconds_count{target=\"sales\"}",
     ] {
         wait_for(series, 0);
     }
@@ -140,6 +142,9 @@ fn demo_prints_alerts_serves_metrics_and_exits_cleanly() {
         "SLA ",
         "BREACH",
         "met on time",
+        // What the notify stage delivered to the demo's local receiver.
+        "notify -> #sales (Slack webhook, local receiver): :dart: *New MQL*: ",
+        "notify -> #sales (Slack webhook, local receiver): :rotating_light: *SLA breached* (mql_follow_up): ",
     ] {
         assert!(feed.contains(needle), "no {needle:?} in the feed:\n{feed}");
     }

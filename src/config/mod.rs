@@ -68,7 +68,7 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-fn invalid(
+pub(crate) fn invalid(
     key: impl Into<String>,
     value: impl fmt::Debug,
     allowed: impl Into<String>,
@@ -118,6 +118,8 @@ struct RawConfig {
     ingest: service::RawIngest,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    notify: crate::notify::config::RawNotify,
 }
 
 #[derive(Deserialize, Default)]
@@ -363,6 +365,8 @@ pub struct Settings {
     pub clock_grace_ms: i64,
     /// Kafka service settings (defaults when absent).
     pub service: Service,
+    /// Notifications (`[notify]`; off without routes).
+    pub notify: crate::notify::NotifyConfig,
 }
 
 impl Settings {
@@ -907,11 +911,14 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         }
     };
     service::check_together(&service, &rules.limits)?;
+    let policies: Vec<String> = rules.sla.iter().map(|p| p.name.clone()).collect();
+    let notify = crate::notify::config::validate(raw.notify, &policies)?;
     Ok(Settings {
         rules: Arc::new(rules),
         calendars: calendars.into_values().collect(),
         clock_grace_ms,
         service,
+        notify,
     })
 }
 

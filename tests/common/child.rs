@@ -13,6 +13,21 @@ pub fn spawn(config: &Path, log: &Path) -> Guard {
 /// with `env` added, appending its log (info level) to `log`. A prefix must end by exec'ing
 /// its last arguments, so the child's PID is leadflow's.
 pub fn spawn_under(prefix: &[&str], env: &[(&str, &str)], config: &Path, log: &Path) -> Guard {
+    spawn_command(prefix, env, "run", config, log)
+}
+
+/// Starts `leadflow notify --config CONFIG`, appending its log to `log`.
+pub fn spawn_notify(config: &Path, log: &Path) -> Guard {
+    spawn_command(&[], &[], "notify", config, log)
+}
+
+fn spawn_command(
+    prefix: &[&str],
+    env: &[(&str, &str)],
+    command: &str,
+    config: &Path,
+    log: &Path,
+) -> Guard {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -21,7 +36,7 @@ pub fn spawn_under(prefix: &[&str], env: &[(&str, &str)], config: &Path, log: &P
     let bin = env!("CARGO_BIN_EXE_leadflow");
     let config = config.to_str().expect("utf-8");
     let mut args: Vec<&str> = prefix.to_vec();
-    args.extend([bin, "run", "--config", config]);
+    args.extend([bin, command, "--config", config]);
     let mut cmd = Command::new(args[0]);
     cmd.args(&args[1..]);
     for (k, v) in env {

@@ -74,4 +74,5 @@ pub mod child;
 pub mod http;
 pub mod kafka;
 pub mod kafka_local;
+pub mod receiver;
 pub mod s3;
