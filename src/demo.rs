@@ -37,14 +37,14 @@ pub struct DemoOptions {
     pub http: Option<std::net::SocketAddr>,
 }
 
-/// The demo's `[notify]`: every MQL and every SLA warning or breach to one Slack-style
+/// The demo's `[notify]`: every MQL and every SLA breach to one Slack-style
 /// target, the local receiver (`print_inbox`).
 fn demo_notify(url_file: &std::path::Path) -> String {
     format!(
         "[notify]\nstart = \"earliest\"\n\
          [notify.targets.sales]\nkind = \"slack\"\nurl_file = \"{}\"\nrate = 0\n\
          [[notify.routes]]\nrecord = \"transition\"\nto_stage = [\"mql\"]\ntarget = \"sales\"\n\
-         [[notify.routes]]\nrecord = \"sla\"\nsla_kind = [\"warning\", \"breach\"]\ntarget = \"sales\"\n",
+         [[notify.routes]]\nrecord = \"sla\"\nsla_kind = [\"breach\"]\ntarget = \"sales\"\n",
         url_file.display()
     )
 }
