@@ -577,9 +577,16 @@ fn a_killed_notifier_redelivers_and_the_idempotency_key_makes_it_exactly_once() 
     let records = journeys(400, 5);
     produce(&broker, 2, &records);
     let mut child = common::child::spawn_notify(&path, &log);
-    wait_until(Duration::from_secs(60), "a third delivered", || {
-        rx.requests().len() >= records.len() / 3
-    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while rx.requests().len() < records.len() / 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} delivered before the kill:\n{}",
+            rx.requests().len(),
+            common::child::tail(&log)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     child.0.kill().expect("SIGKILL");
     let _ = child.0.wait();
     let at_kill = rx.requests().len();
@@ -590,13 +597,23 @@ fn a_killed_notifier_redelivers_and_the_idempotency_key_makes_it_exactly_once() 
             .filter_map(|r| r.header("idempotency-key").map(str::to_string))
             .collect()
     };
-    wait_until(Duration::from_secs(120), "every record delivered", || {
-        keys()
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    loop {
+        let distinct = keys()
             .iter()
             .collect::<std::collections::HashSet<_>>()
-            .len()
-            == records.len()
-    });
+            .len();
+        if distinct == records.len() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{distinct} of {} records delivered after the restart:\n{}",
+            records.len(),
+            common::child::tail(&log)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let all = keys();
     let distinct: std::collections::HashSet<&String> = all.iter().collect();
     assert_eq!(distinct.len(), records.len(), "every record at least once");
