@@ -501,6 +501,25 @@ impl Settings {
             fmt_ms(self.service.snapshot_interval_ms),
             store.retain
         );
+        let n = &self.notify;
+        if n.routes.is_empty() {
+            let _ = writeln!(s, "notify: no routes");
+        } else {
+            let targets: Vec<String> = n
+                .targets
+                .iter()
+                .map(|t| format!("{} ({})", t.name, format!("{:?}", t.kind).to_lowercase()))
+                .collect();
+            let _ = writeln!(
+                s,
+                "notify: {}, {} routes, targets {}, {} owners, dead letters to {}",
+                if n.enabled { "on in run" } else { "off in run (leadflow notify)" },
+                n.routes.len(),
+                targets.join(", "),
+                n.owners.len(),
+                n.dlq
+            );
+        }
         s
     }
 }
