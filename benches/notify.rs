@@ -76,6 +76,10 @@ fn main() -> anyhow::Result<()> {
         "[kafka.properties]\n\"fetch.wait.max.ms\" = \"10\"\n",
     )?;
     let settings = run.settings.clone();
+    match &run.mock {
+        Some(mock) => mock.create_topic(&settings.notify.dlq, 1)?,
+        None => anyhow::bail!("the notify bench runs on the mock broker only"),
+    }
     let producer: rdkafka::producer::BaseProducer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", &run.bootstrap)
         .set("linger.ms", "5")
@@ -108,7 +112,7 @@ fn main() -> anyhow::Result<()> {
     let metrics = Arc::new(leadflow::metrics::Metrics::new()?);
     let stage = {
         let (s, m, st) = (Arc::clone(&stop), Arc::clone(&metrics), settings.clone());
-        std::thread::spawn(move || leadflow::notify::run(&st, &s, m))
+        std::thread::spawn(move || leadflow::notify::run(&st, &s, m, None))
     };
     let started = Instant::now();
     while received.load(Ordering::Relaxed) < backlog {

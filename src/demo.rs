@@ -70,6 +70,8 @@ fn print_inbox(server: &tiny_http::Server, stop: &AtomicBool) {
 pub fn run(opts: &DemoOptions, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     let base = Settings::from_toml(EXAMPLE_CONFIG)?;
     let broker = DevBroker::start(&base.service.topics, opts.partitions, None)?;
+    // Where the notify stage puts what cannot be delivered (it checks it exists).
+    broker.create_topic("leads.notify.dlq", 1)?;
     let snapshots = std::env::temp_dir().join(format!("leadflow-demo-{}", std::process::id()));
     std::fs::create_dir_all(&snapshots).context("creating the demo's folder")?;
     // Notifications go to a local receiver standing in for a Slack channel; it prints them.

@@ -46,9 +46,14 @@ pub fn run_notify(
     if settings.notify.routes.is_empty() {
         anyhow::bail!("[notify] has no routes: nothing to deliver (docs/notifications.md)");
     }
-    // No partitions of the internal log to recover: ready while the stage runs.
-    stats.view.health.set_partitions_ready(true);
-    let r = crate::notify::run(settings, &stop, Arc::clone(&stats.metrics));
+    // No partitions of the internal log to recover: ready once the stage has checked its
+    // topics on the broker.
+    let r = crate::notify::run(
+        settings,
+        &stop,
+        Arc::clone(&stats.metrics),
+        Some(&stats.view.health),
+    );
     if let Err(e) = &r {
         stats
             .view
@@ -101,7 +106,7 @@ pub fn run(settings: &Settings, stop: Arc<AtomicBool>, stats: ServiceStats) -> a
             thread::Builder::new()
                 .name("notify".into())
                 .spawn(move || {
-                    let r = crate::notify::run(&settings, &stop, metrics);
+                    let r = crate::notify::run(&settings, &stop, metrics, None);
                     let _ = tx.send(("notify", r));
                 })
                 .context("starting the notify thread")?,

@@ -382,3 +382,76 @@ fn bad_snapshot_stores_fail_at_startup() {
         "file:///var/lib/leadflow/snapshots/"
     );
 }
+
+#[test]
+fn bad_notify_settings_fail_at_startup_without_showing_secrets() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url_file = dir.path().join("hook.url");
+    std::fs::write(&url_file, "https://hooks.example/T0/B0/SECRETPART\n").expect("file");
+    let target = format!(
+        "[notify.targets.reps]\nkind = \"slack\"\nurl_file = \"{}\"\n",
+        url_file.display()
+    );
+    let with = |notify: &str| format!("{}\n[notify]\n{notify}", example());
+    let route = "[[notify.routes]]\nrecord = \"transition\"\ntarget = \"reps\"\n";
+    // A plain URL in the file is refused, and not repeated in the error.
+    let msg = error_of(&with(
+        "[notify.targets.x]\nkind = \"slack\"\nurl = \"https://hooks.example/T0/B0/SECRETPART\"\n",
+    ));
+    assert_mentions(&msg, &["notify.targets.x.url", "url_env", "url_file"]);
+    assert!(!msg.contains("SECRETPART"), "{msg}");
+    // A variable that is not set.
+    let msg = error_of(&with(
+        "[notify.targets.x]\nkind = \"webhook\"\nurl_env = \"LEADFLOW_TEST_NO_SUCH_VARIABLE\"\n",
+    ));
+    assert_mentions(
+        &msg,
+        &[
+            "notify.targets.x.url_env",
+            "LEADFLOW_TEST_NO_SUCH_VARIABLE",
+            "not set",
+        ],
+    );
+    // A route to a target that does not exist, a policy that does not exist, to_stage on an
+    // SLA route, an unknown timezone, a kind that does not exist.
+    let msg = error_of(&with(&format!(
+        "{target}[[notify.routes]]\nrecord = \"transition\"\ntarget = \"managers\"\n"
+    )));
+    assert_mentions(&msg, &["notify.routes[0].target", "managers", "reps"]);
+    let msg = error_of(&with(&format!(
+        "{target}[[notify.routes]]\nrecord = \"sla\"\npolicy = [\"no_such_policy\"]\ntarget = \"reps\"\n"
+    )));
+    assert_mentions(
+        &msg,
+        &["notify.routes[0].policy", "no_such_policy", "mql_follow_up"],
+    );
+    let msg = error_of(&with(&format!(
+        "{target}[[notify.routes]]\nrecord = \"sla\"\nto_stage = [\"mql\"]\ntarget = \"reps\"\n"
+    )));
+    assert_mentions(
+        &msg,
+        &["notify.routes[0].to_stage", "set record = \"transition\""],
+    );
+    let msg = error_of(&with(&format!(
+        "timezone = \"Mars/Olympus\"\n{target}{route}"
+    )));
+    assert_mentions(&msg, &["notify.timezone", "Mars/Olympus", "IANA"]);
+    let msg = error_of(&with(
+        "[notify.targets.x]\nkind = \"pager\"\nurl_env = \"HOME\"\n",
+    ));
+    assert_mentions(&msg, &["notify.targets.x.kind", "pager", "slack, webhook"]);
+    let msg = error_of(&with(&format!("give_up_after = \"0s\"\n{target}{route}")));
+    assert_mentions(&msg, &["notify.give_up_after", "greater than 0"]);
+    assert!(!msg.contains("Some("), "{msg}");
+    // And a good one: on in `run`, the target resolved from its file.
+    let s = Settings::from_toml(&with(&format!("{target}{route}"))).expect("valid");
+    assert!(s.notify.enabled);
+    assert_eq!(
+        s.notify.targets[0].url.expose(),
+        "https://hooks.example/T0/B0/SECRETPART"
+    );
+    assert!(
+        !format!("{:?}", s.notify).contains("SECRETPART"),
+        "Debug redacts secrets"
+    );
+}

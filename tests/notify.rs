@@ -102,6 +102,8 @@ fn config(
             file.display()
         ));
     }
+    // The dead-letter topic must exist (the stage checks it at startup).
+    broker.create_topic(&format!("{}.notify.dlq", broker.prefix), 1);
     broker.config(&dir.join("snapshots"), &format!("{notify}{extra}"))
 }
 
@@ -118,7 +120,7 @@ impl Notifier {
         let stop = Arc::new(AtomicBool::new(false));
         let metrics = Arc::new(leadflow::metrics::Metrics::new().expect("metrics"));
         let (s, m) = (Arc::clone(&stop), Arc::clone(&metrics));
-        let handle = std::thread::spawn(move || leadflow::notify::run(&settings, &s, m));
+        let handle = std::thread::spawn(move || leadflow::notify::run(&settings, &s, m, None));
         Notifier {
             stop,
             handle: Some(handle),
@@ -378,7 +380,6 @@ fn retries_honour_retry_after_and_a_rejection_goes_to_the_dead_letter_topic() {
     let broker = TestBroker::start("notify-retries", 1);
     let dir = tempfile::tempdir().expect("tempdir");
     let dlq = format!("{}.notify.dlq", broker.prefix);
-    broker.create_topic(&dlq, 1);
     // 500 three times then 200; 429 (wait 2 s) then 200; 400 always.
     let rx = Receiver::start(|path, n| match (path, n) {
         ("/flaky", 0..=2) => Answer::status(500),
@@ -674,4 +675,27 @@ fn a_receiver_down_for_a_minute_gets_the_backlog_after_in_order() {
     assert_in_order_per_lead(&keys);
     assert_eq!(n.count("failed", &["hook", "gave_up"]), 0);
     n.stop().expect("stops cleanly");
+}
+
+#[test]
+fn a_missing_dead_letter_topic_stops_the_start_naming_it() {
+    let broker = TestBroker::start("notify-nodlq", 1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rx = Receiver::start(|_, _| Answer::ok());
+    let cfg = config(
+        &broker,
+        dir.path(),
+        &[("hook", "webhook", rx.url("/hook"))],
+        "[[notify.routes]]\nrecord = \"transition\"\ntarget = \"hook\"\n",
+    )
+    .replace(
+        &format!("dlq = \"{}.notify.dlq\"", broker.prefix),
+        "dlq = \"no.such.notify.dlq\"",
+    );
+    let err = Notifier::start(&cfg).stop().expect_err("refused");
+    let text = format!("{err:#}");
+    assert!(
+        text.contains("no.such.notify.dlq") && text.contains("does not exist"),
+        "{text}"
+    );
 }

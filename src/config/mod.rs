@@ -513,7 +513,11 @@ impl Settings {
             let _ = writeln!(
                 s,
                 "notify: {}, {} routes, targets {}, {} owners, dead letters to {}",
-                if n.enabled { "on in run" } else { "off in run (leadflow notify)" },
+                if n.enabled {
+                    "on in run"
+                } else {
+                    "off in run (leadflow notify)"
+                },
                 n.routes.len(),
                 targets.join(", "),
                 n.owners.len(),

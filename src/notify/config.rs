@@ -246,11 +246,18 @@ pub(crate) fn validate(raw: RawNotify, policies: &[String]) -> Result<NotifyConf
         }
         let url = secret(&format!("{key}.url"), &t.url_env, &t.url_file, true)?
             .ok_or_else(|| invalid(format!("{key}.url_env"), "missing", "required"))?;
-        if !(url.0.starts_with("http://") || url.0.starts_with("https://")) {
+        if !(url.0.starts_with("http://") || url.0.starts_with("https://"))
+            || url.0.contains(char::is_whitespace)
+        {
+            let which = if t.url_file.is_some() {
+                "url_file"
+            } else {
+                "url_env"
+            };
             return Err(invalid(
-                format!("{key}.url_env"),
+                format!("{key}.{which}"),
                 "<not shown>",
-                "the secret it names must be an http:// or https:// URL",
+                "what it holds must be an http:// or https:// URL without spaces",
             ));
         }
         let secret = secret(
@@ -283,7 +290,7 @@ pub(crate) fn validate(raw: RawNotify, policies: &[String]) -> Result<NotifyConf
         if timeout_ms <= 0 {
             return Err(invalid(
                 format!("{key}.timeout"),
-                &t.timeout,
+                t.timeout.as_deref().unwrap_or(""),
                 "greater than 0",
             ));
         }
@@ -364,18 +371,23 @@ pub(crate) fn validate(raw: RawNotify, policies: &[String]) -> Result<NotifyConf
         )?;
         match record {
             RecordKind::Transition if sla_kind.is_some() || policy.is_some() => {
+                let which = if sla_kind.is_some() {
+                    "sla_kind"
+                } else {
+                    "policy"
+                };
                 return Err(invalid(
-                    format!("{key}.record"),
-                    "transition",
+                    format!("{key}.{which}"),
+                    "set on a transition route",
                     "sla_kind and policy match SLA records: set record = \"sla\"",
-                ))
+                ));
             }
             RecordKind::Sla if to_stage.is_some() => {
                 return Err(invalid(
-                    format!("{key}.record"),
-                    "sla",
+                    format!("{key}.to_stage"),
+                    "set on an SLA route",
                     "to_stage matches transitions: set record = \"transition\"",
-                ))
+                ));
             }
             _ => {}
         }
@@ -390,7 +402,7 @@ pub(crate) fn validate(raw: RawNotify, policies: &[String]) -> Result<NotifyConf
             if r.fallback.is_some() {
                 return Err(invalid(
                     format!("{key}.fallback"),
-                    &r.fallback,
+                    r.fallback.as_deref().unwrap_or(""),
                     "a fallback goes with target = \"owner\"",
                 ));
             }
@@ -412,7 +424,7 @@ pub(crate) fn validate(raw: RawNotify, policies: &[String]) -> Result<NotifyConf
     if give_up_after_ms <= 0 {
         return Err(invalid(
             "notify.give_up_after",
-            &raw.give_up_after,
+            raw.give_up_after.as_deref().unwrap_or(""),
             "greater than 0",
         ));
     }
@@ -424,6 +436,17 @@ pub(crate) fn validate(raw: RawNotify, policies: &[String]) -> Result<NotifyConf
     let queue_limit = raw.queue_limit.unwrap_or(100_000);
     if queue_limit == 0 {
         return Err(invalid("notify.queue_limit", 0, "at least 1"));
+    }
+    if let Some(link) = &raw.lead_link {
+        if !(link.starts_with("http://") || link.starts_with("https://"))
+            || !link.contains("{lead_key}")
+        {
+            return Err(invalid(
+                "notify.lead_link",
+                link,
+                "an http(s) URL template with {lead_key}, e.g. https://crm.example.com/leads/{lead_key}",
+            ));
+        }
     }
     Ok(NotifyConfig {
         enabled: raw.enabled.unwrap_or(!routes.is_empty()),

@@ -125,8 +125,11 @@ async fn deliver(
                     .observe(latency.max(0) as f64 / 1000.0);
                 return Outcome::Delivered;
             }
+            // Never sooner than the backoff: a `Retry-After: 0` would otherwise spin.
             Ok((429, retry_after, _)) => (
-                retry_after.unwrap_or_else(|| backoff(attempt, rng)),
+                retry_after
+                    .unwrap_or(Duration::ZERO)
+                    .max(backoff(attempt, rng)),
                 "HTTP 429 Too Many Requests".to_string(),
             ),
             Ok((status, _, _)) if status >= 500 => {
@@ -140,7 +143,10 @@ async fn deliver(
             }
             Err(e) => (backoff(attempt, rng), e),
         };
-        if started.elapsed() + wait > give_up {
+        // Retried until `give_up` has passed: a wait that would end later is cut short so
+        // the last attempt comes at the limit.
+        let left = give_up.saturating_sub(started.elapsed());
+        if left.is_zero() {
             return Outcome::Failed {
                 code: "gave_up",
                 reason: format!(
@@ -159,7 +165,7 @@ async fn deliver(
             tracing::warn!(target = %target.name, record = %job.id, error = %last, "delivery failed; retrying with backoff");
         }
         attempt += 1;
-        tokio::time::sleep(wait).await;
+        tokio::time::sleep(wait.min(left)).await;
     }
 }
 
@@ -183,7 +189,7 @@ async fn post(
         .post(target.url.expose())
         .timeout(Duration::from_millis(target.timeout_ms as u64))
         .header("content-type", "application/json")
-        .header("idempotency-key", &job.id)
+        .header("idempotency-key", header_value(&job.id))
         .body(job.body.as_ref().clone());
     if let (TargetKind::Webhook, Some(secret)) = (target.kind, &target.secret) {
         let now = crate::metrics::now_ms() / 1000;
@@ -192,7 +198,7 @@ async fn post(
             super::sign::signature(secret.expose().as_bytes(), now, &job.body),
         );
     }
-    let resp = req.send().await.map_err(|e| e.without_url().to_string())?;
+    let resp = req.send().await.map_err(describe)?;
     let status = resp.status().as_u16();
     let retry_after = resp
         .headers()
@@ -206,6 +212,41 @@ async fn post(
         text.chars().take(200).collect()
     };
     Ok((status, retry_after, body))
+}
+
+/// A transport error without the URL (a secret), with its causes: "connection refused",
+/// "timed out", a DNS or TLS failure.
+fn describe(e: reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out: "
+    } else if e.is_connect() {
+        "cannot connect: "
+    } else {
+        ""
+    };
+    let e = e.without_url();
+    let mut text = format!("{kind}{e}");
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// An HTTP header value of `id`: bytes outside visible ASCII (and `%`) percent-encoded as
+/// UTF-8, so a lead key such as `jösé@example.de` reaches every receiver the same way.
+pub fn header_value(id: &str) -> String {
+    let mut out = String::with_capacity(id.len());
+    for b in id.bytes() {
+        if (0x21..=0x7e).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// `Retry-After`: seconds, or an HTTP date (RFC 9110 §10.2.3).
@@ -236,6 +277,13 @@ mod tests {
                 d / 2
             );
         }
+    }
+
+    #[test]
+    fn idempotency_keys_are_ascii_on_the_wire() {
+        assert_eq!(header_value("ann@acme.io/t/1"), "ann@acme.io/t/1");
+        assert_eq!(header_value("jösé@x.de/t/1"), "j%C3%B6s%C3%A9@x.de/t/1");
+        assert_eq!(header_value("a b%c"), "a%20b%25c");
     }
 
     #[test]

@@ -136,7 +136,7 @@ pub fn slack_text(cfg: &NotifyConfig, rec: &Output) -> String {
                 other => format!("*{} → {other}*: {lead}", t.from_stage.as_str()),
             };
             format!(
-                "{headline}\nGrade {}, engagement {}, fit {} · why: {}\n{owner_line}{}",
+                "{headline}\nGrade {}, engagement {:.1}, fit {:.1} · why: {}\n{owner_line}{}",
                 esc(&t.grade),
                 t.engagement,
                 t.fit,

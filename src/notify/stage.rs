@@ -47,10 +47,20 @@ impl Progress {
 ///
 /// Errors: the consumer or the dead-letter producer cannot be created, or a dead letter
 /// cannot be written (then nothing past it is committed, and a restart delivers it again).
-pub fn run(settings: &Settings, stop: &AtomicBool, metrics: Arc<Metrics>) -> anyhow::Result<()> {
+pub fn run(
+    settings: &Settings,
+    stop: &AtomicBool,
+    metrics: Arc<Metrics>,
+    health: Option<&crate::health::Health>,
+) -> anyhow::Result<()> {
     let svc = &settings.service;
     let cfg = &settings.notify;
     let topics = [svc.topics.transitions.clone(), svc.topics.sla.clone()];
+    check_topics(settings, &topics)?;
+    // Standalone (`leadflow notify`): ready once the broker answered and the topics exist.
+    if let Some(h) = health {
+        h.set_partitions_ready(true);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("notify-io")
@@ -109,6 +119,7 @@ pub fn run(settings: &Settings, stop: &AtomicBool, metrics: Arc<Metrics>) -> any
     tracing::info!(group = %cfg.group, targets = cfg.targets.len(), routes = cfg.routes.len(), "notify stage started");
 
     let mut progress: HashMap<Tp, Progress> = HashMap::new();
+    let mut last_error_log: Option<Instant> = None;
     let mut paused = false;
     let mut last_commit = Instant::now();
     let limit = cfg.queue_limit as i64;
@@ -136,7 +147,11 @@ pub fn run(settings: &Settings, stop: &AtomicBool, metrics: Arc<Metrics>) -> any
             }
             let polled = consumer.poll(Duration::from_millis(20));
             if let Some(Err(e)) = &polled {
-                tracing::warn!(error = %e, "notify consumer error");
+                // One line a minute while it lasts (a broker away answers every poll).
+                if last_error_log.is_none_or(|t: Instant| t.elapsed() >= Duration::from_secs(60)) {
+                    last_error_log = Some(Instant::now());
+                    tracing::warn!(error = %e, "notify consumer error");
+                }
             }
             if let Some(Ok(m)) = polled {
                 let ti = if m.topic() == topics[0] { 0u8 } else { 1 };
@@ -181,12 +196,26 @@ pub fn run(settings: &Settings, stop: &AtomicBool, metrics: Arc<Metrics>) -> any
                         }
                     }
                     Err(e) => {
-                        // Not written by leadflow: nothing to route, counted and logged once.
+                        // Not written by leadflow: nothing to route. Dead-lettered (target
+                        // "-") before its offset moves, so it is kept and counted.
+                        let reason = format!("undecodable output record: {e:#}");
+                        tracing::warn!(topic = m.topic(), partition = m.partition(), offset = m.offset(), error = %reason, "undecodable output record dead-lettered by notify");
+                        let source = (ti, m.partition(), m.offset());
+                        dead_letter(
+                            settings,
+                            &dlq,
+                            &deliveries,
+                            source,
+                            "-",
+                            "undecodable",
+                            &reason,
+                            "",
+                            &raw,
+                        )?;
                         metrics
                             .notify_failed
                             .with_label_values(&["-", "undecodable"])
                             .inc();
-                        tracing::warn!(topic = m.topic(), partition = m.partition(), offset = m.offset(), error = %format!("{e:#}"), "undecodable output record skipped by notify");
                     }
                 }
             }
@@ -235,56 +264,22 @@ fn finish(
     let cfg = &settings.notify;
     let target = &cfg.targets[done.job.target].name;
     if let Outcome::Failed { code, reason } = &done.outcome {
+        tracing::warn!(target = %target, record = %done.job.id, code, reason = %reason, "notification failed for good; written to the dead-letter topic");
+        dead_letter(
+            settings,
+            dlq,
+            deliveries,
+            done.job.source,
+            target,
+            code,
+            reason,
+            &done.job.id,
+            &done.job.raw,
+        )?;
         metrics
             .notify_failed
             .with_label_values(&[target.as_str(), code])
             .inc();
-        tracing::warn!(target = %target, record = %done.job.id, code, reason = %reason, "notification failed for good; written to the dead-letter topic");
-        let (ti, p, off) = done.job.source;
-        let topic = if ti == 0 {
-            &settings.service.topics.transitions
-        } else {
-            &settings.service.topics.sla
-        };
-        let (p_s, off_s) = (p.to_string(), off.to_string());
-        let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: "lf-error",
-                value: Some(reason.as_bytes()),
-            })
-            .insert(Header {
-                key: "lf-error-code",
-                value: Some(code.as_bytes()),
-            })
-            .insert(Header {
-                key: "lf-target",
-                value: Some(target.as_bytes()),
-            })
-            .insert(Header {
-                key: "lf-source-topic",
-                value: Some(topic.as_bytes()),
-            })
-            .insert(Header {
-                key: "lf-source-partition",
-                value: Some(p_s.as_bytes()),
-            })
-            .insert(Header {
-                key: "lf-source-offset",
-                value: Some(off_s.as_bytes()),
-            });
-        producer::send(
-            dlq,
-            BaseRecord::to(&cfg.dlq)
-                .key(done.job.id.as_bytes())
-                .payload(&done.job.raw[..])
-                .headers(headers),
-        )?;
-        producer::flush(
-            dlq,
-            deliveries,
-            Duration::from_millis(settings.service.drain_timeout_ms as u64),
-        )
-        .context("writing a notification dead letter")?;
     }
     let (ti, p, off) = done.job.source;
     if let Some(pr) = progress.get_mut(&(ti, p)) {
@@ -293,6 +288,102 @@ fn finish(
             if *n == 0 {
                 pr.pending.remove(&off);
             }
+        }
+    }
+    Ok(())
+}
+
+/// Writes a dead letter (the record as it was, with the reason, the target and where it came
+/// from) and waits for its acknowledgement.
+#[allow(clippy::too_many_arguments)]
+fn dead_letter(
+    settings: &Settings,
+    dlq: &producer::LfProducer,
+    deliveries: &producer::Deliveries,
+    (ti, p, off): (u8, i32, i64),
+    target: &str,
+    code: &str,
+    reason: &str,
+    key: &str,
+    raw: &[u8],
+) -> anyhow::Result<()> {
+    let topic = if ti == 0 {
+        &settings.service.topics.transitions
+    } else {
+        &settings.service.topics.sla
+    };
+    let (p_s, off_s) = (p.to_string(), off.to_string());
+    let headers = OwnedHeaders::new()
+        .insert(Header {
+            key: "lf-error",
+            value: Some(reason.as_bytes()),
+        })
+        .insert(Header {
+            key: "lf-error-code",
+            value: Some(code.as_bytes()),
+        })
+        .insert(Header {
+            key: "lf-target",
+            value: Some(target.as_bytes()),
+        })
+        .insert(Header {
+            key: "lf-source-topic",
+            value: Some(topic.as_bytes()),
+        })
+        .insert(Header {
+            key: "lf-source-partition",
+            value: Some(p_s.as_bytes()),
+        })
+        .insert(Header {
+            key: "lf-source-offset",
+            value: Some(off_s.as_bytes()),
+        });
+    let dlq_topic = &settings.notify.dlq;
+    producer::send(
+        dlq,
+        BaseRecord::to(dlq_topic)
+            .key(key.as_bytes())
+            .payload(raw)
+            .headers(headers),
+    )?;
+    producer::flush(
+        dlq,
+        deliveries,
+        Duration::from_millis(settings.service.drain_timeout_ms as u64),
+    )
+    .with_context(|| format!("writing a notification dead letter to {dlq_topic}"))
+}
+
+/// The output topics and the dead-letter topic exist (and the broker answers): a missing
+/// dead-letter topic would otherwise stop the stage at its first permanent failure.
+fn check_topics(settings: &Settings, topics: &[String; 2]) -> anyhow::Result<()> {
+    let svc = &settings.service;
+    let client: BaseConsumer = crate::kafka::client_config(svc)
+        .create()
+        .context("creating the notify metadata client")?;
+    let timeout = Duration::from_millis(svc.connect_timeout_ms.max(1) as u64);
+    let md = client.fetch_metadata(None, timeout).with_context(|| {
+        format!(
+            "the notify stage cannot reach the brokers at {}",
+            svc.brokers
+        )
+    })?;
+    for (what, t) in [
+        ("output topic", &topics[0]),
+        ("output topic", &topics[1]),
+        (
+            "notify.dlq (the notification dead-letter topic)",
+            &settings.notify.dlq,
+        ),
+    ] {
+        let found = md
+            .topics()
+            .iter()
+            .any(|mt| mt.name() == t && mt.error().is_none() && !mt.partitions().is_empty());
+        if !found {
+            anyhow::bail!(
+                "the {what} {t} does not exist: create it (docs/operations.md, topics to create)"
+            );
         }
     }
     Ok(())
@@ -326,6 +417,24 @@ fn commit(
                     .is_ok()
             {
                 pr.committed = Some(at);
+            }
+        }
+    }
+    // A partition nothing was read from yet: its position as resolved by `notify.start`,
+    // so that records written while no notifier runs are not skipped by a later `latest`.
+    if let Ok(pos) = consumer.position() {
+        for e in pos.elements() {
+            let Some(ti) = topics.iter().position(|t| t == e.topic()) else {
+                continue;
+            };
+            let pr = progress.entry((ti as u8, e.partition())).or_default();
+            if let (rdkafka::Offset::Offset(at), None, None) = (e.offset(), pr.next, pr.committed) {
+                if tpl
+                    .add_partition_offset(e.topic(), e.partition(), Offset::Offset(at))
+                    .is_ok()
+                {
+                    pr.committed = Some(at);
+                }
             }
         }
     }
