@@ -24,6 +24,10 @@ fn exported() -> BTreeMap<String, BTreeSet<String>> {
     m.assigned_partitions.with_label_values(&["state"]).set(1);
     m.snapshots_skipped.with_label_values(&["corrupt"]).inc();
     m.clock_skew_seconds.with_label_values::<&str>(&[]).set(0.1);
+    m.notify_failed
+        .with_label_values(&["crm", "rejected"])
+        .inc();
+    m.notify_queue_depth.with_label_values(&["crm"]).set(1);
     let mut out = BTreeMap::new();
     for family in m.registry.gather() {
         let labels: BTreeSet<String> = family
@@ -128,7 +132,7 @@ fn alert_rules_use_exported_metrics_and_labels() {
             exprs.push(e);
         }
     }
-    assert_eq!(exprs.len(), 15);
+    assert_eq!(exprs.len(), 17);
     for e in &exprs {
         check_expr(e, &known, "alerts.yml");
     }
@@ -146,6 +150,8 @@ fn alert_rules_use_exported_metrics_and_labels() {
         "SchemaRegistryUnavailable",
         "ClockAhead",
         "KeyMismatch",
+        "NotificationsFailing",
+        "NotificationsBehind",
     ] {
         assert!(
             text.contains(&format!("alert: Leadflow{alert}")),
