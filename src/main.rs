@@ -290,18 +290,19 @@ fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
 }
 
 fn cmd_run(config: PathBuf) -> anyhow::Result<()> {
-    let settings = load_settings(&config)?;
-    init_logs(&settings.service.log_level, settings.service.log_json);
-    let stop = stop_flag()?;
-    let stats = leadflow::service::ServiceStats::new()?;
-    if let Some(addr) = settings.service.http_listen {
-        let bound = leadflow::http::serve(addr, stats.clone(), Arc::clone(&stop))?;
-        tracing::info!(%bound, "serving /metrics and /health/live");
-    }
-    leadflow::service::run(&settings, stop, stats)
+    serve_stages(config, leadflow::service::run)
 }
 
 fn cmd_notify(config: PathBuf) -> anyhow::Result<()> {
+    serve_stages(config, leadflow::service::run_notify)
+}
+
+/// Loads the config, starts logging, signal handling and the HTTP endpoints, then runs
+/// `stages` (`run`: every stage; `notify`: the notify stage alone) until a signal.
+fn serve_stages(
+    config: PathBuf,
+    stages: fn(&Settings, Arc<AtomicBool>, leadflow::service::ServiceStats) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let settings = load_settings(&config)?;
     init_logs(&settings.service.log_level, settings.service.log_json);
     let stop = stop_flag()?;
@@ -310,7 +311,7 @@ fn cmd_notify(config: PathBuf) -> anyhow::Result<()> {
         let bound = leadflow::http::serve(addr, stats.clone(), Arc::clone(&stop))?;
         tracing::info!(%bound, "serving /metrics and /health/live");
     }
-    leadflow::service::run_notify(&settings, stop, stats)
+    stages(&settings, stop, stats)
 }
 
 fn cmd_dev_broker(
