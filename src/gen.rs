@@ -90,7 +90,8 @@ fn journey(rng: &mut Rng, span_ms: i64) -> Vec<Step> {
     match persona {
         // Hot: a senior buyer who reads a lot, then sales takes over.
         0..=29 => {
-            let a = upsert(rng, true);
+            let mut a = upsert(rng, true);
+            a.push(("lead_source", "content".to_string()));
             steps.push((at(rng, unit), "crm", "lead_upsert", a));
             for _ in 0..(4 + rng.below(10)) {
                 let kind = rng.below(10);
@@ -121,7 +122,8 @@ fn journey(rng: &mut Rng, span_ms: i64) -> Vec<Step> {
         // Hand-raiser: asks for a demo early.
         60..=79 => {
             let senior = rng.chance(60);
-            let a = upsert(rng, senior);
+            let mut a = upsert(rng, senior);
+            a.push(("lead_source", "paid_search".to_string()));
             steps.push((at(rng, unit), "crm", "lead_upsert", a));
             steps.push((at(rng, unit), "web", "page_view", page(rng)));
             steps.push((
@@ -134,7 +136,8 @@ fn journey(rng: &mut Rng, span_ms: i64) -> Vec<Step> {
         }
         // Sales-sourced: created and worked by a rep directly.
         _ => {
-            let a = upsert(rng, true);
+            let mut a = upsert(rng, true);
+            a.push(("lead_source", "outbound".to_string()));
             steps.push((at(rng, unit), "crm", "lead_upsert", a));
             let owner = format!("rep-{}", rng.below(20));
             steps.push((
@@ -167,12 +170,16 @@ fn opportunity(
     win_percent: u64,
 ) {
     steps.push((at(rng, gaps.0), "crm", "opportunity_created", vec![]));
-    let end = if rng.chance(win_percent) {
-        "opportunity_won"
+    let won = rng.chance(win_percent);
+    let t = at(rng, gaps.1);
+    if won {
+        // The deal size comes from the time, not the generator, so adding it left every
+        // journey as it was.
+        let amount = format!("{}.00", 2_000 + (t % 97) * 500);
+        steps.push((t, "crm", "opportunity_won", vec![("amount", amount)]));
     } else {
-        "opportunity_lost"
-    };
-    steps.push((at(rng, gaps.1), "crm", end, vec![]));
+        steps.push((t, "crm", "opportunity_lost", vec![]));
+    }
 }
 
 /// Sales reacting to a qualified lead: accept (sometimes slowly), call, or reject.

@@ -45,6 +45,39 @@ enum Command {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
+    /// Report funnel conversion, cohorts, velocity, SLA compliance and revenue over a history,
+    /// and compare lead definitions on it (docs/analytics.md).
+    Report {
+        /// Config file (TOML): the lead definition, and [report] settings.
+        #[arg(long)]
+        config: PathBuf,
+        /// History: events in the replay format (JSON Lines; "-" for standard input).
+        #[arg(
+            required_unless_present = "kafka_config",
+            conflicts_with = "kafka_config"
+        )]
+        history: Option<PathBuf>,
+        /// Read the history from the internal topic of this config's Kafka cluster instead,
+        /// every partition from its earliest offset.
+        #[arg(long, value_name = "FILE")]
+        kafka_config: Option<PathBuf>,
+        /// How long after an MQL its outcome counts (default: report.horizon, 90d).
+        #[arg(long)]
+        horizon: Option<String>,
+        /// text, json or html (one self-contained page).
+        #[arg(long, default_value = "text")]
+        format: String,
+        /// Write the report here instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// Another definition to compare on the same history (repeatable).
+        #[arg(long, value_name = "CONFIG")]
+        compare: Vec<PathBuf>,
+        /// Sweep a numeric [scoring] or [funnel] key over values, e.g.
+        /// funnel.mql_threshold=60,80,100,120.
+        #[arg(long, value_name = "KEY=V1,V2,...")]
+        sweep: Option<String>,
+    },
     /// Validate a config file and print a short summary.
     CheckConfig {
         /// Config file (TOML).
@@ -126,6 +159,25 @@ fn main() -> ExitCode {
             now,
             output,
         } => cmd_replay(config, input, until, now, output),
+        Command::Report {
+            config,
+            history,
+            kafka_config,
+            horizon,
+            format,
+            output,
+            compare,
+            sweep,
+        } => cmd_report(ReportArgs {
+            config,
+            history,
+            kafka_config,
+            horizon,
+            format,
+            output,
+            compare,
+            sweep,
+        }),
         Command::CheckConfig { config } => load_settings(&config).map(|s| {
             print!("{}: ok\n{}", config.display(), s.summary());
         }),
@@ -191,6 +243,97 @@ fn main() -> ExitCode {
             })
         }
     }
+}
+
+struct ReportArgs {
+    config: PathBuf,
+    history: Option<PathBuf>,
+    kafka_config: Option<PathBuf>,
+    horizon: Option<String>,
+    format: String,
+    output: Option<PathBuf>,
+    compare: Vec<PathBuf>,
+    sweep: Option<String>,
+}
+
+fn cmd_report(a: ReportArgs) -> anyhow::Result<()> {
+    use leadflow::analytics::{self, Definition, History};
+    let format = match a.format.as_str() {
+        f @ ("text" | "json" | "html") => f,
+        other => anyhow::bail!("--format {other}: allowed: text, json, html"),
+    };
+    let base_text = std::fs::read_to_string(&a.config)
+        .with_context(|| format!("cannot read {}", a.config.display()))?;
+    let base = load_settings(&a.config)?;
+    let mut settings = base.report.clone();
+    if let Some(h) = &a.horizon {
+        settings.horizon_ms = analytics::config::positive_horizon("--horizon", h)?;
+    }
+    let name = |p: &std::path::Path| {
+        p.file_name().map_or_else(
+            || p.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        )
+    };
+    let mut defs = vec![Definition {
+        label: name(&a.config),
+        settings: base,
+    }];
+    for other in &a.compare {
+        defs.push(Definition {
+            label: name(other),
+            settings: load_settings(other)?,
+        });
+    }
+    if let Some(sweep) = &a.sweep {
+        let (key, values) = analytics::parse_sweep(sweep)?;
+        for v in values {
+            let settings = Settings::with_overrides(&base_text, None, &[(key.clone(), v)])
+                .with_context(|| format!("--sweep {key}={v}"))?;
+            defs.push(Definition {
+                label: format!("{key}={v}"),
+                settings,
+            });
+        }
+    }
+    let options = |source: String| analytics::Options {
+        settings: settings.clone(),
+        source,
+    };
+    let report = match (&a.history, &a.kafka_config) {
+        (_, Some(k)) => {
+            let ks = load_settings(k)?;
+            let source = format!("kafka:{}", ks.service.topics.internal);
+            analytics::run::<io::Empty>(defs, History::Kafka(Box::new(ks)), &options(source))?
+        }
+        (Some(h), None) if h.as_os_str() == "-" => analytics::run(
+            defs,
+            History::Lines(BufReader::new(io::stdin())),
+            &options("standard input".to_string()),
+        )?,
+        (Some(h), None) => {
+            let file = File::open(h).with_context(|| format!("cannot open {}", h.display()))?;
+            analytics::run(
+                defs,
+                History::Lines(BufReader::with_capacity(1 << 20, file)),
+                &options(h.display().to_string()),
+            )?
+        }
+        (None, None) => anyhow::bail!("give a history file, or --kafka-config"),
+    };
+    let body = match format {
+        "json" => serde_json::to_string_pretty(&report).context("encoding the report")? + "\n",
+        "html" => analytics::html::render(&report),
+        _ => analytics::text::render(&report),
+    };
+    match &a.output {
+        Some(p) => std::fs::write(p, body).with_context(|| format!("writing {}", p.display()))?,
+        None => io::stdout()
+            .lock()
+            .write_all(body.as_bytes())
+            .context("writing the report")?,
+    }
+    Ok(())
 }
 
 fn load_settings(path: &std::path::Path) -> anyhow::Result<Settings> {

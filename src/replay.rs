@@ -71,14 +71,14 @@ impl Summary {
 }
 
 /// One parsed input line.
-enum Parsed {
+pub(crate) enum Parsed {
     Blank,
     Event(Event),
     Invalid(Invalid),
 }
 
 /// Lines parsed by the reader thread: (parsed lines, bytes consumed by them).
-type Batch = (Vec<Parsed>, u64);
+pub(crate) type Batch = (Vec<Parsed>, u64);
 
 const BATCH_LINES: usize = 2048;
 
@@ -149,7 +149,7 @@ pub fn run<R: BufRead + Send, W: Write>(
 
 /// The reader thread: lines to parsed batches, until the input ends, a read fails, or the
 /// fold stops listening.
-fn read_batches<R: BufRead>(
+pub(crate) fn read_batches<R: BufRead>(
     mut input: R,
     limits: &Limits,
     now: Option<i64>,

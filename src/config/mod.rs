@@ -120,6 +120,8 @@ struct RawConfig {
     limits: RawLimits,
     #[serde(default)]
     notify: crate::notify::config::RawNotify,
+    #[serde(default)]
+    report: crate::analytics::config::RawReport,
 }
 
 #[derive(Deserialize, Default)]
@@ -367,6 +369,11 @@ pub struct Settings {
     pub service: Service,
     /// Notifications (`[notify]`; off without routes).
     pub notify: crate::notify::NotifyConfig,
+    /// `leadflow report` settings (`[report]`).
+    pub report: crate::analytics::ReportSettings,
+    /// A short hash of the `[scoring]` and `[funnel]` sections as loaded (overrides
+    /// included): which lead definition a report measured (docs/analytics.md).
+    pub definition: String,
 }
 
 impl Settings {
@@ -382,7 +389,18 @@ impl Settings {
         toml: &str,
         env: Option<HashMap<String, String>>,
     ) -> Result<Settings, ConfigError> {
-        let cfg = config::Config::builder()
+        Self::with_overrides(toml, env, &[])
+    }
+
+    /// Like [`Self::from_sources`], then `overrides` (`(key path, number)`, e.g.
+    /// `("funnel.mql_threshold", 80.0)`) set on top: a `leadflow report --sweep` definition.
+    /// A key that names nothing numeric fails as that key.
+    pub fn with_overrides(
+        toml: &str,
+        env: Option<HashMap<String, String>>,
+        overrides: &[(String, f64)],
+    ) -> Result<Settings, ConfigError> {
+        let mut builder = config::Config::builder()
             .add_source(config::File::from_str(toml, config::FileFormat::Toml))
             .add_source(
                 config::Environment::with_prefix(ENV_PREFIX)
@@ -390,9 +408,22 @@ impl Settings {
                     .separator("__")
                     .try_parsing(true)
                     .source(env),
-            )
+            );
+        for (key, value) in overrides {
+            // A whole number stays an integer: some keys (counts) take only integers.
+            let v: config::Value = if value.fract() == 0.0 && value.abs() < 9e15 {
+                (*value as i64).into()
+            } else {
+                (*value).into()
+            };
+            builder = builder
+                .set_override(key.as_str(), v)
+                .map_err(|e| ConfigError::Source(format!("{key}: {e}")))?;
+        }
+        let cfg = builder
             .build()
             .map_err(|e| ConfigError::Source(e.to_string()))?;
+        let definition = definition_hash(&cfg);
         let raw: RawConfig = serde_path_to_error::deserialize(cfg).map_err(|e| {
             let key = match e.path().to_string() {
                 root if root == "." => "the top level".to_string(),
@@ -403,7 +434,9 @@ impl Settings {
                 message: e.into_inner().to_string(),
             }
         })?;
-        validate(raw)
+        let mut settings = validate(raw)?;
+        settings.definition = definition;
+        Ok(settings)
     }
 
     /// Parses TOML text without environment overrides.
@@ -526,6 +559,53 @@ impl Settings {
         }
         s
     }
+}
+
+/// The first 10 hex digits of SHA-256 over the `[scoring]` and `[funnel]` sections in a
+/// canonical form (keys sorted, every number as f64), so `100` and `100.0`, or a reordered
+/// table, name the same definition.
+fn definition_hash(cfg: &config::Config) -> String {
+    use sha2::Digest;
+    fn canon(v: &serde_json::Value, out: &mut String) {
+        match v {
+            serde_json::Value::Object(m) => {
+                let mut keys: Vec<&String> = m.keys().collect();
+                keys.sort();
+                out.push('{');
+                for k in keys {
+                    out.push_str(&serde_json::Value::String(k.clone()).to_string());
+                    out.push(':');
+                    canon(&m[k], out);
+                    out.push(',');
+                }
+                out.push('}');
+            }
+            serde_json::Value::Array(a) => {
+                out.push('[');
+                for x in a {
+                    canon(x, out);
+                    out.push(',');
+                }
+                out.push(']');
+            }
+            serde_json::Value::Number(n) => {
+                out.push_str(&format!("{:?}", n.as_f64().unwrap_or(f64::NAN)));
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    let mut text = String::new();
+    for section in ["scoring", "funnel"] {
+        let v = cfg
+            .get::<serde_json::Value>(section)
+            .unwrap_or(serde_json::Value::Null);
+        text.push_str(section);
+        text.push('=');
+        canon(&v, &mut text);
+        text.push('\n');
+    }
+    let digest = sha2::Sha256::digest(text.as_bytes());
+    hex::encode(&digest[..5])
 }
 
 fn fmt_ms(ms: i64) -> String {
@@ -936,12 +1016,15 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
     service::check_together(&service, &rules.limits)?;
     let policies: Vec<String> = rules.sla.iter().map(|p| p.name.clone()).collect();
     let notify = crate::notify::config::validate(raw.notify, &policies)?;
+    let report = crate::analytics::config::validate(raw.report)?;
     Ok(Settings {
         rules: Arc::new(rules),
         calendars: calendars.into_values().collect(),
         clock_grace_ms,
         service,
         notify,
+        report,
+        definition: String::new(),
     })
 }
 
