@@ -97,7 +97,8 @@ pub struct Funnel {
     pub leads_reached: BTreeMap<&'static str, u64>,
     /// MQL transitions: each is one MQL with its own outcome.
     pub mqls: u64,
-    /// Each MQL's outcome within the horizon: the furthest it got. They add up to `mqls`.
+    /// Each MQL's outcome: the stage its journey ended in within the horizon. They add up to
+    /// `mqls`.
     pub outcomes: Outcomes,
     /// MQLs that reached each stage within the horizon (not exclusive).
     pub reached: Reached,
@@ -331,32 +332,25 @@ struct Journey<'a> {
     sql_at: Option<i64>,
     sal_then_sql: bool,
     won_at: Option<i64>,
-    lost: bool,
     rejected: bool,
-    disqualified: bool,
-    recycled: bool,
+    /// The last change within the horizon: its stage, and whether it was `sales_rejected`.
+    last: Option<(Stage, bool)>,
     owner: Option<u32>,
     young: bool,
 }
 
 impl Journey<'_> {
+    /// The stage the MQL's journey ended in within the horizon (docs/analytics.md).
     fn outcome(&self, o: &mut Outcomes) {
-        let slot = if self.won_at.is_some() {
-            &mut o.won
-        } else if self.lost {
-            &mut o.lost
-        } else if self.sql_at.is_some() {
-            &mut o.sql
-        } else if self.sal_at.is_some() {
-            &mut o.accepted
-        } else if self.rejected {
-            &mut o.rejected
-        } else if self.disqualified {
-            &mut o.disqualified
-        } else if self.recycled {
-            &mut o.recycled
-        } else {
-            &mut o.open
+        let slot = match self.last {
+            None | Some((Stage::Mql | Stage::New, _)) => &mut o.open,
+            Some((Stage::Sal, _)) => &mut o.accepted,
+            Some((Stage::Sql, _)) => &mut o.sql,
+            Some((Stage::Won, _)) => &mut o.won,
+            Some((Stage::Lost, _)) => &mut o.lost,
+            Some((Stage::Disqualified, _)) => &mut o.disqualified,
+            Some((Stage::Recycled, true)) => &mut o.rejected,
+            Some((Stage::Recycled, false)) => &mut o.recycled,
         };
         *slot += 1;
     }
@@ -379,10 +373,8 @@ fn journeys<'a>(
             sql_at: None,
             sal_then_sql: false,
             won_at: None,
-            lost: false,
             rejected: false,
-            disqualified: false,
-            recycled: false,
+            last: None,
             owner: mql.owner,
             young: end.is_some_and(|e| limit > e),
         };
@@ -393,6 +385,7 @@ fn journeys<'a>(
             if c.owner.is_some() {
                 j.owner = c.owner;
             }
+            j.last = Some((c.to, c.rejected));
             match c.to {
                 Stage::Sal => {
                     j.sal_at.get_or_insert(c.at);
@@ -406,11 +399,8 @@ fn journeys<'a>(
                 Stage::Won => {
                     j.won_at.get_or_insert(c.at);
                 }
-                Stage::Lost => j.lost = true,
-                Stage::Disqualified => j.disqualified = true,
                 Stage::Recycled if c.rejected => j.rejected = true,
-                Stage::Recycled => j.recycled = true,
-                Stage::New | Stage::Mql => {}
+                _ => {}
             }
         }
         out.push(j);
