@@ -1,7 +1,7 @@
 //! What one definition's run leaves behind for the report: per lead, its stage changes and
 //! SLA clocks, taken from the engine's output records as they come (pure; no I/O).
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 
 use crate::model::event::{CrmType, Event, Source};
 use crate::model::funnel::Stage;
@@ -198,10 +198,7 @@ impl Collector {
     }
 
     fn lead(&mut self, key: &str) -> &mut LeadTrack {
-        if !self.leads.contains_key(key) {
-            self.leads.insert(key.into(), LeadTrack::default());
-        }
-        self.leads.get_mut(key).expect("inserted above")
+        self.leads.entry_ref(key).or_default()
     }
 }
 
@@ -233,10 +230,14 @@ impl Facts {
         self.events += 1;
         self.end = Some(self.end.map_or(ev.occurred_at, |e| e.max(ev.occurred_at)));
         match ev.source {
-            Source::Web if !self.first_web.contains_key(ev.lead_key.as_str()) => {
-                let utm = ev.attribute("utm_source").filter(|v| !v.is_empty());
+            Source::Web => {
                 self.first_web
-                    .insert(ev.lead_key.as_str().into(), utm.map(Into::into));
+                    .entry_ref(ev.lead_key.as_str())
+                    .or_insert_with(|| {
+                        ev.attribute("utm_source")
+                            .filter(|v| !v.is_empty())
+                            .map(Into::into)
+                    });
             }
             Source::Crm if ev.crm == Some(CrmType::LeadUpsert) => {
                 if let Some(v) = ev.attribute(&self.attribute) {

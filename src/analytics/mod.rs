@@ -211,26 +211,34 @@ pub fn run<R: BufRead + Send>(
                 }
             });
         }
-        let mut dispatch = |batch: Batch| {
+        // Returns a batch once every fold is done with it, for the reader to free.
+        let mut dispatch = |batch: Batch| -> Option<Batch> {
             let batch = Arc::new(batch);
             for tx in &senders {
                 // A fold thread only stops early by panicking, which the scope reports.
                 let _ = tx.send(Arc::clone(&batch));
             }
             first.fold(&batch);
+            Arc::try_unwrap(batch).ok()
         };
         match history {
             History::Lines(input) => {
                 let (tx, rx) = sync_channel::<anyhow::Result<crate::replay::Batch>>(4);
-                let (_back_tx, back_rx) = std::sync::mpsc::channel::<Vec<Parsed>>();
+                // Batches go back to the reader to be freed there: glibc frees fastest on the
+                // thread (arena) that allocated them (as in replay).
+                let (back_tx, back_rx) = std::sync::mpsc::channel::<Vec<Parsed>>();
                 let limits = limits.clone();
                 scope.spawn(move || crate::replay::read_batches(input, &limits, None, tx, back_rx));
                 for batch in rx {
                     let (lines, _) = batch?;
-                    dispatch(Batch::Lines(lines));
+                    if let Some(Batch::Lines(done)) = dispatch(Batch::Lines(lines)) {
+                        let _ = back_tx.send(done);
+                    }
                 }
             }
-            History::Kafka(settings) => read_log(&settings, &mut |b| dispatch(Batch::Log(b)))?,
+            History::Kafka(settings) => read_log(&settings, &mut |b| {
+                dispatch(Batch::Log(b));
+            })?,
         }
         Ok(())
     })?;
