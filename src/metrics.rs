@@ -54,6 +54,12 @@ pub struct Metrics {
     pub invalid: IntCounterVec,
     pub duplicates: IntCounter,
     pub transitions: IntCounterVec,
+    /// Leads reaching sal, sql, won or lost, by path: `mql` (an MQL before) or `direct`.
+    pub funnel_reached: IntCounterVec,
+    /// The `amount` of `opportunity_won` events that moved a lead to won, by path.
+    pub won_amount: prometheus::CounterVec,
+    /// Wins whose `amount` was missing or did not parse (not summed), by reason.
+    pub won_amount_unsummed: IntCounterVec,
     pub sla_records: IntCounterVec,
     pub response_seconds: HistogramVec,
     pub response_business_seconds: HistogramVec,
@@ -113,7 +119,7 @@ impl Metrics {
         let hist = |name: &str, help: &str, buckets: &[f64]| {
             HistogramOpts::new(name, help).buckets(buckets.to_vec())
         };
-        Ok(Metrics {
+        let m = Metrics {
             events: reg!(r, IntCounterVec::new(
                 Opts::new("leadflow_events_total", "Valid events consumed by ingest, by source and type (unknown web/email types are `other`)."),
                 &["source", "type"]
@@ -129,6 +135,18 @@ impl Metrics {
             transitions: reg!(r, IntCounterVec::new(
                 Opts::new("leadflow_transitions_total", "Funnel stage transitions emitted, by from and to stage."),
                 &["from", "to"]
+            )),
+            funnel_reached: reg!(r, IntCounterVec::new(
+                Opts::new("leadflow_funnel_reached_total", "Leads that reached sal, sql, won or lost, by path: mql (the lead was an MQL before) or direct (sales-sourced)."),
+                &["stage", "path"]
+            )),
+            won_amount: reg!(r, prometheus::CounterVec::new(
+                Opts::new("leadflow_won_amount_total", "Sum of the amount attribute of opportunity_won events that moved a lead to won, by path (mql or direct)."),
+                &["path"]
+            )),
+            won_amount_unsummed: reg!(r, IntCounterVec::new(
+                Opts::new("leadflow_won_amount_unsummed_total", "Wins whose amount was not summed, by reason (missing, invalid)."),
+                &["reason"]
             )),
             sla_records: reg!(r, IntCounterVec::new(
                 Opts::new("leadflow_sla_records_total", "SLA records emitted, by policy and kind (warning, breach, met)."),
@@ -298,7 +316,20 @@ impl Metrics {
             )),
             last_snapshot_ms: AtomicI64::new(now_ms()),
             registry: r,
-        })
+        };
+        // Every series from the start, so rates and ratios exist before the first win.
+        for stage in ["sal", "sql", "won", "lost"] {
+            for path in ["mql", "direct"] {
+                m.funnel_reached.with_label_values(&[stage, path]);
+            }
+        }
+        for path in ["mql", "direct"] {
+            m.won_amount.with_label_values(&[path]);
+        }
+        for reason in ["missing", "invalid"] {
+            m.won_amount_unsummed.with_label_values(&[reason]);
+        }
+        Ok(m)
     }
 
     /// A snapshot is durable: `seconds` from its start, `bytes` long, holding the state as of

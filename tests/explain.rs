@@ -104,6 +104,9 @@ fn ana_bo_and_ed() {
     );
     assert_eq!(ana.recent_transitions.len(), 4);
     assert_eq!(ana.recent_transitions[0].at, 1_795_445_100_000);
+    // Her MQL (the example's expected output: t/1, grade A), remembered after she was won.
+    assert_eq!(ana.mql_at, Some(1_795_445_100_000));
+    assert_eq!(ana.grade_at_mql.as_deref(), Some("A"));
     assert!(
         ana.open_sla_clocks.is_empty(),
         "both of ana's clocks were met"
@@ -124,6 +127,10 @@ fn ana_bo_and_ed() {
         (bo.stage, bo.fit, bo.grade.as_str(), bo.engagement),
         (Stage::Sal, 40.0, "B", 0.0)
     );
+    assert_eq!(
+        (bo.mql_at, bo.grade_at_mql.as_deref()),
+        (Some(1_795_210_200_000), Some("B"))
+    );
     assert!(
         bo.engagement_rules.is_empty(),
         "a demo request scores no points here"
@@ -140,5 +147,6 @@ fn ana_bo_and_ed() {
     let competitor = decayed(-100.0, 1_795_453_200_000, last);
     assert!((rule(&ed, "competitor_form") - competitor).abs() < 1e-3);
     assert_eq!(rule(&ed, "unsubscribe"), -40.0);
+    assert_eq!((ed.mql_at, ed.grade_at_mql), (None, None), "never an MQL");
     assert!(st.explain("nobody@nowhere", None).is_none());
 }

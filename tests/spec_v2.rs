@@ -675,7 +675,8 @@ fn the_sla_schema_evolves_compatibly() {
 
 /// A snapshot written by the v1 build (format 3, `leadflow demo` on examples/config.toml)
 /// restores: its leads get creation time 0 (no event is older: v1's rule), their last reset
-/// from their transitions, the 8-id window; and it re-encodes as format 4 losslessly.
+/// from their transitions, the 8-id window; and it re-encodes as the current format
+/// losslessly.
 #[test]
 fn a_snapshot_from_the_v1_build_restores() {
     let bytes = std::fs::read(
@@ -691,12 +692,59 @@ fn a_snapshot_from_the_v1_build_restores() {
         PartitionState::decode_snapshot(Arc::clone(&rules), &bytes).expect("restores");
     assert_eq!(position, 270, "the file's name says so");
     assert!(st.lead_count() > 5, "{}", st.lead_count());
-    let v4 = st.encode_snapshot(position);
-    assert_eq!(&v4[4..6], &[4, 0]);
-    let (again, _) = PartitionState::decode_snapshot(Arc::clone(&rules), &v4).expect("v4");
-    assert_eq!(again.encode_snapshot(position), v4, "lossless");
+    let now = st.encode_snapshot(position);
+    assert_eq!(&now[4..6], &[5, 0]);
+    let (again, _) = PartitionState::decode_snapshot(Arc::clone(&rules), &now).expect("v5");
+    assert_eq!(again.encode_snapshot(position), now, "lossless");
     assert_eq!(again.lead_count(), st.lead_count());
     assert_eq!(again.pending_timers(), st.pending_timers());
+}
+
+/// A format-4 snapshot (written before leads remembered their MQL, by the build before it,
+/// over the report test's history) restores: a lead whose MQL is among its recent transitions
+/// gets that time and its grade now; a sales-sourced lead has none. Folding the same history
+/// from scratch gives the same marks (here the grades did not change after the MQLs).
+#[test]
+fn a_format_4_snapshot_restores_mql_marks_from_its_transitions() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let bytes = std::fs::read(dir.join("snapshot-v4-report-p0.lfsn")).expect("fixture");
+    assert_eq!(&bytes[4..6], &[4, 0], "written as format 4");
+    let rules = Settings::from_toml(
+        &std::fs::read_to_string(dir.join("report/config.toml")).expect("config"),
+    )
+    .expect("config")
+    .rules;
+    let (old, position) =
+        PartitionState::decode_snapshot(Arc::clone(&rules), &bytes).expect("restores");
+    assert_eq!(position, 70);
+    let mut fresh = PartitionState::new(Arc::clone(&rules));
+    let mut out = Vec::new();
+    let history = std::fs::read_to_string(dir.join("report/history.jsonl")).expect("history");
+    for line in history.lines() {
+        fresh.apply(
+            &leadflow::codec::json::decode_event(line.as_bytes()).expect("event"),
+            &mut out,
+        );
+    }
+    // l03: MQL on 2026-11-03, rejected, MQL again on 2026-12-01 10:00Z at grade B.
+    let l03 = old
+        .lead("l03@example.com")
+        .expect("l03")
+        .mql()
+        .expect("an MQL");
+    assert_eq!(l03.at, 1_796_119_200_000);
+    assert_eq!(rules.grade_name(l03.grade), "B");
+    assert!(old.lead("l07@example.com").expect("l07").mql().is_none());
+    for key in [
+        "l01", "l02", "l03", "l04", "l05", "l06", "l07", "l10", "l11", "l12",
+    ] {
+        let key = format!("{key}@example.com");
+        assert_eq!(
+            old.lead(&key).and_then(|l| l.mql()),
+            fresh.lead(&key).and_then(|l| l.mql()),
+            "{key}"
+        );
+    }
 }
 
 /// Through Kafka: ingest applies the future-time guard against its clock and normalizes lead

@@ -390,11 +390,9 @@ fn journeys<'a>(
                 Stage::Sal => {
                     j.sal_at.get_or_insert(c.at);
                 }
-                Stage::Sql => {
-                    if j.sql_at.is_none() {
-                        j.sql_at = Some(c.at);
-                        j.sal_then_sql = j.sal_at.is_some();
-                    }
+                Stage::Sql if j.sql_at.is_none() => {
+                    j.sql_at = Some(c.at);
+                    j.sal_then_sql = j.sal_at.is_some();
                 }
                 Stage::Won => {
                     j.won_at.get_or_insert(c.at);

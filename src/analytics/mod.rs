@@ -8,6 +8,7 @@
 mod collect;
 pub mod config;
 pub mod html;
+pub mod live;
 mod measures;
 pub mod text;
 

@@ -19,6 +19,9 @@ pub struct Explanation {
     pub fit: f64,
     pub grade: String,
     pub owner_id: Option<String>,
+    /// When the lead last became an MQL (ms), and its grade then; `null` if it never was.
+    pub mql_at: Option<i64>,
+    pub grade_at_mql: Option<String>,
     /// Each engagement rule's points decayed to `as_of`, in config order. Their sum equals
     /// `engagement` unless the clamp (`scoring.min`/`max`) cut the score.
     pub engagement_rules: Vec<RuleContribution>,
@@ -80,6 +83,10 @@ impl PartitionState {
             fit: round4(lead.fit),
             grade: rules.grade_name(lead.grade).to_string(),
             owner_id: lead.owner_id().map(str::to_string),
+            mql_at: lead.mql().map(|m| m.at),
+            grade_at_mql: lead
+                .mql()
+                .map(|m| self.rules.grade_name(m.grade).to_string()),
             engagement_rules: contributions
                 .into_iter()
                 .map(|(ri, c)| RuleContribution {

@@ -170,8 +170,18 @@ pub struct Extra {
     pub sla_started: Vec<(u16, u32)>,
     /// The last `RECENT_TRANSITIONS` stage changes, oldest first.
     pub recent_transitions: Vec<RecentTransition>,
+    /// The lead's latest MQL: when, and its grade then (the path of later stages and the
+    /// live conversion metrics, docs/analytics.md).
+    pub mql: Option<MqlMark>,
     /// What few leads have, one more box away, so `Extra` is no larger than before SPEC v2.
     pub rare: Option<Box<Rare>>,
+}
+
+/// When a lead last became an MQL, and its grade then (`None`: below every grade, D).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MqlMark {
+    pub at: i64,
+    pub grade: Option<u8>,
 }
 
 /// Per-lead state that few leads have.
@@ -214,6 +224,7 @@ impl Extra {
             && self.clocks.is_empty()
             && self.sla_started.is_empty()
             && self.recent_transitions.is_empty()
+            && self.mql.is_none()
             && self.rare.as_deref().is_none_or(Rare::is_empty)
     }
 
@@ -260,6 +271,7 @@ static NO_EXTRA: Extra = Extra {
     clocks: Vec::new(),
     sla_started: Vec::new(),
     recent_transitions: Vec::new(),
+    mql: None,
     rare: None,
 };
 
@@ -412,6 +424,11 @@ impl Lead {
         }
     }
 
+    /// The lead's latest MQL, if it ever was one.
+    pub fn mql(&self) -> Option<MqlMark> {
+        self.extra().mql
+    }
+
     pub fn clocks(&self) -> &[Clock] {
         &self.extra().clocks
     }
@@ -438,9 +455,11 @@ mod tests {
     fn a_lead_has_no_padding_to_spare_and_did_not_grow() {
         // v1's lead was 168 bytes; v2's creation time fills what was padding.
         assert_eq!(std::mem::size_of::<Lead>(), 168);
-        // v1's out-of-line part was 112 bytes; v2's additions sit one box further.
+        // v1's out-of-line part was 112 bytes; v2's additions sit one box further. The MQL
+        // mark (16 bytes, for the live conversion metrics) is here: MQL'd leads are too many
+        // for the rare box, whose allocation would cost them more.
         assert!(
-            std::mem::size_of::<Extra>() <= 112,
+            std::mem::size_of::<Extra>() <= 128,
             "{}",
             std::mem::size_of::<Extra>()
         );

@@ -11,8 +11,8 @@ mod snapshot;
 pub use evict::{EvictReason, EvictedFilter};
 pub use explain::Explanation;
 pub use lead::{
-    id_hash, static_reason, Clock, Extra, Lead, Profile, Rare, RecentIds, RecentTransition,
-    RECENT_IDS, RECENT_TRANSITIONS,
+    id_hash, static_reason, Clock, Extra, Lead, MqlMark, Profile, Rare, RecentIds,
+    RecentTransition, RECENT_IDS, RECENT_TRANSITIONS,
 };
 pub use snapshot::SnapshotError;
 
@@ -559,6 +559,12 @@ fn transition(
             at: t,
         },
     );
+    if to == Stage::Mql {
+        lead.extra_mut().mql = Some(MqlMark {
+            at: t,
+            grade: lead.grade,
+        });
+    }
     lead.transitions += 1;
     stats.transitions_to[to.index()] += 1;
     let now = eval_time(lead, t);

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use super::checkpoint::Pending;
 use super::{
-    static_reason, Clock, EvictedFilter, Extra, Lead, PartitionState, Profile, Rare,
+    static_reason, Clock, EvictedFilter, Extra, Lead, MqlMark, PartitionState, Profile, Rare,
     RecentTransition, Stats, Timer, TimerKind, RECENT_IDS, RECENT_TRANSITIONS,
 };
 use crate::model::funnel::Stage;
@@ -24,7 +24,7 @@ pub const MAGIC: &[u8; 4] = b"LFSN";
 /// 4 (SPEC v2): the duplicate window as a list of any length (`dedupe.recent_ids`); per lead
 /// the creation time, the last engagement reset, and the per-value cooldowns (`cooldown_key`).
 /// Versions 2 and 3 are still read (docs/snapshots.md says how their leads are completed).
-pub const VERSION: u16 = 4;
+pub const VERSION: u16 = 5;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SnapshotError {
@@ -45,12 +45,12 @@ impl fmt::Display for SnapshotError {
             ),
             SnapshotError::UnsupportedVersion(v) if *v > VERSION => write!(
                 f,
-                "snapshot format version {v} is newer than this build reads (2 and {VERSION}): \
+                "snapshot format version {v} is newer than this build reads (2 to {VERSION}): \
                  written by a newer leadflow"
             ),
             SnapshotError::UnsupportedVersion(v) => write!(
                 f,
-                "snapshot format version {v} is no longer read (this build reads 2 and {VERSION})"
+                "snapshot format version {v} is no longer read (this build reads 2 to {VERSION})"
             ),
             SnapshotError::Checksum { stored, computed } => write!(
                 f,
@@ -306,6 +306,15 @@ pub(super) fn encode_lead(w: &mut W, rules: &Ruleset, lead: &Lead) {
         w.str(value);
         w.i64(*t);
     }
+    // v5: the latest MQL (time, grade name; an empty name when there was none).
+    match extra.mql {
+        Some(m) => {
+            w.u8(1);
+            w.i64(m.at);
+            w.str(rules.grade_name(m.grade));
+        }
+        None => w.u8(0),
+    }
 }
 
 impl PartitionState {
@@ -331,6 +340,7 @@ impl PartitionState {
         }
         let v3 = version >= 3;
         let v4 = version >= 4;
+        let v5 = version >= 5;
         let mut r = R { buf: &body[6..] };
         let position = r.i64("position")?;
         let clock = r.opt_i64("clock")?;
@@ -541,6 +551,37 @@ impl PartitionState {
                     .map(|t| t.at);
                 (0, reset_at, Vec::new())
             };
+            // v5 keeps the latest MQL. Before, the recent transitions tell when (if it is
+            // among them), and the grade is the lead's grade now: the best left to know.
+            let mql = if v5 {
+                match r.u8("mql mark")? {
+                    0 => None,
+                    1 => {
+                        let at = r.i64("mql time")?;
+                        let grade = r.str("mql grade")?;
+                        Some(MqlMark {
+                            at,
+                            grade: rules
+                                .grades
+                                .iter()
+                                .position(|g| g.grade == grade)
+                                .map(|i| i as u8),
+                        })
+                    }
+                    other => {
+                        return Err(SnapshotError::Corrupt(format!("mql mark {other}")));
+                    }
+                }
+            } else {
+                recent_transitions
+                    .iter()
+                    .rev()
+                    .find(|t| t.to == Stage::Mql)
+                    .map(|t| MqlMark {
+                        at: t.at,
+                        grade: rules.grade_for(fit),
+                    })
+            };
             let mut lead = Lead::new(key, engagement.at);
             lead.set_created(created);
             lead.last_seen = last_seen;
@@ -556,6 +597,7 @@ impl PartitionState {
                 clocks,
                 sla_started,
                 recent_transitions,
+                mql,
                 rare: None,
             };
             extra.set_rare(Rare {

@@ -15,12 +15,14 @@ use rdkafka::producer::BaseRecord;
 
 use super::checkpoint::Commit;
 use super::{lock, recovery, Shared, StateContext};
+use crate::analytics::live::{self, WonAmount};
 use crate::codec::avro::{self, InternalRecord};
 use crate::config::{OutputFormat, Settings};
-use crate::engine::{Applied, EvictReason, Stats};
+use crate::engine::{Applied, EvictReason, PartitionState, Stats};
 use crate::kafka::producer;
 use crate::kafka::{H_SRC_INDEX, H_SRC_OFFSET};
-use crate::model::records::Output;
+use crate::model::event::{CrmType, Event};
+use crate::model::records::{Output, Transition};
 use crate::snapshot::SnapshotStore;
 
 /// The engine counters behind the limit metrics: evictions by reason, refused clocks.
@@ -57,6 +59,8 @@ impl StateContext {
         self.metrics.state_records.inc();
         part.caught_up = false;
         let before = limit_counts(part.state.stats());
+        // A win's event, kept for its amount (the revenue counter).
+        let mut won: Option<Event> = None;
         match avro::decode_internal(m.payload().unwrap_or(&[])) {
             Ok(InternalRecord::Event(ev)) => {
                 let lag_ms = (crate::metrics::now_ms() - ev.occurred_at).max(0);
@@ -65,6 +69,9 @@ impl StateContext {
                     .observe(lag_ms as f64 / 1000.0);
                 if part.state.apply(&ev, out) == Applied::Duplicate {
                     self.metrics.duplicates.inc();
+                }
+                if ev.crm == Some(CrmType::OpportunityWon) {
+                    won = Some(ev);
                 }
             }
             Ok(InternalRecord::Tick(t)) => {
@@ -100,6 +107,9 @@ impl StateContext {
                 part.suppress[slot] = None;
             }
             self.count_output(&rec);
+            if let Output::Transition(t) = &rec {
+                self.count_funnel(&part.state, won.as_ref(), t);
+            }
             self.begin()?;
             let value = match svc.output_format {
                 OutputFormat::Avro => avro::encode_output(&rec)?,
@@ -148,6 +158,24 @@ impl StateContext {
         let refused = after.1.saturating_sub(before.1);
         if refused > 0 {
             self.metrics.sla_clocks_refused.inc_by(refused);
+        }
+    }
+
+    /// The live conversion metrics: arrivals by path, and a win's amount.
+    fn count_funnel(&self, state: &PartitionState, won: Option<&Event>, t: &Transition) {
+        if !live::counted(t.to_stage) {
+            return;
+        }
+        let m = &self.metrics;
+        let path = live::path(state, &t.lead_key);
+        m.funnel_reached
+            .with_label_values(&[t.to_stage.as_str(), path])
+            .inc();
+        match won.and_then(|ev| live::won_amount(ev, t)) {
+            Some(WonAmount::Amount(x)) => m.won_amount.with_label_values(&[path]).inc_by(x),
+            Some(WonAmount::Missing) => m.won_amount_unsummed.with_label_values(&["missing"]).inc(),
+            Some(WonAmount::Invalid) => m.won_amount_unsummed.with_label_values(&["invalid"]).inc(),
+            None => {}
         }
     }
 
