@@ -93,13 +93,17 @@ fn live_conversion_metrics_and_the_report_from_the_internal_topic() {
     for run in events.chunk_by(|a, b| a.source == b.source) {
         leadflow::kafka::produce_events(&settings.service, run).expect("produced");
         sent += run.len();
-        wait_until(Duration::from_secs(30), "the run in the internal log", || {
-            while let Some(m) = reader.poll(Duration::from_millis(50)) {
-                m.expect("reading the internal log");
-                seen += 1;
-            }
-            seen >= sent
-        });
+        wait_until(
+            Duration::from_secs(30),
+            "the run in the internal log",
+            || {
+                while let Some(m) = reader.poll(Duration::from_millis(50)) {
+                    m.expect("reading the internal log");
+                    seen += 1;
+                }
+                seen >= sent
+            },
+        );
     }
 
     // By hand (tests/report.rs): wins through an MQL l01 l03 l10, sales-sourced l07.
