@@ -12,6 +12,7 @@ fn exported() -> BTreeMap<String, BTreeSet<String>> {
     m.events.with_label_values(&["web", "page_view"]).inc();
     m.invalid.with_label_values(&["undecodable"]).inc();
     m.transitions.with_label_values(&["new", "mql"]).inc();
+    m.won_amount.with_label_values(&["mql"]).inc_by(1.0);
     m.sla_records.with_label_values(&["p", "met"]).inc();
     m.response_seconds.with_label_values(&["p"]).observe(1.0);
     m.response_business_seconds

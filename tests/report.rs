@@ -479,7 +479,7 @@ window.addEventListener('load', () => {
         "Lead funnel report",
         "75.0%",
         "33.3%",
-        "1.0h",
+        "1h",
         "17,500.75",
         "12,500.25",
         "google",

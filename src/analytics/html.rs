@@ -77,6 +77,7 @@ fn hbars(title: &str, items: &[(String, f64, String)], color: RGBColor) -> Strin
             .y_labels(n as usize)
             .y_label_formatter(&label)
             .x_labels(5)
+            .x_label_formatter(&|v| format!("{v:.0}"))
             .label_style((FONT, 13))
             .draw()?;
         chart.draw_series(items.iter().enumerate().map(|(i, it)| {

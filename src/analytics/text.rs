@@ -17,8 +17,12 @@ pub fn dur(ms: Option<i64>) -> String {
         format!("{s:.0}s")
     } else if s < 3600.0 {
         format!("{:.0}m", s / 60.0)
+    } else if s < 86_400.0 && ms % 3_600_000 == 0 {
+        format!("{}h", ms / 3_600_000)
     } else if s < 86_400.0 {
         format!("{:.1}h", s / 3600.0)
+    } else if ms % 86_400_000 == 0 {
+        format!("{}d", ms / 86_400_000)
     } else {
         format!("{:.1}d", s / 86_400.0)
     }
