@@ -47,37 +47,7 @@ enum Command {
     },
     /// Report funnel conversion, cohorts, velocity, SLA compliance and revenue over a history,
     /// and compare lead definitions on it (docs/analytics.md).
-    Report {
-        /// Config file (TOML): the lead definition, and [report] settings.
-        #[arg(long)]
-        config: PathBuf,
-        /// History: events in the replay format (JSON Lines; "-" for standard input).
-        #[arg(
-            required_unless_present = "kafka_config",
-            conflicts_with = "kafka_config"
-        )]
-        history: Option<PathBuf>,
-        /// Read the history from the internal topic of this config's Kafka cluster instead,
-        /// every partition from its earliest offset.
-        #[arg(long, value_name = "FILE")]
-        kafka_config: Option<PathBuf>,
-        /// How long after an MQL its outcome counts (default: report.horizon, 90d).
-        #[arg(long)]
-        horizon: Option<String>,
-        /// text, json or html (one self-contained page).
-        #[arg(long, default_value = "text")]
-        format: String,
-        /// Write the report here instead of standard output.
-        #[arg(long, short)]
-        output: Option<PathBuf>,
-        /// Another definition to compare on the same history (repeatable).
-        #[arg(long, value_name = "CONFIG")]
-        compare: Vec<PathBuf>,
-        /// Sweep a numeric [scoring] or [funnel] key over values, e.g.
-        /// funnel.mql_threshold=60,80,100,120.
-        #[arg(long, value_name = "KEY=V1,V2,...")]
-        sweep: Option<String>,
-    },
+    Report(ReportArgs),
     /// Validate a config file and print a short summary.
     CheckConfig {
         /// Config file (TOML).
@@ -159,25 +129,7 @@ fn main() -> ExitCode {
             now,
             output,
         } => cmd_replay(config, input, until, now, output),
-        Command::Report {
-            config,
-            history,
-            kafka_config,
-            horizon,
-            format,
-            output,
-            compare,
-            sweep,
-        } => cmd_report(ReportArgs {
-            config,
-            history,
-            kafka_config,
-            horizon,
-            format,
-            output,
-            compare,
-            sweep,
-        }),
+        Command::Report(args) => cmd_report(args),
         Command::CheckConfig { config } => load_settings(&config).map(|s| {
             print!("{}: ok\n{}", config.display(), s.summary());
         }),
@@ -245,14 +197,36 @@ fn main() -> ExitCode {
     }
 }
 
+#[derive(clap::Args)]
 struct ReportArgs {
+    /// Config file (TOML): the lead definition, and [report] settings.
+    #[arg(long)]
     config: PathBuf,
+    /// History: events in the replay format (JSON Lines; "-" for standard input).
+    #[arg(
+        required_unless_present = "kafka_config",
+        conflicts_with = "kafka_config"
+    )]
     history: Option<PathBuf>,
+    /// Read the history from the internal topic of this config's Kafka cluster instead,
+    /// every partition from its earliest offset.
+    #[arg(long, value_name = "FILE")]
     kafka_config: Option<PathBuf>,
+    /// How long after an MQL its outcome counts (default: report.horizon, 90d).
+    #[arg(long)]
     horizon: Option<String>,
+    /// text, json or html (one self-contained page).
+    #[arg(long, default_value = "text")]
     format: String,
+    /// Write the report here instead of standard output.
+    #[arg(long, short)]
     output: Option<PathBuf>,
+    /// Another definition to compare on the same history (repeatable).
+    #[arg(long, value_name = "CONFIG")]
     compare: Vec<PathBuf>,
+    /// Sweep a numeric [scoring] or [funnel] key over values, e.g.
+    /// funnel.mql_threshold=60,80,100,120.
+    #[arg(long, value_name = "KEY=V1,V2,...")]
     sweep: Option<String>,
 }
 

@@ -618,6 +618,8 @@ fn a_sweep_point_equal_to_the_base_measures_the_same_on_the_shared_example() {
         .sum();
         assert_eq!(Some(sum), d["funnel"]["mqls"].as_u64());
     }
+    // Its README: six invalid lines at the end, reported and skipped.
+    assert_eq!(r["history"]["invalid"], 6);
     // The shared example's 5 leads are created under every definition.
     assert!(defs
         .iter()

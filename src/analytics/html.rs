@@ -8,7 +8,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::measures::{DefinitionReport, Report};
-use super::text::{dur, iso, money, pct};
+use super::text::{comparison_cells, dur, iso, money, pct, sla_cells, COMPARISON_HEAD, SLA_HEAD};
 
 const BLUE: RGBColor = RGBColor(0x2f, 0x6f, 0xb3);
 const GREEN: RGBColor = RGBColor(0x2e, 0x8b, 0x57);
@@ -278,15 +278,31 @@ fn pr_chart(report: &Report) -> String {
         .definitions
         .iter()
         .enumerate()
-        .filter_map(|(i, d)| Some((i, d.quality.recall?, d.quality.precision?, d.label.as_str())))
+        .filter_map(|(i, d)| {
+            // A sweep point is labelled by its value alone: the caption names the key.
+            let short = d
+                .label
+                .rsplit_once('=')
+                .map_or(d.label.as_str(), |(_, v)| v);
+            Some((i, d.quality.recall?, d.quality.precision?, short))
+        })
         .collect();
+    // Zoomed to the points (with a margin), so close definitions stay apart.
+    let span = |vals: Vec<f64>| {
+        let lo = vals.iter().copied().fold(1.0, f64::min);
+        let hi = vals.iter().copied().fold(0.0, f64::max);
+        let pad = ((hi - lo) * 0.25).max(0.05);
+        ((lo - pad).max(0.0), (hi + pad).min(1.05))
+    };
+    let (x0, x1) = span(pts.iter().map(|p| p.1).collect());
+    let (y0, y1) = span(pts.iter().map(|p| p.2).collect());
     svg(720, 420, |root| {
         let mut chart = ChartBuilder::on(root)
             .caption("Precision and recall of each definition", (FONT, 18))
             .margin(14)
             .x_label_area_size(36)
             .y_label_area_size(50)
-            .build_cartesian_2d(0.0..1.05, 0.0..1.05)?;
+            .build_cartesian_2d(x0..x1.max(x0 + 0.01), y0..y1.max(y0 + 0.01))?;
         chart
             .configure_mesh()
             .x_desc("recall (SQL leads found by an earlier MQL)")
@@ -299,15 +315,35 @@ fn pr_chart(report: &Report) -> String {
         let mut line: Vec<(f64, f64)> = pts.iter().map(|p| (p.1, p.2)).collect();
         line.sort_by(|a, b| a.0.total_cmp(&b.0));
         chart.draw_series(LineSeries::new(line, GREY.stroke_width(2)))?;
+        // Definitions that land on the same point share one marker and one label.
+        let mut points: Vec<(f64, f64, bool, Vec<&str>)> = Vec::new();
         for (i, r, p, label) in &pts {
-            let color = if Some(*i) == best { ORANGE } else { BLUE };
+            let is_best = Some(*i) == best;
+            match points
+                .iter_mut()
+                .find(|q| (q.0 - r).abs() < 1e-9 && (q.1 - p).abs() < 1e-9)
+            {
+                Some(q) => {
+                    q.2 |= is_best;
+                    q.3.push(label);
+                }
+                None => points.push((*r, *p, is_best, vec![label])),
+            }
+        }
+        for (k, (r, p, is_best, labels)) in points.iter().enumerate() {
+            let color = if *is_best { ORANGE } else { BLUE };
             chart.draw_series(std::iter::once(Circle::new((*r, *p), 6, color.filled())))?;
-            let mark = if Some(*i) == best { " ★ best F1" } else { "" };
-            chart.draw_series(std::iter::once(Text::new(
-                format!("  {label}{mark}"),
-                (*r, *p),
-                (FONT, 12).into_font().color(&BLACK),
-            )))?;
+            let mark = if *is_best { " ★ best F1" } else { "" };
+            // Alternate labels above and below the curve, so neighbours do not overlap.
+            let dy = if k % 2 == 0 { -14 } else { 6 };
+            chart.draw_series(std::iter::once(
+                EmptyElement::at((*r, *p))
+                    + Text::new(
+                        format!("{}{mark}", labels.join(", ")),
+                        (8, dy),
+                        (FONT, 12).into_font().color(&BLACK),
+                    ),
+            ))?;
         }
         Ok(())
     })
@@ -498,44 +534,11 @@ pub fn render(report: &Report) -> String {
         "Response time of met clocks, per policy (clock time).",
         &response_chart(d),
     );
-    let sla_rows = |rows: &[super::measures::SlaRow]| -> Vec<Vec<String>> {
-        rows.iter()
-            .map(|r| {
-                let mut v = Vec::new();
-                if let Some(owner) = &r.owner {
-                    v.push(owner.clone());
-                }
-                v.extend([
-                    r.policy.clone(),
-                    r.started.to_string(),
-                    r.met_on_time.to_string(),
-                    r.breaches.to_string(),
-                    pct(r.on_time_rate),
-                    dur(r.response_ms.p50),
-                    dur(r.response_ms.p95),
-                    dur(r.response_business_ms.p50),
-                    dur(r.response_business_ms.p95),
-                ]);
-                v
-            })
-            .collect()
-    };
-    let head = [
-        "policy",
-        "started",
-        "on time",
-        "breaches",
-        "on-time rate",
-        "p50",
-        "p95",
-        "p50 business",
-        "p95 business",
-    ];
-    table(&mut o, &head, &sla_rows(&d.sla.policies));
+    table(&mut o, &SLA_HEAD, &sla_cells(&d.sla.policies));
     o.push_str("<h3>By owner</h3>");
     let mut owner_head = vec!["owner"];
-    owner_head.extend(head);
-    table(&mut o, &owner_head, &sla_rows(&d.sla.owners));
+    owner_head.extend(SLA_HEAD);
+    table(&mut o, &owner_head, &sla_cells(&d.sla.owners));
 
     o.push_str("<h2>Revenue</h2>\n");
     figure(
@@ -570,46 +573,13 @@ pub fn render(report: &Report) -> String {
         figure(
             &mut o,
             "precision-recall",
-            "Each definition on the same history; the best balance (highest F1) is marked.",
+            "Each definition on the same history (sweep points by their value); the best balance (highest F1) is marked.",
             &pr_chart(report),
         );
-        let best = report.comparison.as_ref().and_then(|c| c.best);
-        let rows: Vec<Vec<String>> = report
-            .definitions
-            .iter()
-            .enumerate()
-            .map(|(i, d)| {
-                let q = &d.quality;
-                vec![
-                    format!("{}{}", d.label, if best == Some(i) { " ★" } else { "" }),
-                    d.definition.clone(),
-                    q.mqls.to_string(),
-                    pct(q.precision),
-                    pct(q.recall),
-                    q.f1.map_or("-".to_string(), |f| format!("{f:.3}")),
-                    dur(q.median_mql_to_sql_ms),
-                    pct(q.rejected_share),
-                    q.sla_clocks_started.to_string(),
-                    q.sla_breaches.to_string(),
-                ]
-            })
-            .collect();
-        table(
-            &mut o,
-            &[
-                "definition",
-                "hash",
-                "MQLs",
-                "precision",
-                "recall",
-                "F1",
-                "MQL→SQL median",
-                "rejected",
-                "SLA clocks",
-                "breaches",
-            ],
-            &rows,
-        );
+        let rows = comparison_cells(report, |label, best| {
+            format!("{label}{}", if best { " ★" } else { "" })
+        });
+        table(&mut o, &COMPARISON_HEAD, &rows);
     }
     let _ = writeln!(
         o,

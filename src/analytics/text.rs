@@ -106,6 +106,77 @@ fn pcts(p: &Percentiles) -> [String; 2] {
     [dur(p.p50), dur(p.p95)]
 }
 
+/// Column heads of the SLA tables (an `owner` column first on owner rows).
+pub const SLA_HEAD: [&str; 9] = [
+    "policy",
+    "started",
+    "on time",
+    "breaches",
+    "on-time rate",
+    "p50",
+    "p95",
+    "p50 business",
+    "p95 business",
+];
+
+/// The cells of SLA rows (text and HTML share them); owner rows start with the owner.
+pub fn sla_cells(rows: &[super::measures::SlaRow]) -> Vec<Vec<String>> {
+    rows.iter()
+        .map(|r| {
+            let mut v: Vec<String> = r.owner.iter().cloned().collect();
+            v.extend([
+                r.policy.clone(),
+                r.started.to_string(),
+                r.met_on_time.to_string(),
+                r.breaches.to_string(),
+                pct(r.on_time_rate),
+            ]);
+            v.extend(pcts(&r.response_ms));
+            v.extend(pcts(&r.response_business_ms));
+            v
+        })
+        .collect()
+}
+
+/// Column heads of the comparison table.
+pub const COMPARISON_HEAD: [&str; 10] = [
+    "definition",
+    "hash",
+    "MQLs",
+    "precision",
+    "recall",
+    "F1",
+    "MQL→SQL median",
+    "rejected",
+    "SLA clocks",
+    "breaches",
+];
+
+/// One row per definition; `mark` labels the best one.
+pub fn comparison_cells(report: &Report, mark: impl Fn(&str, bool) -> String) -> Vec<Vec<String>> {
+    let best = report.comparison.as_ref().and_then(|c| c.best);
+    report
+        .definitions
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let q = &d.quality;
+            vec![
+                mark(&d.label, best == Some(i)),
+                d.definition.clone(),
+                q.mqls.to_string(),
+                pct(q.precision),
+                pct(q.recall),
+                q.f1.map_or("-".to_string(), |f| format!("{f:.3}")),
+                dur(q.median_mql_to_sql_ms),
+                pct(q.rejected_share),
+                q.sla_clocks_started.to_string(),
+                q.sla_breaches.to_string(),
+            ]
+        })
+        .collect()
+}
+
 /// Renders one definition's sections.
 fn definition(out: &mut String, d: &DefinitionReport, horizon: &str) {
     let f = &d.funnel;
@@ -207,58 +278,11 @@ fn definition(out: &mut String, d: &DefinitionReport, horizon: &str) {
         out,
         "\nSLA compliance by policy (response: clock time, then business time)"
     );
-    let sla_rows = |rows: &[super::measures::SlaRow], owner: bool| -> Vec<Vec<String>> {
-        rows.iter()
-            .map(|r| {
-                let mut v = Vec::new();
-                if owner {
-                    v.push(r.owner.clone().unwrap_or_default());
-                }
-                v.extend([
-                    r.policy.clone(),
-                    r.started.to_string(),
-                    r.met_on_time.to_string(),
-                    r.breaches.to_string(),
-                    pct(r.on_time_rate),
-                ]);
-                v.extend(pcts(&r.response_ms));
-                v.extend(pcts(&r.response_business_ms));
-                v
-            })
-            .collect()
-    };
-    table(
-        out,
-        &[
-            "policy",
-            "started",
-            "on time",
-            "breaches",
-            "on-time rate",
-            "p50",
-            "p95",
-            "p50 biz",
-            "p95 biz",
-        ],
-        &sla_rows(&d.sla.policies, false),
-    );
+    table(out, &SLA_HEAD, &sla_cells(&d.sla.policies));
     let _ = writeln!(out, "\nSLA compliance by owner");
-    table(
-        out,
-        &[
-            "owner",
-            "policy",
-            "started",
-            "on time",
-            "breaches",
-            "on-time rate",
-            "p50",
-            "p95",
-            "p50 biz",
-            "p95 biz",
-        ],
-        &sla_rows(&d.sla.owners, true),
-    );
+    let mut owner_head = vec!["owner"];
+    owner_head.extend(SLA_HEAD);
+    table(out, &owner_head, &sla_cells(&d.sla.owners));
 
     let r = &d.revenue;
     let _ = writeln!(
@@ -319,42 +343,10 @@ pub fn render(report: &Report) -> String {
              within {horizon}; recall: SQL leads with an MQL before it)"
         );
         let best = report.comparison.as_ref().and_then(|c| c.best);
-        let rows: Vec<Vec<String>> = report
-            .definitions
-            .iter()
-            .enumerate()
-            .map(|(i, d)| {
-                let q = &d.quality;
-                vec![
-                    format!("{}{}", if best == Some(i) { "* " } else { "  " }, d.label),
-                    d.definition.clone(),
-                    q.mqls.to_string(),
-                    pct(q.precision),
-                    pct(q.recall),
-                    q.f1.map_or("-".to_string(), |f| format!("{f:.3}")),
-                    dur(q.median_mql_to_sql_ms),
-                    pct(q.rejected_share),
-                    q.sla_clocks_started.to_string(),
-                    q.sla_breaches.to_string(),
-                ]
-            })
-            .collect();
-        table(
-            &mut out,
-            &[
-                "definition",
-                "hash",
-                "MQLs",
-                "precision",
-                "recall",
-                "F1",
-                "MQL→SQL median",
-                "rejected",
-                "SLA clocks",
-                "breaches",
-            ],
-            &rows,
-        );
+        let rows = comparison_cells(report, |label, best| {
+            format!("{}{label}", if best { "* " } else { "  " })
+        });
+        table(&mut out, &COMPARISON_HEAD, &rows);
         if let Some(i) = best {
             let _ = writeln!(
                 out,
