@@ -234,7 +234,14 @@ fn cmd_report(a: ReportArgs) -> anyhow::Result<()> {
     use leadflow::analytics::{self, Definition, History};
     let format = match a.format.as_str() {
         f @ ("text" | "json" | "html") => f,
-        other => anyhow::bail!("--format {other}: allowed: text, json, html"),
+        other => {
+            return Err(leadflow::config::ConfigError::Invalid {
+                key: "--format".into(),
+                value: format!("{other:?}"),
+                allowed: "allowed: text, json, html".into(),
+            }
+            .into())
+        }
     };
     let base_text = std::fs::read_to_string(&a.config)
         .with_context(|| format!("cannot read {}", a.config.display()))?;
@@ -261,6 +268,7 @@ fn cmd_report(a: ReportArgs) -> anyhow::Result<()> {
     }
     if let Some(sweep) = &a.sweep {
         let (key, values) = analytics::parse_sweep(sweep)?;
+        analytics::check_sweep_key(&base_text, &key)?;
         for v in values {
             let settings = Settings::with_overrides(&base_text, None, &[(key.clone(), v)])
                 .with_context(|| format!("--sweep {key}={v}"))?;
@@ -278,7 +286,9 @@ fn cmd_report(a: ReportArgs) -> anyhow::Result<()> {
         (_, Some(k)) => {
             let ks = load_settings(k)?;
             let source = format!("kafka:{}", ks.service.topics.internal);
-            analytics::run::<io::Empty>(defs, History::Kafka(Box::new(ks)), &options(source))?
+            let read: analytics::LogReader<'_> =
+                Box::new(|sink| leadflow::kafka::history::read_internal_log(&ks, sink));
+            analytics::run::<io::Empty>(defs, History::Log(read), &options(source))?
         }
         (Some(h), None) if h.as_os_str() == "-" => analytics::run(
             defs,
@@ -295,6 +305,24 @@ fn cmd_report(a: ReportArgs) -> anyhow::Result<()> {
         }
         (None, None) => anyhow::bail!("give a history file, or --kafka-config"),
     };
+    // Invalid input is reported as replay reports it, and skipped (SPEC §2).
+    for (line, reason) in &report.history.invalid_lines {
+        eprintln!("{}: line {line}: {reason}", report.history.source);
+    }
+    if report.history.invalid > 0 {
+        let reasons: Vec<String> = report
+            .history
+            .invalid_by_reason
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        eprintln!(
+            "{}: {} invalid lines skipped ({})",
+            report.history.source,
+            report.history.invalid,
+            reasons.join(" ")
+        );
+    }
     let body = match format {
         "json" => serde_json::to_string_pretty(&report).context("encoding the report")? + "\n",
         "html" => analytics::html::render(&report),

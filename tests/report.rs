@@ -348,15 +348,29 @@ fn bad_arguments_name_what_is_allowed() {
             .args(args)
             .output()
             .expect("running leadflow report");
-        assert!(!out.status.success(), "{args:?} should fail");
+        // 2: a config or argument error, as for every command.
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?} should fail as a usage error"
+        );
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
     assert!(run(&["--format", "pdf"]).contains("allowed: text, json, html"));
     assert!(run(&["--sweep", "kafka.brokers=1"])
         .contains("only numeric keys of [scoring] and [funnel]"));
-    assert!(run(&["--sweep", "funnel.mql_threshold=ten"]).contains("\"ten\" is not a number"));
-    let e = run(&["--sweep", "funnel.mql_treshold=80"]);
-    assert!(e.contains("mql_treshold"), "{e}");
+    assert!(run(&["--sweep", "funnel.mql_threshold=ten"])
+        .contains("\"ten\": funnel.mql_threshold: each value must be a number"));
+    // Only keys that hold a number in the base config: not a boolean, a name, a rule that is
+    // not there, or a misspelled key.
+    let holds = |sweep: &str, what: &str| {
+        let e = run(&["--sweep", sweep]);
+        assert!(e.contains(what), "{sweep}: {e}");
+    };
+    holds("funnel.recycle_reset=0,1", "holds nothing");
+    holds("scoring.engagement[0].name=1", "holds the string \"page\"");
+    holds("scoring.engagement[9].points=1", "holds nothing");
+    holds("funnel.mql_treshold=80", "holds nothing");
     assert!(run(&["--horizon", "0s"]).contains("--horizon"));
 }
 
@@ -625,4 +639,49 @@ fn a_sweep_point_equal_to_the_base_measures_the_same_on_the_shared_example() {
         .iter()
         .all(|d| d["funnel"]["leads_reached"]["new"] == 5));
     assert!(r["comparison"]["best"].is_u64());
+}
+
+#[test]
+fn rule_points_can_be_swept_and_invalid_lines_are_named() {
+    // webinar (engagement[1]) at 60 is the base definition itself: the same hash.
+    let r = report(&["--sweep", "scoring.engagement[1].points=60,70"]);
+    let defs = r["definitions"].as_array().expect("definitions");
+    assert_eq!(defs[1]["definition"], defs[0]["definition"]);
+    assert_ne!(defs[2]["definition"], defs[0]["definition"]);
+
+    // Two bad lines after the 70 good ones: named on stderr with their line numbers (as
+    // replay does), counted by reason, and skipped.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let history = dir.path().join("history.jsonl");
+    let mut text = std::fs::read_to_string(fixture("history.jsonl")).expect("history");
+    text.push_str("not json\n");
+    text.push_str(r#"{"event_id":"x","lead_key":"l01@example.com","occurred_at":-5,"source":"web","type":"page_view"}"#);
+    text.push('\n');
+    std::fs::write(&history, text).expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_leadflow"))
+        .arg("report")
+        .arg("--config")
+        .arg(fixture("config.toml"))
+        .arg(&history)
+        .args(["--format", "json"])
+        .output()
+        .expect("running leadflow report");
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 71: "), "{err}");
+    assert!(err.contains("line 72: "), "{err}");
+    assert!(err.contains("2 invalid lines skipped"), "{err}");
+    let r: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(r["history"]["invalid"], 2);
+    assert_eq!(r["history"]["events"], 70);
+    assert_eq!(r["history"]["invalid_lines"][0][0], 71);
+    let by: u64 = r["history"]["invalid_by_reason"]
+        .as_object()
+        .expect("reasons")
+        .values()
+        .filter_map(Value::as_u64)
+        .sum();
+    assert_eq!(by, 2);
+    // Nothing else moved: the funnel is the hand-built one.
+    assert_eq!(r["definitions"][0]["funnel"]["mqls"], 10);
 }

@@ -72,7 +72,7 @@ proptest! {
                 prop_assert_eq!(owners, p.started);
                 prop_assert!(p.met_on_time <= p.met && p.met <= p.started);
             }
-            prop_assert!(d.quality.mql_leads <= *f.leads_reached.get("mql").unwrap_or(&0));
+            prop_assert!(d.quality.mql_leads <= f.leads_reached.get("mql"));
         }
     }
 }

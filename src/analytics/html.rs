@@ -58,7 +58,8 @@ fn hbars(title: &str, items: &[(String, f64, String)], color: RGBColor) -> Strin
     let n = items.len().max(1) as i32;
     let h = 70 + 32 * n as u32;
     svg(720, h, |root| {
-        let max = items.iter().map(|i| i.1).fold(0.0, f64::max).max(1e-9) * 1.25;
+        // Room on the right for the longest label at the end of a bar.
+        let max = items.iter().map(|i| i.1).fold(0.0, f64::max).max(1e-9) * 1.6;
         let mut chart = ChartBuilder::on(root)
             .caption(title, (FONT, 18))
             .margin(10)
@@ -77,7 +78,7 @@ fn hbars(title: &str, items: &[(String, f64, String)], color: RGBColor) -> Strin
             .y_labels(n as usize)
             .y_label_formatter(&label)
             .x_labels(5)
-            .x_label_formatter(&|v| format!("{v:.0}"))
+            .x_label_formatter(&|v| money(*v).trim_end_matches(".00").to_string())
             .label_style((FONT, 13))
             .draw()?;
         chart.draw_series(items.iter().enumerate().map(|(i, it)| {
@@ -104,12 +105,20 @@ fn hbars(title: &str, items: &[(String, f64, String)], color: RGBColor) -> Strin
     })
 }
 
+/// What a chart with nothing to draw shows instead.
+fn no_data(what: &str) -> String {
+    format!("<p class=\"note\">No data: {}.</p>", esc(what))
+}
+
 fn funnel_chart(d: &DefinitionReport) -> String {
-    let created = d.funnel.leads_reached.get("new").copied().unwrap_or(0);
+    let created = d.funnel.leads_reached.get("new");
+    if created == 0 {
+        return no_data("the history created no leads");
+    }
     let items: Vec<(String, f64, String)> = ["new", "mql", "sal", "sql", "won"]
         .iter()
         .map(|s| {
-            let n = d.funnel.leads_reached.get(s).copied().unwrap_or(0);
+            let n = d.funnel.leads_reached.get(s);
             let share = super::measures::rate(n, created);
             (s.to_uppercase(), n as f64, format!("{n} ({})", pct(share)))
         })
@@ -118,6 +127,9 @@ fn funnel_chart(d: &DefinitionReport) -> String {
 }
 
 fn cohort_chart(d: &DefinitionReport) -> String {
+    if d.cohorts.is_empty() {
+        return no_data("no MQLs in the history");
+    }
     let rows = d.cohorts.len().max(1) as i32;
     let cols = ["MQL→SAL", "MQL→SQL", "MQL→won"];
     svg(720, 80 + 34 * rows as u32, |root| {
@@ -190,6 +202,10 @@ fn cohort_chart(d: &DefinitionReport) -> String {
 fn response_chart(d: &DefinitionReport) -> String {
     let mut out = String::new();
     for p in &d.sla.policies {
+        if p.met == 0 {
+            out.push_str(&no_data(&format!("{}: no clock was met", p.policy)));
+            continue;
+        }
         let labels = [
             "≤1m", "≤5m", "≤15m", "≤1h", "≤4h", "≤1d", "≤3d", "≤7d", ">7d",
         ];
@@ -294,6 +310,9 @@ fn pr_chart(report: &Report) -> String {
         let pad = ((hi - lo) * 0.25).max(0.05);
         ((lo - pad).max(0.0), (hi + pad).min(1.05))
     };
+    if pts.is_empty() {
+        return no_data("no definition had both MQLs and SQL leads");
+    }
     let (x0, x1) = span(pts.iter().map(|p| p.1).collect());
     let (y0, y1) = span(pts.iter().map(|p| p.2).collect());
     svg(720, 420, |root| {

@@ -32,8 +32,11 @@ pub struct HistoryInfo {
     pub source: String,
     /// Valid events read (duplicates included).
     pub events: u64,
-    /// Lines or records refused as invalid input (SPEC §2).
+    /// Lines or records refused as invalid input (SPEC §2), and by reason code.
     pub invalid: u64,
+    pub invalid_by_reason: BTreeMap<&'static str, u64>,
+    /// The first 20 invalid lines: (line number, reason).
+    pub invalid_lines: Vec<(u64, String)>,
     /// The largest event time (ms since the epoch): where the history ends.
     pub end_at: Option<i64>,
 }
@@ -74,6 +77,31 @@ pub struct DefinitionReport {
     pub quality: Quality,
 }
 
+/// A count per funnel stage, serialized as an object in stage order (new, mql, ... ).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StageCounts(pub [u64; 8]);
+
+impl StageCounts {
+    /// The count of a stage by name (`new`, `mql`, ...); 0 for another name.
+    pub fn get(&self, stage: &str) -> u64 {
+        Stage::ALL
+            .iter()
+            .position(|s| s.as_str() == stage)
+            .map_or(0, |i| self.0[i])
+    }
+}
+
+impl Serialize for StageCounts {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = ser.serialize_map(Some(8))?;
+        for (st, n) in Stage::ALL.iter().zip(self.0) {
+            m.serialize_entry(st.as_str(), &n)?;
+        }
+        m.end()
+    }
+}
+
 /// The four measures at the top of the report (docs/analytics.md, "The four measures").
 #[derive(Debug, Clone, Serialize)]
 pub struct Headline {
@@ -94,7 +122,7 @@ pub struct Headline {
 #[derive(Debug, Clone, Serialize)]
 pub struct Funnel {
     /// Distinct leads that reached each stage (`new`: leads created).
-    pub leads_reached: BTreeMap<&'static str, u64>,
+    pub leads_reached: StageCounts,
     /// MQL transitions: each is one MQL with its own outcome.
     pub mqls: u64,
     /// Each MQL's outcome: the stage its journey ended in within the horizon. They add up to
@@ -517,11 +545,8 @@ pub(crate) fn build(
     let mut keys: Vec<&str> = c.leads.keys().map(|k| &**k).collect();
     keys.sort_unstable();
 
-    let mut leads_reached: BTreeMap<&'static str, u64> = BTreeMap::new();
-    for st in Stage::ALL {
-        leads_reached.insert(st.as_str(), 0);
-    }
-    leads_reached.insert("new", run.created);
+    let mut leads_reached = StageCounts::default();
+    leads_reached.0[Stage::New.index()] = run.created;
 
     let mut outcomes = Outcomes::default();
     let mut reached = Reached::default();
@@ -559,7 +584,7 @@ pub(crate) fn build(
         }
         for st in Stage::ALL.iter().filter(|s| **s != Stage::New) {
             if stages_seen[st.index()] {
-                *leads_reached.entry(st.as_str()).or_default() += 1;
+                leads_reached.0[st.index()] += 1;
             }
         }
         let js = journeys(key, track, horizon, facts.end);
@@ -764,7 +789,7 @@ pub(crate) fn build(
     };
     lead_times.sort_unstable();
     let created = run.created;
-    let reached_stage = |s: &str| leads_reached.get(s).copied().unwrap_or(0);
+    let reached_stage = |s: &str| leads_reached.get(s);
     let response = policies
         .iter()
         .position(|p| p.stage == Stage::Mql)

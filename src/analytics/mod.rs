@@ -3,7 +3,9 @@
 //!
 //! Each definition runs its own engine over the same events (read once, shared between the
 //! definitions' threads); a collector keeps what the engine emits, and `measures` turns that
-//! into the report. Reading and folding are here; the measures and the renderings are pure.
+//! into the report. Reading files and folding are here (the Kafka reader is
+//! `kafka::history`, so this module needs nothing of Kafka); the measures and the renderings
+//! are pure.
 
 mod collect;
 pub mod config;
@@ -16,8 +18,6 @@ use std::io::BufRead;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 
-use anyhow::Context;
-
 pub use config::ReportSettings;
 pub use measures::{
     percentile, Bucket, Cohort, Comparison, Conversion, DefinitionReport, Funnel, Headline,
@@ -26,7 +26,7 @@ pub use measures::{
 };
 
 use crate::codec::avro::InternalRecord;
-use crate::config::Settings;
+use crate::config::{invalid, ConfigError, Settings};
 use crate::engine::PartitionState;
 use crate::model::event::Event;
 use crate::model::records::Output;
@@ -40,21 +40,30 @@ pub struct Definition {
     pub settings: Settings,
 }
 
+/// `(partition, record)` pairs of an internal log; `None`: an undecodable record.
+pub type LogBatch = Vec<(u32, Option<InternalRecord>)>;
+
+/// Reads a whole log, handing each batch to the sink in log order per partition.
+pub type LogReader<'a> = Box<dyn FnOnce(&mut dyn FnMut(LogBatch)) -> anyhow::Result<()> + 'a>;
+
 /// Where the history comes from.
-pub enum History<R> {
+pub enum History<'a, R> {
     /// JSON Lines in the replay format (SPEC §2).
     Lines(R),
-    /// The internal topic, each partition from its earliest offset to its end when the report
-    /// started, read with `isolation.level=read_committed`.
-    Kafka(Box<Settings>),
+    /// An internal log (the Kafka reader is `kafka::history::read_internal_log`); each
+    /// partition folds on its own engine, as in the service.
+    Log(LogReader<'a>),
 }
 
 /// A batch of history, shared by every definition's fold.
 enum Batch {
     Lines(Vec<Parsed>),
     /// `(partition, record)`; `None`: undecodable.
-    Log(Vec<(u32, Option<InternalRecord>)>),
+    Log(LogBatch),
 }
+
+/// How many invalid lines a report names (all are counted).
+pub const MAX_INVALID_SHOWN: usize = 20;
 
 /// One definition's engines (one per partition) and collector.
 struct Folder {
@@ -66,6 +75,11 @@ struct Folder {
     /// Kept by the first definition only (the same for all).
     facts: Option<Facts>,
     invalid: u64,
+    /// Lines read (blank ones included), for the line numbers of invalid ones.
+    lines: u64,
+    /// The first invalid lines: (line number, reason); and all of them by reason code.
+    invalid_lines: Vec<(u64, String)>,
+    invalid_by_reason: std::collections::BTreeMap<&'static str, u64>,
     out: Vec<Output>,
 }
 
@@ -79,6 +93,9 @@ impl Folder {
             collector,
             facts,
             invalid: 0,
+            lines: 0,
+            invalid_lines: Vec::new(),
+            invalid_by_reason: Default::default(),
             out: Vec::new(),
             settings: def.settings,
         }
@@ -109,12 +126,18 @@ impl Folder {
         match batch {
             Batch::Lines(lines) => {
                 for parsed in lines {
+                    self.lines += 1;
                     match parsed {
                         Parsed::Blank => {}
                         Parsed::Event(ev) => self.event(0, ev),
                         Parsed::Invalid(why) => {
                             self.invalid += 1;
                             self.state(0).note_invalid(why.code());
+                            *self.invalid_by_reason.entry(why.code()).or_default() += 1;
+                            if self.facts.is_some() && self.invalid_lines.len() < MAX_INVALID_SHOWN
+                            {
+                                self.invalid_lines.push((self.lines, why.to_string()));
+                            }
                         }
                     }
                 }
@@ -130,7 +153,10 @@ impl Folder {
                             out.clear();
                             self.out = out;
                         }
-                        None => self.invalid += 1,
+                        None => {
+                            self.invalid += 1;
+                            *self.invalid_by_reason.entry("undecodable").or_default() += 1;
+                        }
                     }
                 }
             }
@@ -146,17 +172,21 @@ impl Folder {
 }
 
 /// Splits `--sweep KEY=V1,V2,...`: the key must be under `scoring.` or `funnel.`, the values
-/// numbers (at most 50).
-pub fn parse_sweep(text: &str) -> anyhow::Result<(String, Vec<f64>)> {
-    let (key, values) = text.split_once('=').with_context(|| {
-        format!("--sweep {text}: expected KEY=V1,V2,... such as funnel.mql_threshold=60,80,100")
-    })?;
+/// numbers (1 to 50). Errors are config errors naming `--sweep`. That the key holds a number
+/// in the base config is checked by [`check_sweep_key`].
+pub fn parse_sweep(text: &str) -> Result<(String, Vec<f64>), ConfigError> {
+    let bad = |value: &str, allowed: &str| invalid("--sweep", value, allowed);
+    let (key, values) = text
+        .split_once('=')
+        .ok_or_else(|| bad(text, "KEY=V1,V2,... such as funnel.mql_threshold=60,80,100"))?;
     let key = key.trim();
-    anyhow::ensure!(
-        key.starts_with("scoring.") || key.starts_with("funnel."),
-        "--sweep {key}: only numeric keys of [scoring] and [funnel] can be swept, e.g. \
-         funnel.mql_threshold or scoring.engagement[0].points"
-    );
+    if !(key.starts_with("scoring.") || key.starts_with("funnel.")) {
+        return Err(bad(
+            key,
+            "only numeric keys of [scoring] and [funnel] can be swept, e.g. \
+             funnel.mql_threshold or scoring.engagement[0].points",
+        ));
+    }
     let values: Vec<f64> = values
         .split(',')
         .map(|v| {
@@ -164,14 +194,43 @@ pub fn parse_sweep(text: &str) -> anyhow::Result<(String, Vec<f64>)> {
                 .parse::<f64>()
                 .ok()
                 .filter(|x| x.is_finite())
-                .with_context(|| format!("--sweep {key}: {v:?} is not a number"))
+                .ok_or_else(|| bad(v, &format!("{key}: each value must be a number")))
         })
-        .collect::<anyhow::Result<_>>()?;
-    anyhow::ensure!(
-        (1..=50).contains(&values.len()),
-        "--sweep {key}: give 1 to 50 values"
-    );
+        .collect::<Result<_, _>>()?;
+    if !(1..=50).contains(&values.len()) {
+        return Err(bad(text, "give 1 to 50 values"));
+    }
     Ok((key.to_string(), values))
+}
+
+/// Checks that `key` holds a number in the base config `toml` (so a sweep never turns a
+/// boolean, a string or a missing rule into something else): an error names what is there.
+pub fn check_sweep_key(toml: &str, key: &str) -> Result<(), ConfigError> {
+    use ::config::ValueKind;
+    let cfg = ::config::Config::builder()
+        .add_source(::config::File::from_str(toml, ::config::FileFormat::Toml))
+        .build()
+        .map_err(|e| ConfigError::Source(e.to_string()))?;
+    let found = match cfg.get::<::config::Value>(key) {
+        Ok(v) => match v.kind {
+            ValueKind::I64(_)
+            | ValueKind::I128(_)
+            | ValueKind::U64(_)
+            | ValueKind::U128(_)
+            | ValueKind::Float(_) => return Ok(()),
+            ValueKind::Boolean(b) => format!("the boolean {b}"),
+            ValueKind::String(s) => format!("the string {s:?}"),
+            ValueKind::Table(_) => "a table".to_string(),
+            ValueKind::Array(_) => "a list".to_string(),
+            ValueKind::Nil => "nothing".to_string(),
+        },
+        Err(_) => "nothing (set it in the config first; list indexes start at 0)".to_string(),
+    };
+    Err(invalid(
+        "--sweep",
+        key,
+        format!("the base config holds {found} there; only keys with a number can be swept"),
+    ))
 }
 
 /// Options of one report.
@@ -185,7 +244,7 @@ pub struct Options {
 /// with several definitions, each folds on its own thread.
 pub fn run<R: BufRead + Send>(
     definitions: Vec<Definition>,
-    history: History<R>,
+    history: History<'_, R>,
     options: &Options,
 ) -> anyhow::Result<Report> {
     anyhow::ensure!(!definitions.is_empty(), "no definition to report on");
@@ -237,7 +296,7 @@ pub fn run<R: BufRead + Send>(
                     }
                 }
             }
-            History::Kafka(settings) => read_log(&settings, &mut |b| {
+            History::Log(read) => read(&mut |b| {
                 dispatch(Batch::Log(b));
             })?,
         }
@@ -249,6 +308,8 @@ pub fn run<R: BufRead + Send>(
         .take()
         .expect("the first folder keeps the facts");
     let invalid = folders[0].invalid;
+    let invalid_lines = std::mem::take(&mut folders[0].invalid_lines);
+    let invalid_by_reason = std::mem::take(&mut folders[0].invalid_by_reason);
     let mut defs = Vec::with_capacity(folders.len());
     for f in &folders {
         defs.push(measures::build(
@@ -271,109 +332,12 @@ pub fn run<R: BufRead + Send>(
             source: options.source.clone(),
             events: facts.events,
             invalid,
+            invalid_by_reason,
+            invalid_lines,
             end_at: facts.end,
         },
         settings: SettingsInfo::new(&options.settings),
         definitions: defs,
         comparison,
     })
-}
-
-/// Reads every partition of the internal topic from its earliest offset up to its end as of
-/// now, in batches of (partition, record).
-fn read_log(
-    settings: &Settings,
-    sink: &mut dyn FnMut(Vec<(u32, Option<InternalRecord>)>),
-) -> anyhow::Result<()> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::{Message, Offset, TopicPartitionList};
-    use std::time::{Duration, Instant};
-
-    let svc = &settings.service;
-    let topic = &svc.topics.internal;
-    let consumer: BaseConsumer = crate::kafka::client_config(svc)
-        .set("group.id", "leadflow-report")
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "false")
-        .create()
-        .context("creating the Kafka consumer for the report")?;
-    let timeout = Duration::from_secs(30);
-    let md = consumer
-        .fetch_metadata(Some(topic), timeout)
-        .with_context(|| format!("reading the metadata of {topic} from {}", svc.brokers))?;
-    let parts: Vec<i32> = md
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic)
-        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
-        .unwrap_or_default();
-    anyhow::ensure!(
-        !parts.is_empty(),
-        "topic {topic} has no partitions on {} (is it the internal topic of this config?)",
-        svc.brokers
-    );
-    let mut tpl = TopicPartitionList::new();
-    let mut ends = std::collections::HashMap::new();
-    for &p in &parts {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, p, timeout)
-            .with_context(|| format!("reading the offsets of {topic}/{p}"))?;
-        if low > 0 {
-            tracing::warn!(
-                partition = p,
-                log_start = low,
-                "the internal log no longer starts at 0: the report covers only what is left"
-            );
-        }
-        if high > low {
-            ends.insert(p, high);
-            tpl.add_partition_offset(topic, p, Offset::Beginning)
-                .context("assigning a partition")?;
-        }
-    }
-    consumer
-        .assign(&tpl)
-        .context("assigning the internal topic")?;
-    let mut batch = Vec::with_capacity(2048);
-    let mut last_progress = Instant::now();
-    while !ends.is_empty() {
-        match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) => {
-                last_progress = Instant::now();
-                let p = m.partition();
-                let rec = crate::codec::avro::decode_internal(m.payload().unwrap_or(&[])).ok();
-                batch.push((p as u32, rec));
-                if ends.get(&p).is_some_and(|end| m.offset() + 1 >= *end) {
-                    ends.remove(&p);
-                }
-                if batch.len() >= 2048 {
-                    sink(std::mem::replace(&mut batch, Vec::with_capacity(2048)));
-                }
-            }
-            Some(Err(e)) => return Err(e).context("reading the internal topic"),
-            None => {
-                // Transaction markers and aborted records take offsets but never arrive: a
-                // partition whose position passed its end is done.
-                let pos = consumer.position().context("reading positions")?;
-                for el in pos.elements_for_topic(topic) {
-                    if let (Offset::Offset(o), Some(end)) = (el.offset(), ends.get(&el.partition()))
-                    {
-                        if o >= *end {
-                            ends.remove(&el.partition());
-                        }
-                    }
-                }
-                anyhow::ensure!(
-                    last_progress.elapsed() < Duration::from_secs(60),
-                    "no records from {topic} for 60 s while partitions {:?} are not read to their end",
-                    ends.keys().collect::<Vec<_>>()
-                );
-            }
-        }
-    }
-    if !batch.is_empty() {
-        sink(batch);
-    }
-    Ok(())
 }

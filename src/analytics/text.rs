@@ -196,12 +196,7 @@ fn definition(out: &mut String, d: &DefinitionReport, horizon: &str) {
         &["stage", "leads"],
         &order
             .iter()
-            .map(|s| {
-                vec![
-                    s.to_string(),
-                    f.leads_reached.get(s).copied().unwrap_or(0).to_string(),
-                ]
-            })
+            .map(|s| vec![s.to_string(), f.leads_reached.get(s).to_string()])
             .collect::<Vec<_>>(),
     );
     let o = &f.outcomes;
@@ -305,11 +300,14 @@ fn definition(out: &mut String, d: &DefinitionReport, horizon: &str) {
             &rows
                 .iter()
                 .map(|m| {
-                    vec![
-                        m.key.replace('_', "-"),
-                        m.deals.to_string(),
-                        money(m.amount),
-                    ]
+                    // Paths read as words (marketing-qualified); sources and grades stay
+                    // as they are in the data.
+                    let key = if title == "path" {
+                        m.key.replace('_', "-")
+                    } else {
+                        m.key.clone()
+                    };
+                    vec![key, m.deals.to_string(), money(m.amount)]
                 })
                 .collect::<Vec<_>>(),
         );

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod dev;
+pub mod history;
 pub mod ingest;
 pub mod lag;
 pub mod producer;
