@@ -128,8 +128,9 @@ impl Collector {
                             Amount::Missing
                         }
                     });
-                    let started: Vec<u16> = self.policies_by_stage[t.to_stage.index()].clone();
-                    let lead = self.lead(&t.lead_key);
+                    // Disjoint fields: the policies are read while the lead is written.
+                    let started = &self.policies_by_stage[t.to_stage.index()];
+                    let lead = self.leads.entry_ref(t.lead_key.as_str()).or_default();
                     lead.changes.push(Change {
                         to: t.to_stage,
                         at: t.occurred_at,
@@ -141,7 +142,7 @@ impl Collector {
                         amount,
                     });
                     // Entering a stage starts its policies' clocks (SPEC §6).
-                    for policy in started {
+                    for &policy in started {
                         lead.clocks.push(ClockTrack {
                             policy,
                             started_at: t.occurred_at,
