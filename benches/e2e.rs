@@ -12,7 +12,8 @@
 //! Run with `benches/e2e.sh` (builds the release binary first). Settings, by environment:
 //! E2E_LEADS (1000000), E2E_EVENTS (3000000, backlog events including the upserts),
 //! E2E_RATE (20000 events/s), E2E_LATENCY_SECS (30), E2E_PARTITIONS (4), E2E_BROKERS
-//! (an external cluster instead of the in-process mock; topics are created), LEADFLOW_BIN.
+//! (an external cluster instead of the in-process mock; topics are created), E2E_CONFIG (TOML
+//! added to the service's config, e.g. `[run]` then `commit_interval = "20ms"`), LEADFLOW_BIN.
 
 mod support;
 
@@ -54,13 +55,13 @@ fn main() -> anyhow::Result<()> {
     let latency_secs = env_u64("E2E_LATENCY_SECS", 30);
     let partitions = env_u64("E2E_PARTITIONS", 4) as i32;
     let bin = support::binary()?;
-    // Generated history runs ahead of the wall clock: no future-time guard.
-    let run = support::setup(
-        "e2e",
-        partitions,
-        "[limits]\nmax_future = \"0s\"\n",
-        MOCK_PROPERTIES,
-    )?;
+    // Generated history runs ahead of the wall clock: no future-time guard. E2E_CONFIG adds
+    // TOML (e.g. "[run]\ncommit_interval = \"20ms\"") to the service's config.
+    let extra = format!(
+        "[limits]\nmax_future = \"0s\"\n{}\n",
+        std::env::var("E2E_CONFIG").unwrap_or_default()
+    );
+    let run = support::setup("e2e", partitions, &extra, MOCK_PROPERTIES)?;
     let (bootstrap, topics, http, settings) =
         (&run.bootstrap, &run.topics, run.http, &run.settings);
 
@@ -106,6 +107,20 @@ fn main() -> anyhow::Result<()> {
     println!("| produce -> transition latency p50 | {:.1} ms |", m.p50_ms);
     println!("| produce -> transition latency p99 | {:.1} ms |", m.p99_ms);
     println!("| produce -> transition latency max | {:.1} ms |", m.max_ms);
+    println!(
+        "| of which send -> output written (ingest, fold) p50 / p99 / max | {:.0} / {:.0} / {:.0} ms |",
+        m.to_write[0], m.to_write[1], m.to_write[2]
+    );
+    println!(
+        "| of which written -> seen (commit, fetch) p50 / p99 / max | {:.0} / {:.0} / {:.0} ms |",
+        m.to_seen[0], m.to_seen[1], m.to_seen[2]
+    );
+    println!(
+        "| transaction commits (whole run) | {:.0}; p99 {}, max {} |",
+        support::metric_sum(&metrics, "leadflow_transaction_commit_seconds_count"),
+        bucket_quantile(&metrics, "leadflow_transaction_commit_seconds", 0.99),
+        bucket_quantile(&metrics, "leadflow_transaction_commit_seconds", 1.0)
+    );
     println!("| leads in memory | {} |", m.leads);
     println!(
         "| snapshots written (whole run) | {:.0}, p50 {} from start to durable |",
@@ -172,6 +187,11 @@ struct Measured {
     p50_ms: f64,
     p99_ms: f64,
     max_ms: f64,
+    /// The same latency split at the transition's write (its Kafka CreateTime, set by
+    /// leadflow's producer): [p50, p99, max] of send -> write (ingest and fold) and of
+    /// write -> seen (delivery, transaction commit, the reader's fetch). Wall clocks, ms.
+    to_write: [f64; 3],
+    to_seen: [f64; 3],
     leads: u64,
     peak_rss: u64,
     rss: u64,
@@ -197,7 +217,9 @@ fn fold_backlog(
     events: &[Event],
 ) -> anyhow::Result<Fold> {
     const AHEAD: u64 = 200_000;
+    // Idempotent: a retried batch must not land behind a later one (journeys out of order).
     let producer: BaseProducer = leadflow::kafka::client_config(&settings.service)
+        .set("enable.idempotence", "true")
         .set("linger.ms", "20")
         .set("compression.type", "lz4")
         .set("queue.buffering.max.messages", "1000000")
@@ -316,6 +338,7 @@ fn measure(
     }
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
         .set("linger.ms", "5")
         .create()?;
     let journeys = generate(&GenSpec {
@@ -325,11 +348,13 @@ fn measure(
         start_ms: T0 + 40 * DAY,
         span_ms: 30 * DAY,
     });
-    let mut sent_at: HashMap<String, Instant> = HashMap::with_capacity(journeys.len());
+    let mut sent_at: HashMap<String, (Instant, i64)> = HashMap::with_capacity(journeys.len());
     let mut latencies: Vec<f64> = Vec::new();
+    let mut to_write: Vec<f64> = Vec::new();
+    let mut to_seen: Vec<f64> = Vec::new();
     let begin = Instant::now();
     let mut collect = |consumer: &BaseConsumer,
-                       sent_at: &HashMap<String, Instant>,
+                       sent_at: &HashMap<String, (Instant, i64)>,
                        wait: Duration| {
         let mut wait = wait;
         while let Some(Ok(m)) = consumer.poll(wait) {
@@ -337,31 +362,43 @@ fn measure(
             let now = Instant::now();
             if let Ok(Output::Transition(t)) = avro::decode_output(true, m.payload().unwrap_or(&[]))
             {
-                if let Some(s) = sent_at.get(&t.trigger_event_id) {
+                if let Some((s, sent_ms)) = sent_at.get(&t.trigger_event_id) {
                     let ms = now.duration_since(*s).as_secs_f64() * 1000.0;
+                    let written = m.timestamp().to_millis().map(|w| (w - sent_ms) as f64);
                     if ms > 200.0 && std::env::var_os("E2E_DEBUG").is_some() {
                         eprintln!(
-                            "slow {ms:.0} ms at {:.2}",
+                            "slow {ms:.0} ms at {:.2} (written after {written:?} ms)",
                             s.duration_since(begin).as_secs_f64()
                         );
                     }
                     latencies.push(ms);
+                    if let Some(w) = written {
+                        to_write.push(w);
+                        to_seen.push(ms - w);
+                    }
                 }
             }
         }
     };
     let mut sent = 0u64;
     // Paced without spinning (a busy loop would take a core from the pipeline): send what is
-    // due, then wait on the output consumer until the next send is due.
+    // due, then wait on the output consumer until the next send is due, at least 1 ms. Shorter
+    // waits were polls of 0 ms (librdkafka counts in whole ms): at 20k events/s (one every
+    // 50 us) this loop spun and took 28% of this 2-core machine from the broker and leadflow
+    // (`perf record -a`), which showed as latency.
     for ev in &journeys {
         let due = begin + Duration::from_secs_f64(sent as f64 / rate as f64);
         let now = Instant::now();
         if due > now {
             producer.poll(Duration::ZERO);
-            collect(&consumer, &sent_at, due - now);
+            collect(
+                &consumer,
+                &sent_at,
+                (due - now).max(Duration::from_millis(1)),
+            );
         }
         let value = leadflow::kafka::encode_source(ev, InputFormat::Avro)?;
-        sent_at.insert(ev.event_id.clone(), Instant::now());
+        sent_at.insert(ev.event_id.clone(), (Instant::now(), epoch_ms()));
         support::send_event(&producer, topics, ev, &value);
         sent += 1;
     }
@@ -373,8 +410,9 @@ fn measure(
     if latencies.is_empty() {
         bail!("no transition was timed");
     }
-    latencies.sort_by(f64::total_cmp);
-    let q = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize];
+    let [p50, p99, max] = [0.5, 0.99, 1.0].map(|p| quantile(&mut latencies, p));
+    let split = |v: &mut Vec<f64>| [0.5, 0.99, 1.0].map(|p| quantile(v, p));
+    let (to_write, to_seen) = (split(&mut to_write), split(&mut to_seen));
     if let Some(status) = child.try_wait()? {
         bail!("leadflow run exited during the latency run: {status}");
     }
@@ -385,13 +423,31 @@ fn measure(
         fold_secs: fold.secs,
         sent,
         samples: latencies.len(),
-        p50_ms: q(0.50),
-        p99_ms: q(0.99),
-        max_ms: q(1.0),
+        p50_ms: p50,
+        p99_ms: p99,
+        max_ms: max,
+        to_write,
+        to_seen,
         leads: fold.leads,
         peak_rss,
         rss: fold.rss,
     })
+}
+
+/// Nearest-rank quantile `p` of `v` (sorted here); NaN when empty.
+fn quantile(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+fn epoch_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// One profile per lead (so every lead is in memory), then the generator's journeys.
