@@ -50,6 +50,10 @@ if [ "$which" = kafka ] || [ "$which" = both ]; then
     exit 0
   fi
   export KAFKA_LOCAL_PORT=${KAFKA_LOCAL_PORT:-19192}
+  if "$kafka" status >/dev/null 2>&1; then
+    echo "e2e: a broker already runs on port $KAFKA_LOCAL_PORT; stop it, set KAFKA_LOCAL_PORT, or use E2E_BROKERS" >&2
+    exit 1
+  fi
   trap '"$kafka" stop >/dev/null 2>&1 || true; rm -rf "$tables"' EXIT
   brokers=$("$kafka" start)
   echo "== Apache Kafka at $brokers (deploy/kafka-local)"

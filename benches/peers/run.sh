@@ -16,7 +16,7 @@ for tool in java mvn taskset; do
 done
 cargo build --release --locked --bin leadflow
 cargo bench --locked --bench peers --no-run
-(cd benches/peers/kafka-streams && mvn -q -B package -DskipTests)
+(cd benches/peers/kafka-streams && mvn -q -B -Dstyle.color=never package -DskipTests)
 
 # Two or more CPUs: the broker and the driver on CPU 0, each processor alone on CPU 1 (the
 # same core for both). One CPU: everything shares it.
@@ -29,6 +29,11 @@ else
 fi
 export KAFKA_LOCAL_PORT=${KAFKA_LOCAL_PORT:-19392}
 kafka=deploy/kafka-local/kafka-local
+# Its own broker, pinned: one already on the port would be measured unpinned, and stopped.
+if "$kafka" status >/dev/null 2>&1; then
+  echo "peers: a broker already runs on port $KAFKA_LOCAL_PORT; stop it or set KAFKA_LOCAL_PORT" >&2
+  exit 1
+fi
 trap '"$kafka" stop >/dev/null 2>&1 || true' EXIT
 PEER_BROKERS=$("${pin[@]}" "$kafka" start)
 export PEER_BROKERS

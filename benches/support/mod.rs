@@ -19,11 +19,16 @@ use leadflow::config::{Settings, Topics};
 use leadflow::kafka::dev::DevBroker;
 use leadflow::model::event::Event;
 
+/// The whole number in environment variable `name`, else `default`; a value that is not one
+/// ends the bench with a message naming it (a typo must not run the full-size default).
 pub fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    match std::env::var(name) {
+        Err(_) => default,
+        Ok(v) => v.trim().parse().unwrap_or_else(|_| {
+            eprintln!("{name}={v:?}: expected a whole number, e.g. {name}={default}");
+            std::process::exit(2)
+        }),
+    }
 }
 
 /// Topics named after this run.
@@ -106,20 +111,32 @@ pub fn setup(
     })
 }
 
-/// The leadflow binary (`LEADFLOW_BIN`, else the release build of this checkout).
+/// The leadflow binary: `LEADFLOW_BIN`, else the release build beside this bench (the bench
+/// runs from `<target>/release/deps/`, wherever `CARGO_TARGET_DIR` puts `<target>`), else
+/// `target/release/leadflow` of this checkout.
 pub fn binary() -> anyhow::Result<PathBuf> {
-    let bin = std::env::var("LEADFLOW_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/leadflow")
-        });
-    if !bin.exists() {
-        bail!(
-            "{} not found: build it with cargo build --release",
-            bin.display()
-        );
+    if let Ok(bin) = std::env::var("LEADFLOW_BIN") {
+        let bin = PathBuf::from(bin);
+        if !bin.exists() {
+            bail!("LEADFLOW_BIN={} does not exist", bin.display());
+        }
+        return Ok(bin);
     }
-    Ok(bin)
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("leadflow")));
+    let checkout = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/leadflow");
+    beside
+        .into_iter()
+        .chain([checkout.clone()])
+        .find(|b| b.exists())
+        .with_context(|| {
+            format!(
+                "the leadflow binary was not found beside this bench nor at {}: build it with \
+                 cargo build --release --bin leadflow, or set LEADFLOW_BIN",
+                checkout.display()
+            )
+        })
 }
 
 /// Starts `leadflow run --config <config>` (logs at `E2E_LOG`, default warn, on stderr).
