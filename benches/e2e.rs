@@ -23,10 +23,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, Producer};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::Offset;
 
 use leadflow::codec::avro;
 use leadflow::config::{InputFormat, Settings, Topics};
@@ -313,25 +313,7 @@ fn measure(
     latency_secs: u64,
 ) -> anyhow::Result<Measured> {
     // Latency at a fixed rate.
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", format!("e2e-latency-{}", std::process::id()))
-        .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "5")
-        // As consumers must with transactions: a record counts once its commit is visible.
-        .set("isolation.level", "read_committed")
-        .create()?;
-    let parts = consumer
-        .fetch_metadata(Some(&topics.transitions), Duration::from_secs(10))?
-        .topics()
-        .first()
-        .map(|t| t.partitions().len())
-        .unwrap_or(0);
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..parts as i32 {
-        tpl.add_partition_offset(&topics.transitions, p, Offset::End)?;
-    }
-    consumer.assign(&tpl)?;
+    let consumer = support::output_consumer(bootstrap, &topics.transitions, Offset::End)?;
     // Position the consumer at the end before producing.
     for _ in 0..20 {
         consumer.poll(Duration::from_millis(50));

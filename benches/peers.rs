@@ -207,17 +207,16 @@ fn main() -> anyhow::Result<()> {
     let mut results = Vec::new();
     for p in &processors {
         eprintln!("peers: {} ({})", p.name, p.command.join(" "));
-        let m = run_one(
-            p,
-            &brokers,
+        let run = Run {
+            brokers: &brokers,
             partitions,
-            n_events,
-            &expected_ids,
+            backlog: n_events,
+            expected: &expected_ids,
             rate,
             latency_secs,
-            last_time + DAY,
-        )
-        .with_context(|| format!("the {} run", p.name))?;
+            latency_start_ms: last_time + DAY,
+        };
+        let m = run_one(p, &run).with_context(|| format!("the {} run", p.name))?;
         results.push(m);
     }
 
@@ -411,47 +410,26 @@ fn leadflow_processor(
     dir: &Path,
     cpus: &str,
 ) -> anyhow::Result<Processor> {
-    let t = |name: &str| format!("{run_id}.leadflow.{name}");
-    let http = support::free_port()?;
-    let config = format!(
-        r#"{peer_config}
-[kafka]
-brokers = "{brokers}"
-ingest_group = "{run_id}-leadflow-ingest"
-state_group = "{run_id}-leadflow-state"
-
-[topics]
-web = "{}"
-email = "{}"
-crm = "{}"
-internal = "{}"
-transitions = "{}"
-sla = "{}"
-dlq = "{}"
-
-[snapshots]
-dir = "{}"
-
-[http]
-listen = "127.0.0.1:{http}"
-"#,
-        t("web"),
-        t("email"),
-        t("crm"),
-        t("events"),
-        t("transitions"),
-        t("sla"),
-        t("dlq"),
-        dir.join("leadflow-snapshots").display()
+    let run = format!("{run_id}.leadflow");
+    let topics = support::topics(&run);
+    let config = support::config_with(
+        peer_config,
+        brokers,
+        &topics,
+        &dir.join("leadflow-snapshots"),
+        None,
+        support::free_port()?,
+        &run,
+        "",
     );
     Settings::from_toml(&config).context("the leadflow config of the peer bench")?;
     let path = dir.join("leadflow.toml");
     std::fs::write(&path, config)?;
     Ok(Processor {
         name: "leadflow",
-        input: t("events"),
-        output: t("transitions"),
-        group: format!("{run_id}-leadflow-state"),
+        input: topics.internal.clone(),
+        output: topics.transitions.clone(),
+        group: format!("{run}-state"),
         command: vec![
             "taskset".into(),
             "-c".into(),
@@ -614,17 +592,26 @@ fn committed(watcher: &BaseConsumer, topic: &str, partitions: i32) -> anyhow::Re
         .sum())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run_one(
-    p: &Processor,
-    brokers: &str,
+/// What every processor's run shares: the broker, the input and the latency run's settings.
+struct Run<'a> {
+    brokers: &'a str,
     partitions: i32,
+    /// Events in the backlog (each processor's input topic holds exactly these first).
     backlog: u64,
-    expected: &HashSet<String>,
+    /// The trigger event ids of the MQLs leadflow's engine computes in process.
+    expected: &'a HashSet<String>,
     rate: u64,
     latency_secs: u64,
+    /// Event time of the latency run's first event (after the backlog's last).
     latency_start_ms: i64,
-) -> anyhow::Result<Measured> {
+}
+
+fn run_one(p: &Processor, run: &Run) -> anyhow::Result<Measured> {
+    let Run {
+        brokers,
+        partitions,
+        ..
+    } = *run;
     let watcher: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", &p.group)
@@ -649,10 +636,18 @@ fn run_one(
         .stderr(Stdio::inherit())
         .spawn()
         .with_context(|| format!("starting {}", p.command.join(" ")))?;
-    let result = measure(
-        p,
-        &mut child,
-        &watcher,
+    let result = measure(p, run, &mut child, &watcher);
+    stop(&mut child);
+    result
+}
+
+fn measure(
+    p: &Processor,
+    run: &Run,
+    child: &mut Child,
+    watcher: &BaseConsumer,
+) -> anyhow::Result<Measured> {
+    let Run {
         brokers,
         partitions,
         backlog,
@@ -660,24 +655,7 @@ fn run_one(
         rate,
         latency_secs,
         latency_start_ms,
-    );
-    stop(&mut child);
-    result
-}
-
-#[allow(clippy::too_many_arguments)]
-fn measure(
-    p: &Processor,
-    child: &mut Child,
-    watcher: &BaseConsumer,
-    brokers: &str,
-    partitions: i32,
-    backlog: u64,
-    expected: &HashSet<String>,
-    rate: u64,
-    latency_secs: u64,
-    latency_start_ms: i64,
-) -> anyhow::Result<Measured> {
+    } = *run;
     let pid = child.id();
     let broker: Option<u32> = std::env::var("PEER_BROKER_PID")
         .ok()
@@ -764,7 +742,7 @@ fn count_mqls(
     brokers: &str,
     expected: &HashSet<String>,
 ) -> anyhow::Result<HashSet<String>> {
-    let consumer = output_consumer(brokers, &p.output, Offset::Beginning)?;
+    let consumer = support::output_consumer(brokers, &p.output, Offset::Beginning)?;
     let mut ids = HashSet::new();
     let mut last = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -784,28 +762,6 @@ fn count_mqls(
     Ok(ids)
 }
 
-fn output_consumer(brokers: &str, topic: &str, from: Offset) -> anyhow::Result<BaseConsumer> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", format!("peers-reader-{}", std::process::id()))
-        .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "5")
-        .set("isolation.level", "read_committed")
-        .create()?;
-    let parts = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))?
-        .topics()
-        .first()
-        .map(|t| t.partitions().len())
-        .unwrap_or(0);
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..parts as i32 {
-        tpl.add_partition_offset(topic, p, from)?;
-    }
-    consumer.assign(&tpl)?;
-    Ok(consumer)
-}
-
 /// Fresh leads, four webinars each, at `rate` events/s; returns the events sent and the
 /// produce-to-transition latency of every MQL seen, in ms.
 fn latency(
@@ -815,7 +771,7 @@ fn latency(
     secs: u64,
     start_ms: i64,
 ) -> anyhow::Result<(u64, Vec<f64>)> {
-    let consumer = output_consumer(brokers, &p.output, Offset::End)?;
+    let consumer = support::output_consumer(brokers, &p.output, Offset::End)?;
     // Position the reader at the end before producing.
     for _ in 0..20 {
         consumer.poll(Duration::from_millis(50));

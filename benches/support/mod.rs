@@ -179,7 +179,8 @@ pub fn stop(child: &mut Child) {
     let _ = child.wait();
 }
 
-/// The example scoring plus this broker, topics, snapshot folder, HTTP port and `extra`.
+/// The example scoring plus this broker, topics, snapshot folder (snapshots every 10 s), HTTP
+/// port and `extra`.
 pub fn config(
     bootstrap: &str,
     t: &Topics,
@@ -191,8 +192,37 @@ pub fn config(
     let example = std::fs::read_to_string(
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/config.toml"),
     )?;
-    Ok(format!(
-        r#"{example}
+    Ok(config_with(
+        &example,
+        bootstrap,
+        t,
+        snapshots,
+        Some("10s"),
+        http,
+        run_id,
+        extra,
+    ))
+}
+
+/// A service config: `definition` (scoring, funnel, SLA) plus this broker, topics (groups
+/// `{run_id}-ingest` and `{run_id}-state`), snapshot folder and interval (None: the default),
+/// HTTP port and `extra`.
+#[allow(clippy::too_many_arguments)]
+pub fn config_with(
+    definition: &str,
+    bootstrap: &str,
+    t: &Topics,
+    snapshots: &Path,
+    snapshot_interval: Option<&str>,
+    http: u16,
+    run_id: &str,
+    extra: &str,
+) -> String {
+    let interval = snapshot_interval
+        .map(|i| format!("interval = \"{i}\"\n"))
+        .unwrap_or_default();
+    format!(
+        r#"{definition}
 [kafka]
 brokers = "{bootstrap}"
 ingest_group = "{run_id}-ingest"
@@ -210,8 +240,7 @@ dlq = "{}"
 
 [snapshots]
 dir = "{}"
-interval = "10s"
-
+{interval}
 [http]
 listen = "127.0.0.1:{http}"
 
@@ -225,7 +254,7 @@ listen = "127.0.0.1:{http}"
         t.sla,
         t.dlq,
         snapshots.display()
-    ))
+    )
 }
 
 pub fn create_topics(bootstrap: &str, topics: &Topics, partitions: i32) -> anyhow::Result<()> {
@@ -284,4 +313,33 @@ pub fn rss_of(pid: u32) -> anyhow::Result<(u64, u64)> {
             .unwrap_or(0)
     };
     Ok((field("VmRSS:"), field("VmHWM:")))
+}
+
+/// A `read_committed` reader of every partition of `topic` from `from`, outside any group
+/// (records count once their transaction commits, as consumers of transactional outputs must).
+pub fn output_consumer(
+    bootstrap: &str,
+    topic: &str,
+    from: rdkafka::Offset,
+) -> anyhow::Result<rdkafka::consumer::BaseConsumer> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("bench-reader-{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "5")
+        .set("isolation.level", "read_committed")
+        .create()?;
+    let parts = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))?
+        .topics()
+        .first()
+        .map(|t| t.partitions().len())
+        .unwrap_or(0);
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..parts as i32 {
+        tpl.add_partition_offset(topic, p, from)?;
+    }
+    consumer.assign(&tpl)?;
+    Ok(consumer)
 }
