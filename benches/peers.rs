@@ -534,19 +534,11 @@ fn load(brokers: &str, topics: &[&str], events: &[Event], partitions: u32) -> an
 }
 
 fn send(producer: &BaseProducer, topic: &str, partition: i32, key: &str, value: &[u8]) {
-    let mut record = BaseRecord::to(topic)
+    let record = BaseRecord::to(topic)
         .partition(partition)
         .key(key.as_bytes())
         .payload(value);
-    loop {
-        match producer.send(record) {
-            Ok(()) => return,
-            Err((_, r)) => {
-                producer.poll(Duration::from_millis(1));
-                record = r;
-            }
-        }
-    }
+    support::send_record(producer, record);
 }
 
 /// utime + stime of a process (all its threads), in seconds.

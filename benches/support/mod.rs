@@ -157,9 +157,14 @@ pub fn spawn(bin: &Path, config: &Path) -> anyhow::Result<Child> {
 /// Queues an encoded event to its source topic, keyed by lead, polling while the producer's
 /// queue is full.
 pub fn send_event(producer: &BaseProducer, topics: &Topics, ev: &Event, value: &[u8]) {
-    let mut record = BaseRecord::to(topics.input(ev.source))
+    let record = BaseRecord::to(topics.input(ev.source))
         .key(ev.lead_key.as_bytes())
         .payload(value);
+    send_record(producer, record);
+}
+
+/// Queues `record`, polling while the producer's queue is full.
+pub fn send_record(producer: &BaseProducer, mut record: BaseRecord<'_, [u8], [u8]>) {
     loop {
         match producer.send(record) {
             Ok(()) => return,
