@@ -160,7 +160,7 @@ impl PartitionState {
         let cmp = |a: &(bool, i64, u32), b: &(bool, i64, u32)| {
             (a.0, a.1)
                 .cmp(&(b.0, b.1))
-                .then_with(|| leads[a.2 as usize].key.cmp(&leads[b.2 as usize].key))
+                .then_with(|| leads[a.2 as usize].key().cmp(leads[b.2 as usize].key()))
         };
         let n = n.min(order.len());
         if n < order.len() {
@@ -181,14 +181,14 @@ impl PartitionState {
             self.stats.evicted_with_clocks += 1;
             self.open_clocks -= lead.clocks().len() as u64;
             for clock in lead.clocks() {
-                remove_timers(&mut self.timers, &self.rules, &lead.key, clock);
+                remove_timers(&mut self.timers, &self.rules, lead.key(), clock);
             }
         }
         self.stage_counts[lead.stage.index()] -= 1;
         self.stats.evicted[reason as usize] += 1;
         self.evicted
             .get_or_insert_with(EvictedFilter::new)
-            .insert(&lead.key);
+            .insert(lead.key());
     }
 
     /// Takes the lead at `i` out of the vector and the index (the last lead moves to `i`).
@@ -196,12 +196,12 @@ impl PartitionState {
         let last = self.leads.len() - 1;
         self.touch(i);
         self.touch(last);
-        let h = self.hasher.hash_one(&*self.leads[i].key);
+        let h = self.hasher.hash_one(self.leads[i].key());
         if let Ok(e) = self.index.find_entry(h, |&x| x as usize == i) {
             e.remove();
         }
         if i != last {
-            let hl = self.hasher.hash_one(&*self.leads[last].key);
+            let hl = self.hasher.hash_one(self.leads[last].key());
             if let Some(slot) = self.index.find_mut(hl, |&x| x as usize == last) {
                 *slot = i as u32;
             }

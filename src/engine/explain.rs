@@ -76,7 +76,7 @@ impl PartitionState {
         let mut contributions: Vec<_> = lead.contributions.iter().collect();
         contributions.sort_by_key(|(ri, _)| *ri);
         Some(Explanation {
-            lead_key: lead.key.to_string(),
+            lead_key: lead.key().to_string(),
             stage: lead.stage,
             as_of,
             engagement: round4(lead.engagement.at_time(as_of, &rules.decay)),
@@ -108,7 +108,7 @@ impl PartitionState {
                 })
                 .collect(),
             profile: lead
-                .profile
+                .profile()
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
@@ -119,7 +119,7 @@ impl PartitionState {
                 .map(|t| TransitionView {
                     from: t.from,
                     to: t.to,
-                    reason: t.reason,
+                    reason: t.reason(),
                     at: t.at,
                 })
                 .collect(),

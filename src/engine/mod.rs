@@ -5,13 +5,15 @@
 mod checkpoint;
 mod evict;
 mod explain;
+mod footprint;
 mod lead;
 mod snapshot;
 
 pub use evict::{EvictReason, EvictedFilter};
 pub use explain::Explanation;
+pub use footprint::{malloc_chunk, Footprint};
 pub use lead::{
-    id_hash, static_reason, Clock, Extra, Lead, MqlMark, Profile, Rare, RecentIds,
+    id_hash, static_reason, Clock, ExactVec, Extra, Ident, Lead, MqlMark, Profile, Rare, RecentIds,
     RecentTransition, RECENT_IDS, RECENT_TRANSITIONS,
 };
 pub use snapshot::SnapshotError;
@@ -184,7 +186,7 @@ impl PartitionState {
     fn find(&self, key: &str) -> Option<usize> {
         let h = self.hasher.hash_one(key);
         self.index
-            .find(h, |&i| &*self.leads[i as usize].key == key)
+            .find(h, |&i| self.leads[i as usize].key() == key)
             .map(|&i| i as usize)
     }
 
@@ -196,7 +198,7 @@ impl PartitionState {
             return (i, false);
         }
         self.make_room();
-        let mut lead = Lead::new(Arc::from(key), t);
+        let mut lead = Lead::new(key, t);
         if self.evicted.as_ref().is_some_and(|f| f.may_contain(key)) {
             lead.extra_mut().rare_mut().reborn = Some(t);
         }
@@ -208,7 +210,7 @@ impl PartitionState {
             hasher,
             ..
         } = self;
-        index.insert_unique(h, i as u32, |&x| hasher.hash_one(&*leads[x as usize].key));
+        index.insert_unique(h, i as u32, |&x| hasher.hash_one(leads[x as usize].key()));
         leads.push(lead);
         self.stage_counts[Stage::New.index()] += 1;
         (i, true)
@@ -216,7 +218,7 @@ impl PartitionState {
 
     /// Adds a restored lead; false when its key is already present.
     fn insert_restored(&mut self, lead: Lead) -> bool {
-        let h = self.hasher.hash_one(&*lead.key);
+        let h = self.hasher.hash_one(lead.key());
         let PartitionState {
             leads,
             index,
@@ -225,8 +227,8 @@ impl PartitionState {
         } = self;
         match index.entry(
             h,
-            |&i| leads[i as usize].key == lead.key,
-            |&i| hasher.hash_one(&*leads[i as usize].key),
+            |&i| leads[i as usize].key() == lead.key(),
+            |&i| hasher.hash_one(leads[i as usize].key()),
         ) {
             hashbrown::hash_table::Entry::Occupied(_) => false,
             hashbrown::hash_table::Entry::Vacant(e) => {
@@ -363,7 +365,7 @@ impl PartitionState {
                 let clock = lead.extra_mut().clocks.remove(i);
                 *open_clocks -= 1;
                 out.push(met_record(rules, lead, &clock, t, stats));
-                remove_timers(timers, rules, &lead.key, &clock);
+                remove_timers(timers, rules, lead.key(), &clock);
             } else {
                 i += 1;
             }
@@ -396,13 +398,13 @@ fn update_profile(rules: &Ruleset, lead: &mut Lead, ev: &Event) {
         Some(CrmType::LeadUpsert) => {
             let mut changed = false;
             for (k, v) in &ev.attributes {
-                changed |= lead.profile.set(k, v);
+                changed |= lead.set_attribute(k, v);
             }
             changed
         }
         // A missing `owner_id` attribute leaves the owner as it is; an empty one clears it.
         Some(CrmType::OwnerAssigned) => match ev.attribute("owner_id") {
-            Some(owner) => lead.profile.set("owner_id", owner),
+            Some(owner) => lead.set_attribute("owner_id", owner),
             None => false,
         },
         _ => false,
@@ -442,13 +444,13 @@ fn score_engagement(rules: &Ruleset, lead: &mut Lead, ev: &Event) {
                             }
                             *last = (*last).max(t);
                         }
-                        None => push_exact(cooldowns, (ri, t)),
+                        None => cooldowns.push((ri, t)),
                     }
                 }
                 Some(attr) => {
                     let value = ev.attribute(attr).unwrap_or("");
                     if !keyed_cooldown_allows(
-                        &mut lead.extra_mut().rare_mut().keyed_cooldowns,
+                        &mut lead.extra_mut().keyed_cooldowns,
                         ri,
                         value,
                         t,
@@ -474,7 +476,7 @@ fn score_engagement(rules: &Ruleset, lead: &mut Lead, ev: &Event) {
 /// remembering another forgets the one with the smallest `t_last` (ties: the one remembered
 /// first, which is the earlier in the list).
 fn keyed_cooldown_allows(
-    list: &mut Vec<(u16, Box<str>, i64)>,
+    list: &mut ExactVec<(u16, Box<str>, i64)>,
     ri: u16,
     value: &str,
     t: i64,
@@ -498,7 +500,7 @@ fn keyed_cooldown_allows(
             list.remove(i);
         }
     }
-    push_exact(list, (ri, Box::from(value), t));
+    list.push((ri, Box::from(value), t));
     true
 }
 
@@ -550,15 +552,7 @@ fn transition(
     if recent.len() == RECENT_TRANSITIONS {
         recent.remove(0);
     }
-    push_exact(
-        recent,
-        RecentTransition {
-            from,
-            to,
-            reason,
-            at: t,
-        },
-    );
+    recent.push(RecentTransition::new(from, to, reason, t));
     if to == Stage::Mql {
         lead.extra_mut().mql = Some(MqlMark {
             at: t,
@@ -570,7 +564,7 @@ fn transition(
     let now = eval_time(lead, t);
     out.push(Output::Transition(Transition {
         transition_id: format!("{}/t/{}", lead.id_base(), lead.transitions),
-        lead_key: lead.key.to_string(),
+        lead_key: lead.key().to_string(),
         from_stage: from,
         to_stage: to,
         reason: reason.to_string(),
@@ -589,7 +583,7 @@ fn transition(
         if matches!(rules.sla[clock.policy as usize].until, Until::StageExit) {
             out.push(met_record(rules, lead, clock, t, stats));
         }
-        remove_timers(timers, rules, &lead.key, clock);
+        remove_timers(timers, rules, lead.key(), clock);
     }
 
     start_clocks(rules, lead, timers, stats, to, t);
@@ -619,7 +613,7 @@ fn start_clocks(
                 *n
             }
             None => {
-                push_exact(started, (pi, 1));
+                started.push((pi, 1));
                 1
             }
         };
@@ -634,24 +628,20 @@ fn start_clocks(
             deadline,
             warn_at,
         };
+        // Timers hold their own copy of the key (a lead has none to share); a clock's
+        // warning and breach share one.
+        let key: Arc<str> = Arc::from(lead.key());
         for (due, kind) in timer_slots(&clock) {
             timers.insert(Timer {
                 due,
-                lead: lead.key.clone(),
+                lead: Arc::clone(&key),
                 rank: rules.sla_rank[pi as usize],
                 kind,
                 policy: pi,
             });
         }
-        push_exact(&mut lead.extra_mut().clocks, clock);
+        lead.extra_mut().clocks.push(clock);
     }
-}
-
-/// Pushes without the doubling growth of `Vec::push`: per-lead lists are short and millions
-/// of them would otherwise carry spare capacity.
-fn push_exact<T>(v: &mut Vec<T>, item: T) {
-    v.reserve_exact(1);
-    v.push(item);
 }
 
 fn timer_slots(clock: &Clock) -> impl Iterator<Item = (i64, TimerKind)> {
@@ -662,11 +652,12 @@ fn timer_slots(clock: &Clock) -> impl Iterator<Item = (i64, TimerKind)> {
         .chain(std::iter::once((clock.deadline, TimerKind::Breach)))
 }
 
-fn remove_timers(timers: &mut BTreeSet<Timer>, rules: &Ruleset, key: &Arc<str>, clock: &Clock) {
+fn remove_timers(timers: &mut BTreeSet<Timer>, rules: &Ruleset, key: &str, clock: &Clock) {
+    let key: Arc<str> = Arc::from(key);
     for (due, kind) in timer_slots(clock) {
         timers.remove(&Timer {
             due,
-            lead: key.clone(),
+            lead: Arc::clone(&key),
             rank: rules.sla_rank[clock.policy as usize],
             kind,
             policy: clock.policy,
@@ -707,7 +698,7 @@ fn sla_record(
             clock.k,
             kind.as_str()
         ),
-        lead_key: lead.key.to_string(),
+        lead_key: lead.key().to_string(),
         policy: policy.name.clone(),
         kind,
         stage: policy.stage,

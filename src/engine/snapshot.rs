@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use super::checkpoint::Pending;
 use super::{
-    static_reason, Clock, EvictedFilter, Extra, Lead, MqlMark, PartitionState, Profile, Rare,
+    static_reason, Clock, EvictedFilter, Extra, Lead, MqlMark, PartitionState, Rare,
     RecentTransition, Stats, Timer, TimerKind, RECENT_IDS, RECENT_TRANSITIONS,
 };
 use crate::model::funnel::Stage;
@@ -248,14 +248,15 @@ impl PartitionState {
 /// One lead's record (rules and policies by name).
 pub(super) fn encode_lead(w: &mut W, rules: &Ruleset, lead: &Lead) {
     let extra = lead.extra();
-    w.str(&lead.key);
+    w.str(lead.key());
     w.u8(lead.stage.index() as u8);
     w.f64(lead.engagement.value);
     w.i64(lead.engagement.at);
     w.f64(lead.fit);
     w.i64(lead.last_seen);
-    w.len(lead.profile.len());
-    for (k, v) in lead.profile.iter() {
+    let profile = lead.profile();
+    w.len(profile.len());
+    for (k, v) in profile.iter() {
         w.str(k);
         w.str(v);
     }
@@ -293,15 +294,15 @@ pub(super) fn encode_lead(w: &mut W, rules: &Ruleset, lead: &Lead) {
     for t in &extra.recent_transitions {
         w.u8(t.from.index() as u8);
         w.u8(t.to.index() as u8);
-        w.str(t.reason);
+        w.str(t.reason());
         w.i64(t.at);
     }
     let rare = extra.rare();
     w.opt_i64(rare.reborn);
     w.i64(lead.created());
     w.opt_i64(rare.reset_at);
-    w.len(rare.keyed_cooldowns.len());
-    for (ri, value, t) in &rare.keyed_cooldowns {
+    w.len(extra.keyed_cooldowns.len());
+    for (ri, value, t) in &extra.keyed_cooldowns {
         w.str(&rules.engagement[*ri as usize].name);
         w.str(value);
         w.i64(*t);
@@ -405,7 +406,7 @@ impl PartitionState {
         state.index.reserve(n_leads, |_| 0);
         let mut pairs: Vec<(&str, &str)> = Vec::new();
         for _ in 0..n_leads {
-            let key: Arc<str> = Arc::from(r.str("lead key")?);
+            let key = r.str("lead key")?;
             let stage = stage_from(r.u8("stage")?)?;
             let engagement = Engagement {
                 value: r.f64("engagement")?,
@@ -426,7 +427,6 @@ impl PartitionState {
                     "profile of {key} is not sorted"
                 )));
             }
-            let profile = Profile::from_sorted(pairs.iter().copied());
             let n = r.count(12, "cooldowns")?;
             let mut cooldowns = Vec::with_capacity(n);
             for _ in 0..n {
@@ -512,12 +512,7 @@ impl PartitionState {
                 let at = r.i64("transition time")?;
                 let reason = static_reason(reason)
                     .ok_or_else(|| SnapshotError::Corrupt(format!("unknown reason {reason}")))?;
-                recent_transitions.push(RecentTransition {
-                    from,
-                    to,
-                    reason,
-                    at,
-                });
+                recent_transitions.push(RecentTransition::new(from, to, reason, at));
             }
             let reborn = if v3 {
                 r.opt_i64("returning mark")?
@@ -589,21 +584,21 @@ impl PartitionState {
             lead.engagement = engagement;
             lead.fit = fit;
             lead.grade = rules.grade_for(fit);
-            lead.profile = profile;
+            lead.set_profile_sorted(pairs.iter().copied());
             lead.transitions = transitions;
             lead.contributions = contributions.into_boxed_slice();
             let mut extra = Extra {
-                cooldowns,
-                clocks,
-                sla_started,
-                recent_transitions,
+                cooldowns: cooldowns.into(),
+                keyed_cooldowns: keyed_cooldowns.into(),
+                clocks: clocks.into(),
+                sla_started: sla_started.into(),
+                recent_transitions: recent_transitions.into(),
                 mql,
                 rare: None,
             };
             extra.set_rare(Rare {
                 reborn,
                 reset_at,
-                keyed_cooldowns,
                 ids: Vec::new(),
                 ids_next: 0,
             });
@@ -629,7 +624,7 @@ impl PartitionState {
             };
             state.timers.insert(Timer {
                 due,
-                lead: Arc::clone(&state.leads[li].key),
+                lead: Arc::from(state.leads[li].key()),
                 rank: rules.sla_rank[pi],
                 kind,
                 policy: pi as u16,
@@ -709,7 +704,7 @@ mod tests {
                     a.engagement,
                     a.fit,
                     a.grade,
-                    &a.profile,
+                    a.profile(),
                     &a.extra().cooldowns
                 ),
                 (
@@ -717,7 +712,7 @@ mod tests {
                     b.engagement,
                     b.fit,
                     b.grade,
-                    &b.profile,
+                    b.profile(),
                     &b.extra().cooldowns
                 )
             );

@@ -1,0 +1,178 @@
+//! Where a partition's memory goes, per component (issue 17, item 4): an estimate computed
+//! from the structures themselves, so a bench can print it beside the process's RSS.
+//!
+//! Each heap allocation is counted as glibc malloc stores it: the request plus an 8-byte
+//! header, rounded up to 16 bytes, at least 32. What RSS holds beyond the sum is the
+//! allocator's free lists and fragmentation.
+
+use std::mem::size_of;
+
+use super::lead::{Clock, Extra, Lead, Rare, RecentTransition};
+use super::{PartitionState, Timer};
+
+/// Bytes glibc's malloc takes for a request of `n` bytes (0: no allocation).
+pub fn malloc_chunk(n: usize) -> u64 {
+    if n == 0 {
+        0
+    } else {
+        ((n + 8 + 15) & !15).max(32) as u64
+    }
+}
+
+/// The estimated bytes of one partition's state, per component.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Footprint {
+    pub leads: u64,
+    /// Leads with out-of-line state (`Extra`).
+    pub with_extra: u64,
+    /// `(component, bytes)`, in a fixed order.
+    pub parts: Vec<(&'static str, u64)>,
+}
+
+impl Footprint {
+    pub fn total(&self) -> u64 {
+        self.parts.iter().map(|(_, b)| b).sum()
+    }
+
+    /// Adds another partition's figures (component by component).
+    pub fn add(&mut self, other: &Footprint) {
+        self.leads += other.leads;
+        self.with_extra += other.with_extra;
+        if self.parts.is_empty() {
+            self.parts = other.parts.clone();
+            return;
+        }
+        for ((_, a), (_, b)) in self.parts.iter_mut().zip(&other.parts) {
+            *a += b;
+        }
+    }
+}
+
+fn vec_bytes<T>(v: &Vec<T>) -> u64 {
+    malloc_chunk(v.capacity() * size_of::<T>())
+}
+
+fn list_bytes<T>(v: &[T]) -> u64 {
+    malloc_chunk(std::mem::size_of_val(v))
+}
+
+fn rare_bytes(r: &Rare) -> u64 {
+    malloc_chunk(size_of::<Rare>()) + vec_bytes(&r.ids)
+}
+
+impl PartitionState {
+    /// Estimates this partition's memory per component (see the module's notes).
+    pub fn footprint(&self) -> Footprint {
+        let mut idents = 0;
+        let mut contributions = 0;
+        // The out-of-line box, its cooldowns (plain, keyed), clocks, SLA counters, recent
+        // transitions, rare state.
+        let mut extra = [0u64; 7];
+        let mut with_extra = 0;
+        for lead in &self.leads {
+            idents += malloc_chunk(lead.ident().byte_len());
+            contributions += malloc_chunk(std::mem::size_of_val(&*lead.contributions));
+            if let Some(e) = lead.extra_box() {
+                with_extra += 1;
+                extra[0] += malloc_chunk(size_of::<Extra>());
+                extra[1] += list_bytes(&e.cooldowns);
+                extra[2] += list_bytes(&e.keyed_cooldowns)
+                    + e.keyed_cooldowns
+                        .iter()
+                        .map(|(_, v, _)| malloc_chunk(v.len()))
+                        .sum::<u64>();
+                extra[3] += list_bytes::<Clock>(&e.clocks);
+                extra[4] += list_bytes(&e.sla_started);
+                extra[5] += list_bytes::<RecentTransition>(&e.recent_transitions);
+                extra[6] += e.rare.as_deref().map_or(0, rare_bytes);
+            }
+        }
+        // hashbrown: a power-of-two bucket count at most 7/8 full, 4 bytes and one control
+        // byte per bucket (plus a group of control bytes).
+        let cap = self.index.capacity();
+        let buckets = if cap == 0 {
+            0
+        } else {
+            (cap * 8 / 7).next_power_of_two()
+        };
+        let index = malloc_chunk(buckets * 5 + 16);
+        // B-tree nodes hold up to 11 timers and are about two thirds full on average.
+        let timers = (self.timers.len() * size_of::<Timer>() * 3 / 2) as u64;
+        let evicted = self
+            .evicted
+            .as_ref()
+            .map_or(0, |f| malloc_chunk(f.words.len() * 8));
+        Footprint {
+            leads: self.leads.len() as u64,
+            with_extra,
+            parts: vec![
+                // What is resident: a vector this large is mapped on its own, and pages
+                // past its length are never touched.
+                (
+                    "lead (inline)",
+                    (self.leads.len() * size_of::<Lead>()) as u64,
+                ),
+                ("index", index),
+                ("keys and profiles", idents),
+                ("contributions", contributions),
+                ("out-of-line box", extra[0]),
+                ("  cooldowns", extra[1]),
+                ("  keyed cooldowns", extra[2]),
+                ("  SLA clocks", extra[3]),
+                ("  SLA clock counts", extra[4]),
+                ("  recent transitions", extra[5]),
+                ("  rare state", extra[6]),
+                ("timers", timers),
+                ("evicted-key filter", evicted),
+            ],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Settings;
+    use crate::model::event::EventFields;
+
+    #[test]
+    fn malloc_chunks_follow_glibc_sizes() {
+        assert_eq!(malloc_chunk(0), 0);
+        assert_eq!(malloc_chunk(1), 32, "the minimum chunk");
+        assert_eq!(malloc_chunk(24), 32, "24 + 8 header fits 32");
+        assert_eq!(malloc_chunk(25), 48);
+        assert_eq!(malloc_chunk(168), 176);
+    }
+
+    #[test]
+    fn a_lead_counts_its_key_profile_and_contributions() {
+        let rules = Settings::from_toml(include_str!("../../examples/config.toml"))
+            .expect("example config")
+            .rules;
+        let mut st = PartitionState::new(rules);
+        let mut out = Vec::new();
+        let ev = EventFields::from_parts(
+            "e1",
+            "lead1@x.io", // 1 + 10 bytes
+            1_794_837_600_000,
+            "crm",
+            "lead_upsert",
+            &[("country", "US")], // + 1 (a common name) + 1 + 2: 15 bytes, chunk 32
+        )
+        .validate()
+        .expect("valid");
+        st.apply(&ev, &mut out);
+        let f = st.footprint();
+        assert_eq!(f.leads, 1);
+        let part = |name: &str| {
+            f.parts
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, b)| *b)
+                .expect("component")
+        };
+        assert_eq!(part("keys and profiles"), 32);
+        assert_eq!(part("contributions"), 0, "an upsert scores no engagement");
+        assert!(part("lead (inline)") >= size_of::<Lead>() as u64);
+    }
+}
