@@ -17,6 +17,10 @@ use leadflow::model::event::{Event, EventFields, Source};
 
 const CONFIG: &str = include_str!("../examples/config.toml");
 
+/// The allocator the `leadflow` binary uses, so these figures are the binary's.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// `LEADFLOW_BENCH_GUARD=1` (benches/guard.sh, run by CI): only the groups that set up in
 /// well under a second (engine on 10k leads, decoders, replay), so the suite fits CI's two
 /// minutes; the 1M-lead groups are skipped.

@@ -5,10 +5,11 @@
 //!   cargo bench --bench memory                      # 1M leads
 //!   MEM_LEADS=100000 cargo bench --bench memory
 //!
-//! The events are generated first and kept, the fold runs on its own thread (its own malloc
-//! arena), and the allocator is trimmed before and after it, so the RSS difference is the
-//! state's: its allocations plus what glibc keeps around them (the estimate counts malloc's
-//! chunk sizes; the rest is fragmentation and the arena's free space).
+//! The bench uses the binary's allocator (mimalloc). The events are generated first and kept,
+//! the fold runs on its own thread (its own heap, so it cannot reuse what generating freed),
+//! and free memory is returned to the OS before and after it, so the RSS difference is the
+//! state's: its allocations plus the allocator's free space around them (the estimate counts
+//! mimalloc's size classes; the rest is fragmentation).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,10 +20,9 @@ use leadflow::gen::{generate, GenSpec};
 
 const CONFIG: &str = include_str!("../examples/config.toml");
 
-extern "C" {
-    /// glibc: returns free memory at the top of the heap and whole free pages to the kernel.
-    fn malloc_trim(pad: usize) -> i32;
-}
+/// The allocator the `leadflow` binary uses.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn rss_bytes() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
@@ -35,8 +35,8 @@ fn rss_bytes() -> u64 {
 }
 
 fn trimmed_rss() -> u64 {
-    // SAFETY: malloc_trim only releases free memory; no pointer is invalidated.
-    unsafe { malloc_trim(0) };
+    // SAFETY: mi_collect only returns free memory to the OS; no pointer is invalidated.
+    unsafe { libmimalloc_sys::mi_collect(true) };
     rss_bytes()
 }
 

@@ -14,6 +14,9 @@ use leadflow::engine::PartitionState;
 use leadflow::kafka::dev::DevBroker;
 use leadflow::replay;
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "leadflow",

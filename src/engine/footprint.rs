@@ -1,22 +1,28 @@
 //! Where a partition's memory goes, per component (issue 17, item 4): an estimate computed
 //! from the structures themselves, so a bench can print it beside the process's RSS.
 //!
-//! Each heap allocation is counted as glibc malloc stores it: the request plus an 8-byte
-//! header, rounded up to 16 bytes, at least 32. What RSS holds beyond the sum is the
-//! allocator's free lists and fragmentation.
+//! Each heap allocation is counted at the size class mimalloc (the binary's allocator) serves
+//! it from: multiples of 8 bytes up to 64, then four classes per doubling, no header. What
+//! RSS holds beyond the sum is the allocator's free space and fragmentation.
 
 use std::mem::size_of;
 
 use super::lead::{Clock, Extra, Lead, Rare, RecentTransition};
 use super::{PartitionState, Timer};
 
-/// Bytes glibc's malloc takes for a request of `n` bytes (0: no allocation).
+/// Bytes mimalloc takes for a request of `n` bytes (0: no allocation): its size class, after
+/// mimalloc's `_mi_bin` (words of 8 bytes; up to 8 words exact, then 4 classes per doubling).
 pub fn malloc_chunk(n: usize) -> u64 {
     if n == 0 {
-        0
-    } else {
-        ((n + 8 + 15) & !15).max(32) as u64
+        return 0;
     }
+    let words = n.div_ceil(8);
+    if words <= 8 {
+        return (words * 8) as u64;
+    }
+    let b = usize::BITS - 1 - (words - 1).leading_zeros(); // floor(log2(words - 1)) >= 3
+    let step = 1usize << (b - 2);
+    (words.div_ceil(step) * step * 8) as u64
 }
 
 /// The estimated bytes of one partition's state, per component.
@@ -136,12 +142,18 @@ mod tests {
     use crate::model::event::EventFields;
 
     #[test]
-    fn malloc_chunks_follow_glibc_sizes() {
+    fn malloc_chunks_follow_mimalloc_size_classes() {
         assert_eq!(malloc_chunk(0), 0);
-        assert_eq!(malloc_chunk(1), 32, "the minimum chunk");
-        assert_eq!(malloc_chunk(24), 32, "24 + 8 header fits 32");
-        assert_eq!(malloc_chunk(25), 48);
-        assert_eq!(malloc_chunk(168), 176);
+        assert_eq!(malloc_chunk(1), 8);
+        assert_eq!(malloc_chunk(24), 24);
+        assert_eq!(malloc_chunk(25), 32);
+        assert_eq!(malloc_chunk(64), 64, "the last exact class");
+        // Then 80, 96, 112, 128, 160, 192, 224, 256, 320, ...
+        let classes: Vec<u64> = (65..=320).map(malloc_chunk).collect();
+        let mut distinct = classes.clone();
+        distinct.dedup();
+        assert_eq!(distinct, vec![80, 96, 112, 128, 160, 192, 224, 256, 320]);
+        assert_eq!(malloc_chunk(104), 112, "the out-of-line box");
     }
 
     #[test]
@@ -157,7 +169,7 @@ mod tests {
             1_794_837_600_000,
             "crm",
             "lead_upsert",
-            &[("country", "US")], // + 1 (a common name) + 1 + 2: 15 bytes, chunk 32
+            &[("country", "US")], // + 1 (a common name) + 1 + 2: 15 bytes, class 16
         )
         .validate()
         .expect("valid");
@@ -171,7 +183,7 @@ mod tests {
                 .map(|(_, b)| *b)
                 .expect("component")
         };
-        assert_eq!(part("keys and profiles"), 32);
+        assert_eq!(part("keys and profiles"), 16);
         assert_eq!(part("contributions"), 0, "an upsert scores no engagement");
         assert!(part("lead (inline)") >= size_of::<Lead>() as u64);
     }
