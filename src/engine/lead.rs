@@ -3,7 +3,8 @@
 //! What a plain lead needs (key, stage, scores, duplicate window, profile, per-rule
 //! contributions) is inline or in one exact-sized allocation each; what only some leads have
 //! (cooldowns, SLA clocks and counters, recent transitions) sits behind one optional box.
-//! The profile is one packed byte string instead of a `String` pair per attribute.
+//! The key and the profile share one packed byte string (`Ident`). `benches/memory.rs` prints
+//! what each part costs (docs/performance.md, "Memory per lead").
 
 use crate::model::event::CrmType;
 use crate::model::funnel::Stage;
@@ -737,6 +738,37 @@ mod tests {
         assert_eq!(p.attribute("notes"), Some(long.as_str()));
         assert_eq!(p.profile().len(), 4);
         assert_eq!(p.key(), "lead@x.io", "the key survives profile changes");
+    }
+
+    #[test]
+    fn every_transition_reason_survives_its_one_byte_code() {
+        let mut reasons = vec!["score", "fast_track"];
+        reasons.extend(CrmType::ALL.iter().map(|c| c.as_str()));
+        for reason in reasons {
+            let t = RecentTransition::new(Stage::New, Stage::Mql, reason, 7);
+            assert_eq!(t.reason(), reason);
+            assert_eq!(static_reason(reason), Some(t.reason()));
+            assert_eq!((t.from, t.to, t.at), (Stage::New, Stage::Mql, 7));
+        }
+    }
+
+    #[test]
+    fn exact_lists_hold_exactly_their_items() {
+        let mut v: ExactVec<(u16, i64)> = ExactVec::default();
+        assert!(v.is_empty());
+        for i in 0..5u16 {
+            v.push((i, i64::from(i) * 10));
+            assert_eq!(v.len(), usize::from(i) + 1);
+        }
+        assert_eq!(v.remove(1), (1, 10));
+        assert_eq!(v.remove(3), (4, 40), "the last one");
+        v[0].1 = 99; // in place, through DerefMut
+        assert_eq!(&*v, &[(0, 99), (2, 20), (3, 30)]);
+        assert_eq!(
+            std::mem::size_of::<ExactVec<(u16, i64)>>(),
+            16,
+            "two words, not Vec's three"
+        );
     }
 
     #[test]
