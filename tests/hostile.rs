@@ -199,7 +199,7 @@ fn a_million_events_for_one_lead_keep_its_state_bounded() {
     let x = st.explain("one", None).expect("explained");
     assert_eq!(st.lead_count(), 1);
     assert!(x.recent_transitions.len() <= leadflow::engine::RECENT_TRANSITIONS);
-    assert!(lead.contributions.len() <= rules.engagement.len());
+    assert!(lead.contributions().len() <= rules.engagement.len());
     assert!(lead.clocks().len() <= rules.sla.len());
     assert!(st.pending_timers() <= 2 * rules.sla.len());
     assert!(lead.extra().cooldowns.len() <= rules.engagement.len());

@@ -73,7 +73,7 @@ impl PartitionState {
                 .unwrap_or(lead.engagement.at)
                 .max(lead.engagement.at)
         });
-        let mut contributions: Vec<_> = lead.contributions.iter().collect();
+        let mut contributions: Vec<_> = lead.contributions().collect();
         contributions.sort_by_key(|(ri, _)| *ri);
         Some(Explanation {
             lead_key: lead.key().to_string(),
@@ -90,7 +90,7 @@ impl PartitionState {
             engagement_rules: contributions
                 .into_iter()
                 .map(|(ri, c)| RuleContribution {
-                    rule: rules.engagement[*ri as usize].name.clone(),
+                    rule: rules.engagement[ri as usize].name.clone(),
                     points: round4(c.at_time(as_of, &rules.decay)),
                 })
                 .collect(),

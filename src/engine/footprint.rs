@@ -76,8 +76,11 @@ impl PartitionState {
         let mut extra = [0u64; 7];
         let mut with_extra = 0;
         for lead in &self.leads {
-            idents += malloc_chunk(lead.ident().byte_len());
-            contributions += malloc_chunk(std::mem::size_of_val(&*lead.contributions));
+            // One allocation: the contributions count their bytes, the key and profile the
+            // rest of its size class.
+            let records = (lead.contributions().len() * 18) as u64;
+            idents += malloc_chunk(lead.ident().byte_len()) - records;
+            contributions += records;
             if let Some(e) = lead.extra_box() {
                 with_extra += 1;
                 extra[0] += malloc_chunk(size_of::<Extra>());
@@ -120,7 +123,7 @@ impl PartitionState {
                 ),
                 ("index", index),
                 ("keys and profiles", idents),
-                ("contributions", contributions),
+                ("  contributions", contributions),
                 ("out-of-line box", extra[0]),
                 ("  cooldowns", extra[1]),
                 ("  keyed cooldowns", extra[2]),
@@ -165,11 +168,11 @@ mod tests {
         let mut out = Vec::new();
         let ev = EventFields::from_parts(
             "e1",
-            "lead1@x.io", // 1 + 10 bytes
+            "lead1@x.io",
             1_794_837_600_000,
             "crm",
             "lead_upsert",
-            &[("country", "US")], // + 1 (a common name) + 1 + 2: 15 bytes, class 16
+            &[("country", "US")],
         )
         .validate()
         .expect("valid");
@@ -183,8 +186,9 @@ mod tests {
                 .map(|(_, b)| *b)
                 .expect("component")
         };
+        // 1 + 10 key, 1 profile length, 1 + 1 + 2 profile: 16 bytes, class 16.
         assert_eq!(part("keys and profiles"), 16);
-        assert_eq!(part("contributions"), 0, "an upsert scores no engagement");
+        assert_eq!(part("  contributions"), 0, "an upsert scores no engagement");
         assert!(part("lead (inline)") >= size_of::<Lead>() as u64);
     }
 }

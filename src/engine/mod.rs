@@ -186,7 +186,7 @@ impl PartitionState {
     fn find(&self, key: &str) -> Option<usize> {
         let h = self.hasher.hash_one(key);
         self.index
-            .find(h, |&i| self.leads[i as usize].key() == key)
+            .find(h, |&i| self.leads[i as usize].has_key(key))
             .map(|&i| i as usize)
     }
 
@@ -544,7 +544,7 @@ fn transition(
     lead.stage = to;
     if to == Stage::Recycled && rules.funnel.recycle_reset {
         lead.engagement = Engagement::zero(t);
-        lead.contributions = Box::default();
+        lead.set_contributions(&[]);
         let rare = lead.extra_mut().rare_mut();
         rare.reset_at = Some(rare.reset_at.map_or(t, |r| r.max(t)));
     }

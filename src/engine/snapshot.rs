@@ -284,9 +284,9 @@ pub(super) fn encode_lead(w: &mut W, rules: &Ruleset, lead: &Lead) {
         w.str(&rules.sla[*pi as usize].name);
         w.u32(*n);
     }
-    w.len(lead.contributions.len());
-    for (ri, c) in lead.contributions.iter() {
-        w.str(&rules.engagement[*ri as usize].name);
+    w.len(lead.contributions().len());
+    for (ri, c) in lead.contributions() {
+        w.str(&rules.engagement[ri as usize].name);
         w.f64(c.value);
         w.i64(c.at);
     }
@@ -586,7 +586,7 @@ impl PartitionState {
             lead.grade = rules.grade_for(fit);
             lead.set_profile_sorted(pairs.iter().copied());
             lead.transitions = transitions;
-            lead.contributions = contributions.into_boxed_slice();
+            lead.set_contributions(&contributions);
             let mut extra = Extra {
                 cooldowns: cooldowns.into(),
                 keyed_cooldowns: keyed_cooldowns.into(),
