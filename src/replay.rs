@@ -7,7 +7,7 @@ use std::io::{BufRead, Write};
 use anyhow::Context;
 
 use crate::codec::json;
-use crate::engine::{Applied, PartitionState, Stats};
+use crate::engine::{Applied, PartitionState, Stats, PREFETCH_FAR, PREFETCH_LISTS, PREFETCH_NEAR};
 use crate::model::event::{Event, Invalid};
 use crate::model::funnel::Stage;
 use crate::model::records::Output;
@@ -113,7 +113,17 @@ pub fn run<R: BufRead + Send, W: Write>(
         for batch in rx {
             let (lines, bytes) = batch?;
             consumed += bytes;
-            for parsed in &lines {
+            for (j, parsed) in lines.iter().enumerate() {
+                // Cache hints for the leads of the events ahead (no effect on the output).
+                if let Some(Parsed::Event(ev)) = lines.get(j + PREFETCH_FAR) {
+                    state.prefetch_lead(&ev.lead_key);
+                }
+                if let Some(Parsed::Event(ev)) = lines.get(j + PREFETCH_NEAR) {
+                    state.prefetch_state(&ev.lead_key);
+                }
+                if let Some(Parsed::Event(ev)) = lines.get(j + PREFETCH_LISTS) {
+                    state.prefetch_lists(&ev.lead_key);
+                }
                 summary.lines += 1;
                 match parsed {
                     Parsed::Blank => continue, // e.g. a trailing newline: not an event
