@@ -141,8 +141,7 @@ impl PartitionState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Settings;
-    use crate::model::event::EventFields;
+    use crate::engine::test_support::{example_rules, upsert};
 
     #[test]
     fn malloc_chunks_follow_mimalloc_size_classes() {
@@ -161,21 +160,9 @@ mod tests {
 
     #[test]
     fn a_lead_counts_its_key_profile_and_contributions() {
-        let rules = Settings::from_toml(include_str!("../../examples/config.toml"))
-            .expect("example config")
-            .rules;
-        let mut st = PartitionState::new(rules);
+        let mut st = PartitionState::new(example_rules());
         let mut out = Vec::new();
-        let ev = EventFields::from_parts(
-            "e1",
-            "lead1@x.io",
-            1_794_837_600_000,
-            "crm",
-            "lead_upsert",
-            &[("country", "US")],
-        )
-        .validate()
-        .expect("valid");
+        let ev = upsert("e1", "lead1@x.io", 1_794_837_600_000);
         st.apply(&ev, &mut out);
         let f = st.footprint();
         assert_eq!(f.leads, 1);

@@ -195,11 +195,8 @@ impl PartitionState {
     /// overlap the events in between. Pair with [`Self::prefetch_state`] nearer.
     #[inline]
     pub fn prefetch_lead(&self, key: &str) {
-        let leads = &self.leads;
-        self.walk_candidates(key, |i| {
-            if let Some(lead) = leads.get(i) {
-                lead::prefetch_bytes((lead as *const Lead).cast(), std::mem::size_of::<Lead>());
-            }
+        self.each_candidate(key, |lead| {
+            lead::prefetch_bytes((lead as *const Lead).cast(), std::mem::size_of::<Lead>())
         });
     }
 
@@ -208,12 +205,7 @@ impl PartitionState {
     /// [`Self::prefetch_lead`] by now). Changes no state or output.
     #[inline]
     pub fn prefetch_state(&self, key: &str) {
-        let leads = &self.leads;
-        self.walk_candidates(key, |i| {
-            if let Some(lead) = leads.get(i) {
-                lead.prefetch_parts();
-            }
-        });
+        self.each_candidate(key, Lead::prefetch_parts);
     }
 
     /// Hint: `key`'s event is about [`PREFETCH_LISTS`] events ahead. Starts loading the
@@ -221,10 +213,15 @@ impl PartitionState {
     /// (loaded by [`Self::prefetch_state`] by now). Changes no state or output.
     #[inline]
     pub fn prefetch_lists(&self, key: &str) {
-        let leads = &self.leads;
+        self.each_candidate(key, Lead::prefetch_lists);
+    }
+
+    /// Calls `f` with every lead `walk_candidates` finds under `key` that still exists.
+    #[inline]
+    fn each_candidate(&self, key: &str, f: impl Fn(&Lead)) {
         self.walk_candidates(key, |i| {
-            if let Some(lead) = leads.get(i) {
-                lead.prefetch_lists();
+            if let Some(lead) = self.leads.get(i) {
+                f(lead);
             }
         });
     }
@@ -774,33 +771,47 @@ fn sla_record(
     })
 }
 
+/// What the engine's unit tests share: the example config's rules, a CRM upsert.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::sync::Arc;
+
+    use crate::config::Settings;
+    use crate::model::event::{Event, EventFields};
+    use crate::model::rules::Ruleset;
+
+    pub fn example_rules() -> Arc<Ruleset> {
+        Settings::from_toml(include_str!("../../examples/config.toml"))
+            .expect("example config")
+            .rules
+    }
+
+    /// A valid `lead_upsert` for `key` at `t` setting `country` to US.
+    pub fn upsert(event_id: &str, key: &str, t: i64) -> Event {
+        EventFields::from_parts(event_id, key, t, "crm", "lead_upsert", &[("country", "US")])
+            .validate()
+            .expect("valid")
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::test_support::{example_rules, upsert};
     use super::*;
-    use crate::config::Settings;
-    use crate::model::event::EventFields;
 
     /// The prefetch hints must reach the lead a key's event will update: the walk hashes as
     /// the index does and visits the lead's position (a hint to the wrong place is lost time).
     #[test]
     fn the_prefetch_walk_visits_the_position_of_the_keys_lead() {
-        let rules = Settings::from_toml(include_str!("../../examples/config.toml"))
-            .expect("example config")
-            .rules;
-        let mut st = PartitionState::new(rules);
+        let mut st = PartitionState::new(example_rules());
         let mut out = Vec::new();
         let n = 5_000;
         for i in 0..n {
-            let ev = EventFields::from_parts(
+            let ev = upsert(
                 &format!("e{i}"),
                 &format!("lead{i}@x.io"),
                 1_794_837_600_000 + i,
-                "crm",
-                "lead_upsert",
-                &[("country", "US")],
-            )
-            .validate()
-            .expect("valid");
+            );
             st.apply(&ev, &mut out);
         }
         let candidates = |key: &str| {
