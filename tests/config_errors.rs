@@ -326,6 +326,9 @@ fn missing_required_settings() {
     assert_mentions(&msg, &["the top level", "missing", "funnel"]);
     let msg = error_of("[funnel]\nmql_min_fit = 3\n");
     assert_mentions(&msg, &["`funnel`", "missing", "mql_threshold"]);
+    // A field missing in a list entry is named with its full dotted path.
+    let msg = error_of(&example().replacen("within = \"4h\"\n", "", 1));
+    assert_mentions(&msg, &["`sla[0]`", "missing", "\"sla[0].within\""]);
 }
 
 #[test]

@@ -431,7 +431,7 @@ impl Settings {
             };
             ConfigError::Shape {
                 key,
-                message: e.into_inner().to_string(),
+                message: dot_after_index(&e.into_inner().to_string()),
             }
         })?;
         let mut settings = validate(raw)?;
@@ -1074,4 +1074,22 @@ fn build_calendar(name: &str, c: &RawCalendar) -> Result<Calendar, ConfigError> 
         ));
     }
     Ok(cal)
+}
+
+/// The `config` crate names a missing field of a list entry as `sla[0]within`: puts the dot
+/// back (`sla[0].within`), as the error's own key and the docs write paths.
+fn dot_after_index(message: &str) -> String {
+    let mut out = String::with_capacity(message.len() + 4);
+    let mut chars = message.chars().peekable();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c == ']'
+            && chars
+                .peek()
+                .is_some_and(|n| n.is_ascii_alphabetic() || *n == '_')
+        {
+            out.push('.');
+        }
+    }
+    out
 }
