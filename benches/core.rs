@@ -12,7 +12,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 
 use leadflow::codec::{avro, json};
 use leadflow::config::Settings;
-use leadflow::engine::{PartitionState, PREFETCH_FAR, PREFETCH_LISTS, PREFETCH_NEAR};
+use leadflow::engine::PartitionState;
 use leadflow::model::event::{Event, EventFields, Source};
 
 const CONFIG: &str = include_str!("../examples/config.toml");
@@ -143,8 +143,7 @@ fn engine_at_scale(c: &mut Criterion) {
                 start.elapsed()
             })
         });
-        // The same with the lookahead `leadflow replay` uses: hints for the leads of the
-        // events PREFETCH_FAR and PREFETCH_NEAR ahead, then apply.
+        // The same with the cache hints `leadflow replay` gives for the events ahead.
         g.bench_function(
             format!("apply_{}m_leads_prefetch", leads / 1_000_000),
             |b| {
@@ -153,15 +152,7 @@ fn engine_at_scale(c: &mut Criterion) {
                     let evs = events_seeded(iters as usize, leads, seed);
                     let start = Instant::now();
                     for (j, e) in evs.iter().enumerate() {
-                        if let Some(far) = evs.get(j + PREFETCH_FAR) {
-                            st.prefetch_lead(&far.lead_key);
-                        }
-                        if let Some(near) = evs.get(j + PREFETCH_NEAR) {
-                            st.prefetch_state(&near.lead_key);
-                        }
-                        if let Some(next) = evs.get(j + PREFETCH_LISTS) {
-                            st.prefetch_lists(&next.lead_key);
-                        }
+                        st.hint_ahead(|d| evs.get(j + d).map(|e| e.lead_key.as_str()));
                         st.apply(e, &mut out);
                         out.clear();
                     }

@@ -7,7 +7,7 @@ use std::io::{BufRead, Write};
 use anyhow::Context;
 
 use crate::codec::json;
-use crate::engine::{Applied, PartitionState, Stats, PREFETCH_FAR, PREFETCH_LISTS, PREFETCH_NEAR};
+use crate::engine::{Applied, PartitionState, Stats};
 use crate::model::event::{Event, Invalid};
 use crate::model::funnel::Stage;
 use crate::model::records::Output;
@@ -115,15 +115,10 @@ pub fn run<R: BufRead + Send, W: Write>(
             consumed += bytes;
             for (j, parsed) in lines.iter().enumerate() {
                 // Cache hints for the leads of the events ahead (no effect on the output).
-                if let Some(Parsed::Event(ev)) = lines.get(j + PREFETCH_FAR) {
-                    state.prefetch_lead(&ev.lead_key);
-                }
-                if let Some(Parsed::Event(ev)) = lines.get(j + PREFETCH_NEAR) {
-                    state.prefetch_state(&ev.lead_key);
-                }
-                if let Some(Parsed::Event(ev)) = lines.get(j + PREFETCH_LISTS) {
-                    state.prefetch_lists(&ev.lead_key);
-                }
+                state.hint_ahead(|d| match lines.get(j + d) {
+                    Some(Parsed::Event(ev)) => Some(ev.lead_key.as_str()),
+                    _ => None,
+                });
                 summary.lines += 1;
                 match parsed {
                     Parsed::Blank => continue, // e.g. a trailing newline: not an event

@@ -76,9 +76,10 @@ pub enum Applied {
     Duplicate,
 }
 
-/// How many events ahead [`PartitionState::prefetch_lead`] and
-/// [`PartitionState::prefetch_state`] are meant to run: far enough for a load from memory
-/// (about 100 ns) to finish under the events in between, near enough to stay in cache.
+/// How many events ahead [`PartitionState::prefetch_lead`], [`PartitionState::prefetch_state`]
+/// and [`PartitionState::prefetch_lists`] run ([`PartitionState::hint_ahead`] uses them): far
+/// enough for a load from memory (about 100 ns) to finish under the events in between, near
+/// enough to stay in cache. Measured at 1M leads: 8/4/2 beat 6/3 and 12/6 (docs/performance.md).
 pub const PREFETCH_FAR: usize = 8;
 pub const PREFETCH_NEAR: usize = 4;
 pub const PREFETCH_LISTS: usize = 2;
@@ -184,6 +185,22 @@ impl PartitionState {
 
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// All three hints for a stream of events, before applying the current one: `ahead(d)` is
+    /// the lead key of the event `d` places ahead, `None` past the end or for a line that is
+    /// not an event. Changes no state or output.
+    #[inline]
+    pub fn hint_ahead<'a>(&self, ahead: impl Fn(usize) -> Option<&'a str>) {
+        if let Some(key) = ahead(PREFETCH_FAR) {
+            self.prefetch_lead(key);
+        }
+        if let Some(key) = ahead(PREFETCH_NEAR) {
+            self.prefetch_state(key);
+        }
+        if let Some(key) = ahead(PREFETCH_LISTS) {
+            self.prefetch_lists(key);
+        }
     }
 
     /// Hint: `key`'s event is about [`PREFETCH_FAR`] events ahead. Starts loading the lead
