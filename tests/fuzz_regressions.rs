@@ -1,6 +1,12 @@
 //! The fuzz regression corpus: every file under tests/fuzz/<target>/ (seeds, and every input
 //! that once crashed, hung or broke a property) goes through its target again. The targets
 //! are `leadflow::fuzzing`; docs/hardening.md says how to fuzz.
+//!
+//! A test binary of its own, outside `tests/it`: apache-avro's allocation cap is process-wide
+//! and the first call sets it (`codec::avro::bound_generic_allocations`). The fuzz targets set
+//! the service's cap, as its startup does; in a process where other tests had already decoded
+//! with apache-avro, its 512 MB default would be in force and a hostile map count would abort
+//! the process, as it did when this file ran inside `tests/it`.
 
 use std::path::PathBuf;
 

@@ -4,7 +4,7 @@
 //! apache-avro's generic path builds a `Value` tree (a `String` per field name, a `HashMap` per
 //! map) and then converts it; reading the bytes straight into an `Event` is several times
 //! faster. The generic path stays for datums written with another schema (registry
-//! resolution) and for the output records; `tests/avro_fast.rs` checks that both paths agree
+//! resolution) and for the output records; `tests/it/avro_fast.rs` checks that both paths agree
 //! on valid and on corrupted datums. The byte rules follow the Avro 1.11 specification:
 //! zig-zag varints of at most 10 bytes, length-prefixed UTF-8 strings, unions as a branch
 //! index, maps as blocks (a negative count is followed by the block's byte size).

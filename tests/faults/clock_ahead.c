@@ -1,4 +1,4 @@
-/* LD_PRELOAD shim for tests/faults.rs: the wall clock (clock_gettime CLOCK_REALTIME, which
+/* LD_PRELOAD shim for tests/it/faults.rs: the wall clock (clock_gettime CLOCK_REALTIME, which
  * Rust's SystemTime reads) runs LEADFLOW_TEST_CLOCK_AHEAD_SECONDS ahead. gettimeofday and the
  * monotonic clocks are left alone: librdkafka computes its condition-variable deadlines from
  * gettimeofday, and shifting those (as libfaketime does) makes every timed wait hang. */

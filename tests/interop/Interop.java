@@ -1,6 +1,6 @@
 // A Kafka client independent of leadflow: Apache Kafka's Java client and Apache Avro's Java
 // library, run as a single source file (java -cp CLASSPATH Interop.java ...) by
-// tests/interop.rs.
+// tests/it/interop.rs.
 //
 //   produce BOOTSTRAP SCHEMA_DIR     reads JSON lines {"topic", "format": "avro" or
 //                                    "avro-confluent", "schema": "web_event.avsc", "event": {...}}

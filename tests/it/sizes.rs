@@ -2,10 +2,10 @@
 //! invalid 1,020,000-byte message (under `limits.max_message_bytes` = 1 MiB, over librdkafka's
 //! `message.max.bytes` = 1,000,000) made ingest exit with "cannot produce to leads.dlq:
 //! MessageSizeTooLarge" on every restart, and the valid event behind it never flowed. Now that
-//! pair of settings is refused at startup (tests/config_errors.rs), the default input limit is
+//! pair of settings is refused at startup (tests/it/config_errors.rs), the default input limit is
 //! the producer's, and a dead letter that would not fit is cut.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

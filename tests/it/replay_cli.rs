@@ -1,7 +1,7 @@
 //! `leadflow replay` and `leadflow check-config` as a user runs them: the real binary on the
 //! conformance example.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Output};

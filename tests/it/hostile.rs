@@ -2,7 +2,7 @@
 //! decoders reject what they cannot read with a reason and never panic or hang; bounds hold;
 //! valid events around the garbage are not lost.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! The service against a Kafka-protocol broker over TCP (librdkafka's mock cluster, or the
 //! cluster in LEADFLOW_TEST_BROKERS).
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,10 +1,10 @@
 //! The live conversion metrics and `leadflow report --kafka-config`, on a broker (the mock
 //! under `cargo test`, Apache Kafka in the real-broker tier): the hand-built history of
-//! tests/report.rs goes through `leadflow run` (one partition, no ticks, the events in the
+//! tests/it/report.rs goes through `leadflow run` (one partition, no ticks, the events in the
 //! file's order, so the log folds as the replay does), `/metrics` counts what was worked out by hand there, `/leads/{key}` shows
 //! the MQL, and the report read from the internal topic equals the report of the file.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -106,7 +106,7 @@ fn live_conversion_metrics_and_the_report_from_the_internal_topic() {
         );
     }
 
-    // By hand (tests/report.rs): wins through an MQL l01 l03 l10, sales-sourced l07.
+    // By hand (tests/it/report.rs): wins through an MQL l01 l03 l10, sales-sourced l07.
     let won =
         |path: &str| format!("leadflow_funnel_reached_total{{path=\"{path}\",stage=\"won\"}}");
     let mut metrics = String::new();

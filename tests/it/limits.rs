@@ -2,7 +2,7 @@
 //! the cap on leads per partition, the cap on pending timers, returning leads' ids, snapshots
 //! of all of it, and determinism with and without ticks.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

@@ -3,7 +3,7 @@
 //! allowed lateness, the duplicate window, lead key normalization, the future-time guard;
 //! the Avro schema evolution and snapshots written by the v1 build.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 
@@ -685,7 +685,7 @@ fn a_snapshot_from_the_v1_build_restores() {
     )
     .expect("fixture");
     assert_eq!(&bytes[4..6], &[3, 0], "written as format 3");
-    let rules = Settings::from_toml(include_str!("../examples/config.toml"))
+    let rules = Settings::from_toml(include_str!("../../examples/config.toml"))
         .expect("config")
         .rules;
     let (st, position) =

@@ -1,7 +1,7 @@
 //! The engine against SPEC v1, rule by rule (§2 duplicates, §3 profile, §4 scoring, §5 funnel,
 //! §6 SLA clocks, §7 records and their order).
 
-mod common;
+use crate::common;
 
 use common::{ev, run, slas, state, transitions, DAY, H};
 use leadflow::model::funnel::Stage;

@@ -5,7 +5,7 @@
 //! one); without one the tests say so and return. Deleting the internal log's records needs a
 //! real broker (DeleteRecords): on the mock the takeover runs without that step.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;

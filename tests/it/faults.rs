@@ -8,7 +8,7 @@
 //!   does not hang;
 //! - a host clock ahead of the broker's does not fire SLA timers early.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
@@ -175,7 +175,7 @@ fn confluent(id: &str, lead: &str, schema_id: u32) -> Vec<u8> {
 /// Before: a registry slower than `max.poll.interval.ms` made ingest leave the group on every
 /// message, re-read, dead-letter the same message four times and forward one five times; an
 /// unreachable registry failed the stage. Now the settings are checked together at startup
-/// (tests/config_errors.rs), and a lookup that times out pauses its partition (still polling,
+/// (tests/it/config_errors.rs), and a lookup that times out pauses its partition (still polling,
 /// still in the group) and retries with backoff.
 #[test]
 fn a_slow_schema_registry_neither_livelocks_ingest_nor_repeats_a_dead_letter() {

@@ -1,7 +1,7 @@
 //! Score explanations for the conformance example's leads, checked against expected.jsonl and
 //! against SPEC §4's decay formula computed here independently.
 
-mod common;
+use crate::common;
 
 use std::io::BufRead;
 

@@ -5,7 +5,7 @@
 //! partition must hold exactly the records a replay of the internal log gives: nothing lost,
 //! nothing duplicated, same order.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};

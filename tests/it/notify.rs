@@ -1,8 +1,8 @@
-//! Notifications against a real HTTP receiver on loopback (`tests/common/receiver.rs`): output
+//! Notifications against a real HTTP receiver on loopback (`tests/it/common/receiver.rs`): output
 //! records are produced to the output topics of a broker (the mock, or Apache Kafka with
 //! LEADFLOW_TEST_BROKERS), and the notify stage delivers them.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -4,7 +4,7 @@
 //! Needs the Admin API's DeleteTopics and DeleteRecords: real broker only (LEADFLOW_TEST_BROKERS);
 //! on the mock the tests say so and return.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;

@@ -6,7 +6,7 @@
 //! One test in its own binary: it sets the standard AWS variables, which the store reads from
 //! the environment as a deployment's would be.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

@@ -6,7 +6,7 @@
 //! Needs an external broker (LEADFLOW_TEST_BROKERS), Java 17+ and Maven; without them it says
 //! so and returns, except in CI, where they are required.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -13,7 +13,7 @@
 //! Needs a broker with transactions: run with LEADFLOW_TEST_BROKERS (see README); on the
 //! in-process mock the test says so and returns.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,6 @@
 //! Properties of the engine over generated event sequences.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 

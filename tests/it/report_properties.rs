@@ -8,7 +8,7 @@ use leadflow::config::Settings;
 use leadflow::gen::{self, GenSpec};
 use proptest::prelude::*;
 
-const CONFIG: &str = include_str!("../examples/config.toml");
+const CONFIG: &str = include_str!("../../examples/config.toml");
 
 fn history(seed: u64, leads: u64, events: u64) -> String {
     let mut out = String::new();

@@ -4,7 +4,7 @@
 //! LEADFLOW_TEST_BROKERS set (the real-broker tier), a private Apache Kafka broker frozen with
 //! SIGSTOP (requests hang until their timeouts: the harder case).
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
