@@ -87,10 +87,13 @@ const BATCH_LINES: usize = 2048;
 /// it fire at the end. With `now`, events further ahead of it than `limits.max_future` are
 /// invalid (`future_time`, SPEC §2).
 ///
-/// Reading and JSON decoding run on a second thread, one batch of lines ahead of the fold:
-/// decoding costs about as much as folding, so the two cores share the work. The fold itself
-/// stays on this thread, in input order.
-pub fn run<R: BufRead + Send, W: Write>(
+/// Reading and JSON decoding run on a second thread, one batch of lines ahead of the fold, and
+/// writing the output records as JSON on a third: the fold is the longest of the three, so it
+/// keeps a core to itself and the other two share the second. The fold stays on this thread,
+/// in input order, and the records are written in the order it made them.
+///
+/// Errors: reading the input or writing the output (the first that happens).
+pub fn run<R: BufRead + Send, W: Write + Send>(
     state: &mut PartitionState,
     input: R,
     output: &mut W,
@@ -99,8 +102,7 @@ pub fn run<R: BufRead + Send, W: Write>(
     mut on_invalid: impl FnMut(Rejected),
     mut on_progress: impl FnMut(u64),
 ) -> anyhow::Result<Summary> {
-    let mut out_buf = Vec::with_capacity(64 * 1024);
-    let mut records = Vec::new();
+    let mut records = Vec::with_capacity(RECORDS_PER_SEND);
     let mut summary = Summary::default();
     let mut consumed = 0u64;
     std::thread::scope(|scope| -> anyhow::Result<()> {
@@ -110,7 +112,16 @@ pub fn run<R: BufRead + Send, W: Write>(
         let (back_tx, back_rx) = std::sync::mpsc::channel::<Vec<Parsed>>();
         let limits = state.rules().limits.clone();
         scope.spawn(move || read_batches(input, &limits, now, tx, back_rx));
-        for batch in rx {
+        let (out_tx, out_rx) = std::sync::mpsc::sync_channel::<Vec<Output>>(8);
+        let writer = scope.spawn(move || write_records(out_rx, output));
+        // Hands the records made so far to the writer; false once it has stopped (an error
+        // it returns at the join below).
+        let send = |records: &mut Vec<Output>| {
+            let full = std::mem::replace(records, Vec::with_capacity(RECORDS_PER_SEND));
+            out_tx.send(full).is_ok()
+        };
+        let mut writing = true;
+        'batches: for batch in rx {
             let (lines, bytes) = batch?;
             consumed += bytes;
             for (j, parsed) in lines.iter().enumerate() {
@@ -134,22 +145,56 @@ pub fn run<R: BufRead + Send, W: Write>(
                         });
                     }
                 }
-                flush_records(&mut records, &mut out_buf, output, &mut summary, false)?;
+                if records.len() >= RECORDS_PER_SEND && !send(&mut records) {
+                    writing = false;
+                    break 'batches;
+                }
             }
             let _ = back_tx.send(lines);
             on_progress(consumed);
         }
+        if writing {
+            if let Some(t) = until {
+                state.advance(t, &mut records);
+            }
+            send(&mut records);
+        }
+        drop(out_tx);
+        summary.records = writer
+            .join()
+            .map_err(|_| anyhow::anyhow!("the output writer panicked"))??;
         Ok(())
     })?;
-    if let Some(t) = until {
-        state.advance(t, &mut records);
-    }
-    flush_records(&mut records, &mut out_buf, output, &mut summary, true)?;
-    output.flush().context("flushing the output")?;
     on_progress(consumed);
     summary.leads = state.lead_count();
     summary.stats = state.stats().clone();
     Ok(summary)
+}
+
+/// Records handed to the writer thread at a time.
+const RECORDS_PER_SEND: usize = 1024;
+
+/// The writer thread: records to JSON lines in 64 KiB writes, until the fold is done; then a
+/// flush. Returns the number of records written.
+fn write_records<W: Write>(
+    batches: std::sync::mpsc::Receiver<Vec<Output>>,
+    output: &mut W,
+) -> anyhow::Result<u64> {
+    let mut buf = Vec::with_capacity(72 * 1024);
+    let mut written = 0u64;
+    for batch in batches {
+        for r in &batch {
+            json::write_record(&mut buf, r);
+            written += 1;
+            if buf.len() >= 64 * 1024 {
+                output.write_all(&buf).context("writing the output")?;
+                buf.clear();
+            }
+        }
+    }
+    output.write_all(&buf).context("writing the output")?;
+    output.flush().context("flushing the output")?;
+    Ok(written)
 }
 
 /// The reader thread: lines to parsed batches, until the input ends, a read fails, or the
@@ -206,22 +251,4 @@ fn trim_line(line: &[u8]) -> &[u8] {
         end -= 1;
     }
     &line[..end]
-}
-
-fn flush_records<W: Write>(
-    records: &mut Vec<Output>,
-    buf: &mut Vec<u8>,
-    output: &mut W,
-    summary: &mut Summary,
-    force: bool,
-) -> anyhow::Result<()> {
-    for r in records.drain(..) {
-        json::write_record(buf, &r);
-        summary.records += 1;
-    }
-    if force || buf.len() >= 64 * 1024 {
-        output.write_all(buf).context("writing the output")?;
-        buf.clear();
-    }
-    Ok(())
 }

@@ -192,6 +192,49 @@ fn missing_input_file_is_a_clear_error() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("opening /nonexistent/x.jsonl"));
 }
 
+/// The output is written on a thread of its own: a write that fails mid-stream (here a full
+/// device, `/dev/full`) must stop the replay with the cause, not hang it or lose the error.
+#[test]
+fn a_failing_output_stops_the_replay_with_the_cause() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let input = dir.path().join("in.jsonl");
+    let gen = leadflow(&[
+        "gen",
+        "--leads",
+        "2000",
+        "--events",
+        "40000",
+        "-o",
+        input.to_str().expect("utf-8"),
+    ]);
+    assert!(
+        gen.status.success(),
+        "{}",
+        String::from_utf8_lossy(&gen.stderr)
+    );
+    let cfg = common::examples_dir().join("config.toml");
+    if !Path::new("/dev/full").exists() {
+        eprintln!("skipped: no /dev/full here");
+        return;
+    }
+    let out = leadflow(&[
+        "replay",
+        "--config",
+        cfg.to_str().expect("utf-8"),
+        input.to_str().expect("utf-8"),
+        "--until",
+        "1796083200000",
+        "-o",
+        "/dev/full",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("writing the output") && err.contains("No space left on device"),
+        "{err}"
+    );
+}
+
 #[test]
 fn repo_examples_are_the_shared_ones() {
     // The README's demo uses the repo copy; it must not drift from the contract.
