@@ -1,6 +1,6 @@
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -345,6 +345,16 @@ fn load_settings(path: &std::path::Path) -> anyhow::Result<Settings> {
     Settings::load(path).map_err(anyhow::Error::from)
 }
 
+/// Whether `a` and `b` name the same existing file (the same device and inode: also through
+/// links or another spelling of the path).
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
 fn cmd_replay(
     config: PathBuf,
     input: PathBuf,
@@ -368,6 +378,10 @@ fn cmd_replay(
     // Written on replay's writer thread: `Send`, so stdout unlocked (replay writes 64 KiB at
     // a time, so the lock taken per write costs nothing).
     let mut writer: Box<dyn Write + Send> = match &output {
+        Some(p) if input.as_os_str() != "-" && same_file(p, &input) => anyhow::bail!(
+            "the output {} is the input file: creating it would empty the input before it is read",
+            p.display()
+        ),
         Some(p) => Box::new(BufWriter::new(
             File::create(p).with_context(|| format!("creating {}", p.display()))?,
         )),
@@ -501,13 +515,11 @@ fn cmd_gen(
         eprintln!("produced {n} events to {}", settings.service.brokers);
         return Ok(());
     }
-    // Written on replay's writer thread: `Send`, so stdout unlocked (replay writes 64 KiB at
-    // a time, so the lock taken per write costs nothing).
-    let mut writer: Box<dyn Write + Send> = match &output {
+    let mut writer: Box<dyn Write> = match &output {
         Some(p) => Box::new(BufWriter::new(
             File::create(p).with_context(|| format!("creating {}", p.display()))?,
         )),
-        None => Box::new(BufWriter::new(io::stdout())),
+        None => Box::new(BufWriter::new(io::stdout().lock())),
     };
     for ev in &events {
         serde_json::to_writer(&mut writer, &leadflow::gen::to_json(ev))?;

@@ -207,6 +207,7 @@ pub(crate) fn read_batches<R: BufRead>(
     back: std::sync::mpsc::Receiver<Vec<Parsed>>,
 ) {
     let mut line = Vec::with_capacity(1024);
+    let mut first = true;
     loop {
         while let Ok(done) = back.try_recv() {
             drop(done);
@@ -223,7 +224,11 @@ pub(crate) fn read_batches<R: BufRead>(
                     return;
                 }
             }
-            let text = trim_line(&line);
+            let mut text = trim_line(&line);
+            if std::mem::take(&mut first) {
+                // A UTF-8 byte order mark, as some Windows tools write: not part of the JSON.
+                text = text.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(text);
+            }
             batch.push(if text.is_empty() {
                 Parsed::Blank
             } else if text.len() > limits.max_message_bytes {

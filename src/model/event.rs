@@ -175,12 +175,8 @@ impl Event {
         for (k, v) in &self.attributes {
             let len = k.len().max(v.len());
             if len > limits.max_attribute_bytes {
-                let mut cut = 64.min(k.len());
-                while !k.is_char_boundary(cut) {
-                    cut -= 1;
-                }
                 return Err(Invalid::AttributeTooLong {
-                    name: k[..cut].to_string(),
+                    name: clip(k, NAME_SHOWN).to_string(),
                     len,
                     limit: limits.max_attribute_bytes,
                 });
@@ -325,7 +321,15 @@ impl fmt::Display for Invalid {
             Invalid::MissingField(name) => write!(f, "missing required field `{name}`"),
             Invalid::EmptyField(name) => write!(f, "required field `{name}` is empty"),
             Invalid::WrongType { field, expected } => {
-                write!(f, "field `{field}` must be {expected}")
+                // An attribute's name comes from the input: escaped, so that it cannot start
+                // a line of its own in a log, and cut, so that a huge one stays short.
+                let shown = clip(field, NAME_SHOWN + "attributes.".len());
+                let more = if shown.len() < field.len() { "…" } else { "" };
+                write!(
+                    f,
+                    "field `{}{more}` must be {expected}",
+                    shown.escape_debug()
+                )
             }
             Invalid::NegativeTime(t) => write!(f, "occurred_at must be >= 0, got {t}"),
             Invalid::UnknownSource(s) => {
@@ -395,6 +399,18 @@ pub struct EventFields {
     pub source: Option<String>,
     pub event_type: Option<String>,
     pub attributes: Vec<(String, String)>,
+}
+
+/// Bytes of an input-given name that a reason shows.
+const NAME_SHOWN: usize = 64;
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+fn clip(s: &str, max: usize) -> &str {
+    let mut cut = max.min(s.len());
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &s[..cut]
 }
 
 impl EventFields {
@@ -499,6 +515,28 @@ fn dedup_keep_last(attrs: &mut Vec<(String, String)>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_input_given_name_in_a_reason_is_escaped_and_cut() {
+        let why = Invalid::WrongType {
+            field: "attributes.x\nfake.jsonl: line 999: injected".into(),
+            expected: "a string",
+        };
+        let text = why.to_string();
+        assert!(!text.contains('\n'), "{text}");
+        assert!(text.contains("x\\nfake"), "{text}");
+        let huge = Invalid::WrongType {
+            field: format!("attributes.{}", "é".repeat(450_000)),
+            expected: "a string",
+        };
+        let text = huge.to_string();
+        // 11 bytes of `attributes.`, 64 of the name (32 two-byte characters), the ellipsis.
+        assert!(
+            text.contains(&format!("`attributes.{}…`", "é".repeat(32))),
+            "{text}"
+        );
+        assert!(text.len() < 120, "{} bytes", text.len());
+    }
 
     fn fields() -> EventFields {
         EventFields {

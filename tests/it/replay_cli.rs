@@ -235,6 +235,74 @@ fn a_failing_output_stops_the_replay_with_the_cause() {
     );
 }
 
+/// `-o` naming the input (here through a second path to the same file) used to create the
+/// output first, emptying the input before it was read: now refused, the input kept.
+#[test]
+fn an_output_that_is_the_input_is_refused_and_the_input_kept() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let input = dir.path().join("in.jsonl");
+    let example = common::examples_dir().join("input.jsonl");
+    std::fs::copy(&example, &input).expect("copy the example");
+    let before = std::fs::read(&input).expect("read");
+    let other_spelling = dir.path().join(".").join("in.jsonl");
+    let cfg = common::examples_dir().join("config.toml");
+    let out = leadflow(&[
+        "replay",
+        "--config",
+        cfg.to_str().expect("utf-8"),
+        input.to_str().expect("utf-8"),
+        "-o",
+        other_spelling.to_str().expect("utf-8"),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("is the input file"), "{err}");
+    assert_eq!(
+        std::fs::read(&input).expect("read"),
+        before,
+        "the input is intact"
+    );
+}
+
+/// A file saved with a UTF-8 byte order mark (some Windows tools write one) replays as
+/// without it; a mark anywhere but the file's start stays invalid JSON.
+#[test]
+fn a_byte_order_mark_at_the_start_is_not_part_of_the_first_event() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let example = std::fs::read(common::examples_dir().join("input.jsonl")).expect("read");
+    let with_bom = dir.path().join("bom.jsonl");
+    let mut bytes = b"\xEF\xBB\xBF".to_vec();
+    bytes.extend_from_slice(&example);
+    std::fs::write(&with_bom, &bytes).expect("write");
+    let plain = replay(&[]);
+    let out = leadflow(&[
+        "replay",
+        "--config",
+        common::examples_dir()
+            .join("config.toml")
+            .to_str()
+            .expect("utf-8"),
+        with_bom.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(out.status.code(), plain.status.code());
+    assert_eq!(out.stdout, plain.stdout, "the same records");
+    let second = dir.path().join("bom2.jsonl");
+    let mut bytes = b"\n\xEF\xBB\xBF".to_vec();
+    bytes.extend_from_slice(&example);
+    std::fs::write(&second, &bytes).expect("write");
+    let out = leadflow(&[
+        "replay",
+        "--config",
+        common::examples_dir()
+            .join("config.toml")
+            .to_str()
+            .expect("utf-8"),
+        second.to_str().expect("utf-8"),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 2: undecodable input"), "{err}");
+}
+
 #[test]
 fn repo_examples_are_the_shared_ones() {
     // The README's demo uses the repo copy; it must not drift from the contract.
