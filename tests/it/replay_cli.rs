@@ -29,6 +29,19 @@ fn replay(extra: &[&str]) -> Output {
     leadflow(&args)
 }
 
+/// `leadflow replay` of `input` under the example config, with `extra` arguments.
+fn replay_file(input: &Path, extra: &[&str]) -> Output {
+    let cfg = common::examples_dir().join("config.toml");
+    let mut args = vec![
+        "replay",
+        "--config",
+        cfg.to_str().expect("utf-8 path"),
+        input.to_str().expect("utf-8 path"),
+    ];
+    args.extend_from_slice(extra);
+    leadflow(&args)
+}
+
 fn records(text: &str) -> Vec<Value> {
     text.lines()
         .filter(|l| !l.trim().is_empty())
@@ -181,13 +194,7 @@ fn check_config_summarizes_or_names_the_bad_key() {
 
 #[test]
 fn missing_input_file_is_a_clear_error() {
-    let cfg = common::examples_dir().join("config.toml");
-    let out = leadflow(&[
-        "replay",
-        "--config",
-        cfg.to_str().expect("utf-8"),
-        "/nonexistent/x.jsonl",
-    ]);
+    let out = replay_file(Path::new("/nonexistent/x.jsonl"), &[]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("opening /nonexistent/x.jsonl"));
 }
@@ -212,21 +219,11 @@ fn a_failing_output_stops_the_replay_with_the_cause() {
         "{}",
         String::from_utf8_lossy(&gen.stderr)
     );
-    let cfg = common::examples_dir().join("config.toml");
     if !Path::new("/dev/full").exists() {
         eprintln!("skipped: no /dev/full here");
         return;
     }
-    let out = leadflow(&[
-        "replay",
-        "--config",
-        cfg.to_str().expect("utf-8"),
-        input.to_str().expect("utf-8"),
-        "--until",
-        "1796083200000",
-        "-o",
-        "/dev/full",
-    ]);
+    let out = replay_file(&input, &["--until", "1796083200000", "-o", "/dev/full"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
@@ -245,15 +242,7 @@ fn an_output_that_is_the_input_is_refused_and_the_input_kept() {
     std::fs::copy(&example, &input).expect("copy the example");
     let before = std::fs::read(&input).expect("read");
     let other_spelling = dir.path().join(".").join("in.jsonl");
-    let cfg = common::examples_dir().join("config.toml");
-    let out = leadflow(&[
-        "replay",
-        "--config",
-        cfg.to_str().expect("utf-8"),
-        input.to_str().expect("utf-8"),
-        "-o",
-        other_spelling.to_str().expect("utf-8"),
-    ]);
+    let out = replay_file(&input, &["-o", other_spelling.to_str().expect("utf-8")]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("is the input file"), "{err}");
