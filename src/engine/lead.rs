@@ -231,10 +231,34 @@ impl<'a> Reader<'a> {
         None
     }
 
-    fn bytes(&mut self, n: usize) -> Option<&'a str> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         let bytes = self.rest.get(..n)?;
         self.rest = &self.rest[n..];
-        std::str::from_utf8(bytes).ok()
+        Some(bytes)
+    }
+
+    fn bytes(&mut self, n: usize) -> Option<&'a str> {
+        std::str::from_utf8(self.take(n)?).ok()
+    }
+
+    /// The next profile entry without a UTF-8 check: lookups and updates compare names as
+    /// bytes (the order of `str` is the order of its bytes) and copy entries as packed.
+    fn raw_entry(&mut self) -> Option<RawEntry<'a>> {
+        let start = self.rest;
+        let code = self.len()?;
+        let name = if code & 1 == 1 {
+            COMMON_NAMES.get(code >> 1)?.as_bytes()
+        } else {
+            self.take(code >> 1)?
+        };
+        let n = self.len()?;
+        let value = self.take(n)?;
+        let packed = &start[..start.len() - self.rest.len()];
+        Some(RawEntry {
+            name,
+            value,
+            packed,
+        })
     }
 
     fn text(&mut self) -> Option<&'a str> {
@@ -250,6 +274,29 @@ impl<'a> Reader<'a> {
             self.bytes(code >> 1)
         }
     }
+}
+
+/// One entry of a packed profile: its name and value as bytes, and its whole encoding.
+#[derive(Clone, Copy)]
+struct RawEntry<'a> {
+    name: &'a [u8],
+    value: &'a [u8],
+    packed: &'a [u8],
+}
+
+/// Bytes `put_len` writes for `n`.
+fn len_size(n: usize) -> usize {
+    let bits = usize::BITS - (n | 1).leading_zeros();
+    bits.div_ceil(7) as usize
+}
+
+/// Bytes `put_name` and `put_text` write for the entry `name`, `value`.
+fn entry_size(name: &str, value: &str) -> usize {
+    let name_size = match common_name(name) {
+        Some(i) => len_size(2 * i + 1),
+        None => len_size(2 * name.len()) + name.len(),
+    };
+    name_size + len_size(value.len()) + value.len()
 }
 
 /// A lead's key, profile and per-rule contributions in one exact-sized allocation:
@@ -290,7 +337,7 @@ fn read_contribution(b: &[u8]) -> (u16, Engagement) {
 
 impl Ident {
     fn pack<'a>(
-        key: &str,
+        key: &[u8],
         pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
         contributions: &[u8],
     ) -> Ident {
@@ -299,12 +346,98 @@ impl Ident {
             put_name(&mut profile, k);
             put_text(&mut profile, v);
         }
-        let mut out = Vec::with_capacity(key.len() + profile.len() + contributions.len() + 4);
-        put_text(&mut out, key);
-        put_len(&mut out, profile.len());
-        out.extend_from_slice(&profile);
+        Ident::assemble(
+            key,
+            profile.len(),
+            |out| out.extend_from_slice(&profile),
+            contributions,
+        )
+    }
+
+    /// Builds the allocation at its exact size (one allocation, no copy when boxed):
+    /// `write_profile` must write `profile_len` bytes.
+    fn assemble(
+        key: &[u8],
+        profile_len: usize,
+        write_profile: impl FnOnce(&mut Vec<u8>),
+        contributions: &[u8],
+    ) -> Ident {
+        let total = len_size(key.len())
+            + key.len()
+            + len_size(profile_len)
+            + profile_len
+            + contributions.len();
+        let mut out = Vec::with_capacity(total);
+        put_len(&mut out, key.len());
+        out.extend_from_slice(key);
+        put_len(&mut out, profile_len);
+        write_profile(&mut out);
         out.extend_from_slice(contributions);
+        debug_assert_eq!(out.len(), total, "the profile's length was computed wrong");
         Ident(out.into_boxed_slice())
+    }
+
+    /// Sets (or, for an empty value, removes) each attribute of `attrs`, which are sorted by
+    /// name and unique, merged with the sorted profile in one pass: at most one allocation,
+    /// none when nothing changes. True when the profile changed.
+    fn merge_sorted<N: AsRef<str>, V: AsRef<str>>(&mut self, attrs: &[(N, V)]) -> bool {
+        let (_, _, ps, cs) = self.layout();
+        let packed = &self.0[ps..cs];
+        // First pass: whether anything changes, and the new profile's length.
+        let mut new_len = packed.len();
+        let mut changed = false;
+        let mut r = Reader { rest: packed };
+        let mut cur = r.raw_entry();
+        for (name, value) in attrs {
+            let (name, value) = (name.as_ref(), value.as_ref());
+            while cur.is_some_and(|e| e.name < name.as_bytes()) {
+                cur = r.raw_entry();
+            }
+            let existing = cur.filter(|e| e.name == name.as_bytes());
+            if existing.map_or(&b""[..], |e| e.value) == value.as_bytes() {
+                continue;
+            }
+            changed = true;
+            if let Some(e) = existing {
+                new_len -= e.packed.len();
+            }
+            if !value.is_empty() {
+                new_len += entry_size(name, value);
+            }
+        }
+        if !changed {
+            return false;
+        }
+        // Second pass: the entries in name order, unchanged ones copied as packed.
+        let (ks, ke, _, _) = self.layout();
+        let write = |out: &mut Vec<u8>| {
+            let mut r = Reader { rest: packed };
+            let mut cur = r.raw_entry();
+            for (name, value) in attrs {
+                let (name, value) = (name.as_ref(), value.as_ref());
+                while let Some(e) = cur.filter(|e| e.name < name.as_bytes()) {
+                    out.extend_from_slice(e.packed);
+                    cur = r.raw_entry();
+                }
+                if let Some(e) = cur.filter(|e| e.name == name.as_bytes()) {
+                    cur = r.raw_entry();
+                    if e.value == value.as_bytes() {
+                        out.extend_from_slice(e.packed);
+                        continue;
+                    }
+                }
+                if !value.is_empty() {
+                    put_name(out, name);
+                    put_text(out, value);
+                }
+            }
+            while let Some(e) = cur {
+                out.extend_from_slice(e.packed);
+                cur = r.raw_entry();
+            }
+        };
+        *self = Ident::assemble(&self.0[ks..ke], new_len, write, &self.0[cs..]);
+        true
     }
 
     /// Offsets in the allocation: `(key start, key end, profile start, contributions
@@ -323,11 +456,10 @@ impl Ident {
         (key_start, key_end, profile_start, contributions_start)
     }
 
-    /// The key, the packed profile and the contribution records.
-    fn parts(&self) -> (&str, &[u8], &[u8]) {
+    /// The key's bytes, the packed profile and the contribution records.
+    fn parts(&self) -> (&[u8], &[u8], &[u8]) {
         let (ks, ke, ps, cs) = self.layout();
-        let key = std::str::from_utf8(&self.0[ks..ke]).unwrap_or("");
-        (key, &self.0[ps..cs], &self.0[cs..])
+        (&self.0[ks..ke], &self.0[ps..cs], &self.0[cs..])
     }
 
     /// The key's bytes (lookups compare these: no UTF-8 check).
@@ -409,8 +541,16 @@ impl<'a> Profile<'a> {
         self.packed.is_empty()
     }
 
+    /// The value of `name`. Compares names as bytes and checks only the value found.
     pub fn get(&self, name: &str) -> Option<&'a str> {
-        self.iter().find(|(k, _)| *k == name).map(|(_, v)| v)
+        let mut r = Reader { rest: self.packed };
+        while !r.rest.is_empty() {
+            let e = r.raw_entry()?;
+            if e.name == name.as_bytes() {
+                return std::str::from_utf8(e.value).ok();
+            }
+        }
+        None
     }
 }
 
@@ -529,7 +669,7 @@ static NO_EXTRA: std::sync::LazyLock<Extra> = std::sync::LazyLock::new(Extra::de
 impl Lead {
     pub fn new(key: &str, t: i64) -> Lead {
         let mut lead = Lead {
-            ident: Ident::pack(key, [], &[]),
+            ident: Ident::assemble(key.as_bytes(), 0, |_| {}, &[]),
             engagement: Engagement::zero(t),
             fit: 0.0,
             last_seen: t,
@@ -669,18 +809,22 @@ impl Lead {
 
     /// Sets (or, for an empty value, removes) a profile attribute; true when it changed.
     pub fn set_attribute(&mut self, name: &str, value: &str) -> bool {
-        let profile = self.profile();
-        if profile.get(name).unwrap_or("") == value {
-            return false;
+        self.ident.merge_sorted(&[(name, value)])
+    }
+
+    /// Sets (or, for empty values, removes) each attribute of `attrs` in turn, the result and
+    /// the answer those `set_attribute` calls give (a name given twice: the last value);
+    /// true when the profile changed. Sorted, unique names (as events carry them) take one
+    /// pass and at most one allocation.
+    pub fn set_attributes<N: AsRef<str>, V: AsRef<str>>(&mut self, attrs: &[(N, V)]) -> bool {
+        if attrs.windows(2).all(|w| w[0].0.as_ref() < w[1].0.as_ref()) {
+            return self.ident.merge_sorted(attrs);
         }
-        let mut pairs: Vec<(&str, &str)> = profile.iter().filter(|(k, _)| *k != name).collect();
-        if !value.is_empty() {
-            let at = pairs.partition_point(|(k, _)| *k < name);
-            pairs.insert(at, (name, value));
+        let mut changed = false;
+        for (name, value) in attrs {
+            changed |= self.set_attribute(name.as_ref(), value.as_ref());
         }
-        let (key, _, contributions) = self.ident.parts();
-        self.ident = Ident::pack(key, pairs, contributions);
-        true
+        changed
     }
 
     /// Replaces the profile by `pairs`, which are sorted by name and unique (a restore).
@@ -773,8 +917,12 @@ impl Lead {
             put_contribution(slot, ri, c);
         }
         let (key, profile, _) = self.ident.parts();
-        let profile = Profile { packed: profile };
-        self.ident = Ident::pack(key, profile.iter(), &bytes);
+        self.ident = Ident::assemble(
+            key,
+            profile.len(),
+            |out| out.extend_from_slice(profile),
+            &bytes,
+        );
     }
 
     /// Adds `points` at `t` to rule `ri`'s contribution: in place, or as a new record (the
@@ -825,6 +973,88 @@ pub(super) fn prefetch_bytes(p: *const u8, len: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// The profile update as it was before the one-pass merge, kept as the model: the
+    /// profile decoded to pairs, one attribute changed, all packed again.
+    fn model_set_attribute(lead: &mut Lead, name: &str, value: &str) -> bool {
+        let profile = lead.profile();
+        if profile
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map_or("", |(_, v)| v)
+            == value
+        {
+            return false;
+        }
+        let mut pairs: Vec<(&str, &str)> = profile.iter().filter(|(k, _)| *k != name).collect();
+        if !value.is_empty() {
+            let at = pairs.partition_point(|(k, _)| *k < name);
+            pairs.insert(at, (name, value));
+        }
+        let (key, _, contributions) = lead.ident.parts();
+        lead.ident = Ident::pack(key, pairs, contributions);
+        true
+    }
+
+    /// Names from the common list (one byte), others (as text), near each other in order.
+    fn attr_name() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(vec!["country", "employees", "owner_id", "title", "city"])
+                .prop_map(str::to_string),
+            prop::sample::select(vec!["a", "countrz", "c", "zz_custom", "title2", ""])
+                .prop_map(str::to_string),
+            "[a-z_]{1,6}",
+        ]
+    }
+
+    /// Empty (a removal), short, or past one LEB128 length byte.
+    fn attr_value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just(String::new()),
+            prop::sample::select(vec!["DE", "US", "CTO", "1200"]).prop_map(str::to_string),
+            "[a-zé]{0,4}",
+            (120usize..140).prop_map(|n| "v".repeat(n)),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        /// Setting an event's attributes at once gives the profile, the bytes and the answer
+        /// of setting them one by one the old way, sorted or not, names repeated or not; the
+        /// key and the contributions stay.
+        #[test]
+        fn set_attributes_matches_one_by_one(
+            before in prop::collection::vec((attr_name(), attr_value()), 0..8),
+            attrs in prop::collection::vec((attr_name(), attr_value()), 0..8),
+            sorted in any::<bool>(),
+        ) {
+            let mut model = Lead::new("lead@x.io", 0);
+            let none = Decay { half_life_ms: None, min: None, max: None };
+            model.add_contribution(3, 5.0, 7, &none);
+            for (k, v) in &before {
+                model_set_attribute(&mut model, k, v);
+            }
+            let mut lead = model.clone();
+            let mut attrs = attrs;
+            if sorted {
+                attrs.sort();
+                attrs.dedup_by(|a, b| a.0 == b.0);
+            }
+            let mut expected = false;
+            for (k, v) in &attrs {
+                expected |= model_set_attribute(&mut model, k, v);
+            }
+            prop_assert_eq!(lead.set_attributes(&attrs), expected);
+            prop_assert_eq!(&lead.ident, &model.ident);
+            prop_assert_eq!(lead.key(), "lead@x.io");
+            prop_assert_eq!(lead.contributions().len(), 1);
+            for (k, _) in &attrs {
+                let found = model.profile().iter().find(|(n, _)| n == k).map(|(_, v)| v);
+                prop_assert_eq!(lead.attribute(k), found);
+            }
+        }
+    }
 
     #[test]
     fn a_lead_has_no_padding_to_spare_and_did_not_grow() {

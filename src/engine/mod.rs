@@ -471,13 +471,7 @@ impl PartitionState {
 
 fn update_profile(rules: &Ruleset, lead: &mut Lead, ev: &Event) {
     let changed = match ev.crm {
-        Some(CrmType::LeadUpsert) => {
-            let mut changed = false;
-            for (k, v) in &ev.attributes {
-                changed |= lead.set_attribute(k, v);
-            }
-            changed
-        }
+        Some(CrmType::LeadUpsert) => lead.set_attributes(&ev.attributes),
         // A missing `owner_id` attribute leaves the owner as it is; an empty one clears it.
         Some(CrmType::OwnerAssigned) => match ev.attribute("owner_id") {
             Some(owner) => lead.set_attribute("owner_id", owner),
