@@ -1,7 +1,9 @@
 //! The compiled definition the engine runs: scoring, funnel and SLA policies. Built and
 //! validated by `config`; pure data here.
 
-use std::collections::HashMap;
+// hashbrown's map for its faster default hasher (foldhash): the lookup runs once per event,
+// on config-given type names, so SipHash's resistance to chosen keys buys nothing here.
+use hashbrown::HashMap;
 use std::sync::Arc;
 
 use super::calendar::Calendar;
