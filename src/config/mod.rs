@@ -20,7 +20,7 @@ use crate::model::funnel::Stage;
 use crate::model::matcher::Matcher;
 use crate::model::rules::{
     EngagementRule, EventPattern, FitRule, FitTest, Funnel, Grade, Limits, Ruleset, SlaPolicy,
-    Until,
+    Until, MAX_GRADES,
 };
 use crate::model::score::Decay;
 
@@ -726,6 +726,13 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         max: s.max,
     };
 
+    if s.grades.len() > MAX_GRADES {
+        return Err(invalid(
+            "scoring.grades",
+            s.grades.len(),
+            format!("at most {MAX_GRADES} grades"),
+        ));
+    }
     let mut grades = Vec::new();
     let mut seen = HashSet::new();
     for (i, g) in s.grades.iter().enumerate() {

@@ -17,12 +17,46 @@ pub const RECENT_IDS: usize = 8;
 pub const RECENT_TRANSITIONS: usize = 5;
 
 /// Hashes of a lead's last event ids (SPEC §2, `dedupe.recent_ids`), inline when the window
-/// is at most `RECENT_IDS` (the default). A 64-bit hash keeps the lead small; a false
-/// duplicate needs a collision among the window's ids (~4e-19 for 8). The ring's length and
-/// next slot live in the lead itself, beside other small fields, so the lead has no padding.
+/// is at most `RECENT_IDS` (the default), as 48 bits each ([`event_id_hash`]): a 32-bit low
+/// half and a 16-bit high half, 48 bytes for 8 ids instead of 64. The ring's length and next
+/// slot live in the lead itself, beside other small fields, so the lead has no padding.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RecentIds {
-    pub(super) ids: [u64; RECENT_IDS],
+    lo: [u32; RECENT_IDS],
+    hi: [u16; RECENT_IDS],
+}
+
+impl RecentIds {
+    #[inline]
+    fn get(&self, i: usize) -> u64 {
+        u64::from(self.lo[i]) | (u64::from(self.hi[i]) << 32)
+    }
+
+    #[inline]
+    fn set(&mut self, i: usize, h: u64) {
+        self.lo[i] = h as u32;
+        self.hi[i] = (h >> 32) as u16;
+    }
+
+    /// Whether `h` (48 bits) is among the first `len` slots.
+    #[inline]
+    fn contains(&self, len: usize, h: u64) -> bool {
+        let (lo, hi) = (h as u32, (h >> 32) as u16);
+        (0..len.min(RECENT_IDS)).any(|i| self.lo[i] == lo && self.hi[i] == hi)
+    }
+}
+
+/// Bits of an event id's hash the duplicate window keeps.
+pub const EVENT_ID_HASH_BITS: u32 = 48;
+
+/// The duplicate window's hash of an event id (SPEC §2): the low 48 bits of [`id_hash`]. A
+/// false duplicate (a new id taken for one of the lead's last 8) has a chance of
+/// 8 / 2^48 ≈ 2.8e-14 per event, once in about 35 trillion events; the full 64 bits cost
+/// every lead 16 bytes more (issue 17, item 4). Being the low bits of the 64-bit hash older
+/// snapshots stored, a restored window is that hash cut to 48 bits (`Lead::set_recent_ids`).
+#[inline]
+pub fn event_id_hash(id: &str) -> u64 {
+    id_hash(id) & ((1 << EVENT_ID_HASH_BITS) - 1)
 }
 
 /// FNV-1a, 64 bit: stable across builds and platforms, so snapshots stay valid.
@@ -561,7 +595,7 @@ impl PartialEq for Profile<'_> {
 }
 
 /// Per-lead state that only some leads have: kept out of line so a plain lead stays small.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Extra {
     /// `(rule index, t_last)` for rules with a cooldown that have scored this lead.
     pub cooldowns: ExactVec<(u16, i64)>,
@@ -574,11 +608,29 @@ pub struct Extra {
     pub sla_started: ExactVec<(u16, u32)>,
     /// The last `RECENT_TRANSITIONS` stage changes, oldest first.
     pub recent_transitions: ExactVec<RecentTransition>,
-    /// The lead's latest MQL: when, and its grade then (the path of later stages and the
-    /// live conversion metrics, docs/analytics.md).
-    pub mql: Option<MqlMark>,
+    /// When the lead last became an MQL ([`NO_MQL`]: never); its grade then is in the lead
+    /// (`Lead::mql`). 8 bytes rather than an `Option<MqlMark>`'s 16 keep this box in a 96-byte
+    /// size class (issue 17, item 4).
+    pub(super) mql_at: i64,
     /// What few leads have, one more box away, so `Extra` is no larger than before SPEC v2.
     pub rare: Option<Box<Rare>>,
+}
+
+/// `Extra::mql_at` of a lead that never was an MQL (event times are never negative).
+pub(super) const NO_MQL: i64 = i64::MIN;
+
+impl Default for Extra {
+    fn default() -> Self {
+        Extra {
+            cooldowns: ExactVec::default(),
+            keyed_cooldowns: ExactVec::default(),
+            clocks: ExactVec::default(),
+            sla_started: ExactVec::default(),
+            recent_transitions: ExactVec::default(),
+            mql_at: NO_MQL,
+            rare: None,
+        }
+    }
 }
 
 /// When a lead last became an MQL, and its grade then (`None`: below every grade, D).
@@ -622,7 +674,7 @@ impl Extra {
             && self.clocks.is_empty()
             && self.sla_started.is_empty()
             && self.recent_transitions.is_empty()
-            && self.mql.is_none()
+            && self.mql_at == NO_MQL
             && self.rare.as_deref().is_none_or(Rare::is_empty)
     }
 
@@ -660,6 +712,9 @@ pub struct Lead {
     pub transitions: u32,
     pub stage: Stage,
     pub grade: Option<u8>,
+    /// The grade at the latest MQL (`Lead::mql`) as `index + 1`, 0 for below every grade (at
+    /// most `MAX_GRADES`): a byte that would be padding here.
+    mql_grade: u8,
     extra: Option<Box<Extra>>,
 }
 
@@ -681,6 +736,7 @@ impl Lead {
             transitions: 0,
             stage: Stage::New,
             grade: None,
+            mql_grade: 0,
             extra: None,
         };
         lead.set_created(t);
@@ -708,19 +764,21 @@ impl Lead {
         }
     }
 
-    /// Whether `h` is among the last `window` event ids applied (SPEC §2).
+    /// Whether `h` (an [`event_id_hash`]) is among the last `window` event ids applied
+    /// (SPEC §2).
     pub fn seen_id(&self, h: u64, window: usize) -> bool {
         if window <= RECENT_IDS {
-            self.recent.ids[..self.recent_len as usize].contains(&h)
+            self.recent.contains(self.recent_len as usize, h)
         } else {
             self.extra().rare().ids.contains(&h)
         }
     }
 
-    /// Remembers `h` in a window of `window` ids, forgetting the oldest beyond it.
+    /// Remembers `h` (an [`event_id_hash`]) in a window of `window` ids, forgetting the
+    /// oldest beyond it.
     pub fn push_id(&mut self, h: u64, window: usize) {
         if window <= RECENT_IDS {
-            self.recent.ids[self.recent_next as usize] = h;
+            self.recent.set(self.recent_next as usize, h);
             self.recent_next = ((self.recent_next as usize + 1) % window) as u8;
             self.recent_len = (self.recent_len as usize + 1).min(window) as u8;
         } else {
@@ -735,29 +793,30 @@ impl Lead {
         }
     }
 
-    /// The remembered ids, oldest first, as two runs of the ring (no allocation: snapshots
-    /// of millions of leads call this once per lead).
-    pub fn recent_id_runs(&self, window: usize) -> (&[u64], &[u64]) {
-        let (ring, next): (&[u64], usize) = if window <= RECENT_IDS {
-            (
-                &self.recent.ids[..self.recent_len as usize],
-                self.recent_next as usize,
-            )
+    /// The remembered ids, oldest first (no allocation: snapshots of millions of leads call
+    /// this once per lead).
+    pub fn recent_id_iter(&self, window: usize) -> impl ExactSizeIterator<Item = u64> + '_ {
+        let (len, next) = if window <= RECENT_IDS {
+            (self.recent_len as usize, self.recent_next as usize)
         } else {
             let rare = self.extra().rare();
-            (&rare.ids, rare.ids_next as usize)
+            (rare.ids.len(), rare.ids_next as usize)
         };
-        if ring.len() < window {
-            return (ring, &[]); // not full yet: in order
-        }
-        let next = next.min(ring.len());
-        (&ring[next..], &ring[..next])
+        // Not full yet: in order from slot 0; full: from the next slot round.
+        let first = if len < window { 0 } else { next.min(len) };
+        (0..len).map(move |j| {
+            let i = (first + j) % len;
+            if window <= RECENT_IDS {
+                self.recent.get(i)
+            } else {
+                self.extra().rare().ids[i]
+            }
+        })
     }
 
     /// The remembered ids, oldest first.
     pub fn recent_ids(&self, window: usize) -> Vec<u64> {
-        let (older, newer) = self.recent_id_runs(window);
-        [older, newer].concat()
+        self.recent_id_iter(window).collect()
     }
 
     /// Replaces the duplicate window by `ids` (oldest first), keeping the newest `window`.
@@ -778,7 +837,9 @@ impl Lead {
             self.extra_mut().rare_mut().ids.reserve_exact(keep.len());
         }
         for &h in keep {
-            self.push_id(h, window);
+            // Snapshots before the 48-bit window hold 64-bit hashes: their low bits are the
+            // hashes of the same ids now.
+            self.push_id(h & ((1 << EVENT_ID_HASH_BITS) - 1), window);
         }
     }
 
@@ -894,7 +955,28 @@ impl Lead {
 
     /// The lead's latest MQL, if it ever was one.
     pub fn mql(&self) -> Option<MqlMark> {
-        self.extra().mql
+        let at = self.extra().mql_at;
+        (at != NO_MQL).then(|| MqlMark {
+            at,
+            grade: self.mql_grade.checked_sub(1),
+        })
+    }
+
+    /// Marks the lead's latest MQL (or, with `None`, none).
+    pub fn set_mql(&mut self, mql: Option<MqlMark>) {
+        match mql {
+            Some(m) => {
+                self.extra_mut().mql_at = m.at;
+                // Grades are at most `MAX_GRADES` (config), so index + 1 fits.
+                self.mql_grade = m.grade.map_or(0, |g| g.saturating_add(1));
+            }
+            None => {
+                if let Some(x) = self.extra.as_deref_mut() {
+                    x.mql_at = NO_MQL;
+                }
+                self.mql_grade = 0;
+            }
+        }
     }
 
     pub fn clocks(&self) -> &[Clock] {
@@ -1059,15 +1141,37 @@ mod tests {
     #[test]
     fn a_lead_has_no_padding_to_spare_and_did_not_grow() {
         // v1's lead was 168 bytes; v2's creation time fills what was padding; the key, the
-        // profile and the contributions now share one allocation (issue 17, item 4).
-        assert_eq!(std::mem::size_of::<Lead>(), 136);
+        // profile and the contributions now share one allocation; the duplicate window keeps
+        // 48-bit hashes (136 -> 120), and the MQL grade takes the last spare byte (issue 17,
+        // item 4).
+        assert_eq!(std::mem::size_of::<Lead>(), 120);
         // v1's out-of-line part was 112 bytes; v2's additions sit one box further. The MQL
-        // mark (16 bytes, for the live conversion metrics) is here: MQL'd leads are too many
-        // for the rare box, whose allocation would cost them more.
-        // Exact-sized lists (two words each) and keyed cooldowns moved in from `Rare`: 104
-        // bytes, a 112-byte malloc chunk (was 128, a 144-byte chunk; issue 17, item 4).
-        assert_eq!(std::mem::size_of::<Extra>(), 104);
+        // time (for the live conversion metrics) is here: MQL'd leads are too many for the
+        // rare box, whose allocation would cost them more.
+        // Exact-sized lists (two words each) and keyed cooldowns moved in from `Rare`, the
+        // MQL mark 16 -> 8 bytes: 96 bytes, mimalloc's 96-byte class (was 104 in the 112-byte
+        // class; 128 in glibc's 144-byte chunk before; issue 17, item 4).
+        assert_eq!(std::mem::size_of::<Extra>(), 96);
         assert_eq!(std::mem::size_of::<RecentTransition>(), 16);
+    }
+
+    #[test]
+    fn the_mql_mark_keeps_its_time_and_grade() {
+        let mut l = Lead::new("a", 0);
+        assert_eq!(l.mql(), None, "never an MQL");
+        l.extra_mut();
+        assert_eq!(l.mql(), None, "out-of-line state alone is no MQL");
+        for (at, grade) in [
+            (1_796_033_000_123, None),
+            (0, Some(0)),
+            (i64::MAX, Some(253)),
+        ] {
+            let m = MqlMark { at, grade };
+            l.set_mql(Some(m));
+            assert_eq!(l.mql(), Some(m));
+        }
+        l.set_mql(None);
+        assert_eq!(l.mql(), None);
     }
 
     #[test]
@@ -1100,6 +1204,37 @@ mod tests {
             l.set_recent_ids(&ids, 2);
             let newest: Vec<u64> = if window == 1 { vec![30] } else { vec![29, 30] };
             assert_eq!(l.recent_ids(2), newest);
+        }
+    }
+
+    #[test]
+    fn the_duplicate_window_keeps_48_bits_and_takes_older_snapshots_64_bit_hashes() {
+        for window in [8, 16] {
+            let mut l = Lead::new("a", 0);
+            // Hashes that differ only in the high 16 of the 48 bits, or only past them.
+            let a = (1 << 47) | (7 << 32) | 5;
+            l.push_id(a, window);
+            assert!(l.seen_id(a, window));
+            assert!(
+                !l.seen_id(a ^ (1 << 40), window),
+                "the high half is compared"
+            );
+            assert!(!l.seen_id(5, window), "the low half alone is not a match");
+            assert_eq!(l.recent_ids(window), vec![a], "48 bits read back");
+            // An older snapshot's window holds the full 64-bit hash of an id; the same id
+            // arriving after the restore is a duplicate.
+            l.set_recent_ids(&[id_hash("e-1"), id_hash("e-2")], window);
+            assert!(
+                id_hash("e-1") >> 48 != 0,
+                "the test needs a hash past 48 bits"
+            );
+            assert!(l.seen_id(event_id_hash("e-1"), window));
+            assert!(l.seen_id(event_id_hash("e-2"), window));
+            assert!(!l.seen_id(event_id_hash("e-3"), window));
+            assert_eq!(
+                l.recent_ids(window),
+                vec![event_id_hash("e-1"), event_id_hash("e-2")]
+            );
         }
     }
 

@@ -13,8 +13,8 @@ pub use evict::{EvictReason, EvictedFilter};
 pub use explain::Explanation;
 pub use footprint::{malloc_chunk, Footprint};
 pub use lead::{
-    id_hash, static_reason, Clock, ExactVec, Extra, Ident, Lead, MqlMark, Profile, Rare, RecentIds,
-    RecentTransition, RECENT_IDS, RECENT_TRANSITIONS,
+    event_id_hash, id_hash, static_reason, Clock, ExactVec, Extra, Ident, Lead, MqlMark, Profile,
+    Rare, RecentIds, RecentTransition, RECENT_IDS, RECENT_TRANSITIONS,
 };
 pub use snapshot::SnapshotError;
 
@@ -415,7 +415,7 @@ impl PartitionState {
             *open_clocks += lead.clocks().len() as u64;
         }
 
-        let h = id_hash(&ev.event_id);
+        let h = event_id_hash(&ev.event_id);
         if lead.seen_id(h, rules.dedupe_ids) {
             stats.duplicates += 1;
             return Applied::Duplicate;
@@ -475,8 +475,7 @@ fn update_profile(rules: &Ruleset, lead: &mut Lead, ev: &Event) {
     let used_by_fit = |name: &str| rules.fit.iter().any(|r| r.attribute == name);
     let refit = match ev.crm {
         Some(CrmType::LeadUpsert) => {
-            lead.set_attributes(&ev.attributes)
-                && ev.attributes.iter().any(|(k, _)| used_by_fit(k))
+            lead.set_attributes(&ev.attributes) && ev.attributes.iter().any(|(k, _)| used_by_fit(k))
         }
         // A missing `owner_id` attribute leaves the owner as it is; an empty one clears it.
         Some(CrmType::OwnerAssigned) => match ev.attribute("owner_id") {
@@ -630,10 +629,10 @@ fn transition(
     }
     recent.push(RecentTransition::new(from, to, reason, t));
     if to == Stage::Mql {
-        lead.extra_mut().mql = Some(MqlMark {
+        lead.set_mql(Some(MqlMark {
             at: t,
             grade: lead.grade,
-        });
+        }));
     }
     lead.transitions += 1;
     stats.transitions_to[to.index()] += 1;

@@ -265,9 +265,9 @@ pub(super) fn encode_lead(w: &mut W, rules: &Ruleset, lead: &Lead) {
         w.str(&rules.engagement[*ri as usize].name);
         w.i64(*t);
     }
-    let (older, newer) = lead.recent_id_runs(rules.dedupe_ids);
-    w.len(older.len() + newer.len());
-    for &h in older.iter().chain(newer) {
+    let ids = lead.recent_id_iter(rules.dedupe_ids);
+    w.len(ids.len());
+    for h in ids {
         w.u64(h);
     }
     w.u32(lead.transitions);
@@ -308,7 +308,7 @@ pub(super) fn encode_lead(w: &mut W, rules: &Ruleset, lead: &Lead) {
         w.i64(*t);
     }
     // v5: the latest MQL (time, grade name; an empty name when there was none).
-    match extra.mql {
+    match lead.mql() {
         Some(m) => {
             w.u8(1);
             w.i64(m.at);
@@ -593,8 +593,7 @@ impl PartitionState {
                 clocks: clocks.into(),
                 sla_started: sla_started.into(),
                 recent_transitions: recent_transitions.into(),
-                mql,
-                rare: None,
+                ..Extra::default()
             };
             extra.set_rare(Rare {
                 reborn,
@@ -603,6 +602,7 @@ impl PartitionState {
                 ids_next: 0,
             });
             lead.set_extra(extra);
+            lead.set_mql(mql);
             // After the extra state: a wide window lives there.
             lead.set_recent_ids(&recent, rules.dedupe_ids);
             if !state.insert_restored(lead) {

@@ -150,6 +150,24 @@ fn grades_must_descend_and_fit_rules_need_one_test() {
     assert_mentions(&msg, &["scoring.grades[1].min", "70", "highest first"]);
     let msg = error_of(&example().replace("gte = 2000", "match = \"x\"\ngte = 2000"));
     assert_mentions(&msg, &["scoring.fit[2].match", "not both"]);
+    // A lead keeps its grade in a byte: 255 grades are refused, 254 load.
+    let grades = |n: usize| {
+        let list: Vec<String> = (0..n)
+            .map(|i| format!("{{ grade = \"G{i}\", min = {} }}", 1000 - i as i64))
+            .collect();
+        let text = example();
+        let start = text.find("grades = [").expect("the example lists grades");
+        let end = start + text[start..].find(']').expect("the list ends");
+        format!(
+            "{}grades = [{}]{}",
+            &text[..start],
+            list.join(", "),
+            &text[end + 1..]
+        )
+    };
+    let msg = error_of(&grades(255));
+    assert_mentions(&msg, &["scoring.grades", "255", "at most 254"]);
+    Settings::from_toml(&grades(254)).expect("254 grades load");
 }
 
 #[test]
