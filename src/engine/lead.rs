@@ -712,8 +712,8 @@ pub struct Lead {
     pub transitions: u32,
     pub stage: Stage,
     pub grade: Option<u8>,
-    /// The grade at the latest MQL (`Lead::mql`) as `index + 1`, 0 for below every grade (at
-    /// most `MAX_GRADES`): a byte that would be padding here.
+    /// The grade at the latest MQL (`Lead::mql`) as `index + 1`, 0 for below every grade
+    /// (indexes are below `MAX_GRADES` = 255, so it fits): a byte that would be padding here.
     mql_grade: u8,
     extra: Option<Box<Extra>>,
 }
@@ -1164,7 +1164,7 @@ mod tests {
         for (at, grade) in [
             (1_796_033_000_123, None),
             (0, Some(0)),
-            (i64::MAX, Some(253)),
+            (i64::MAX, Some(254)),
         ] {
             let m = MqlMark { at, grade };
             l.set_mql(Some(m));

@@ -470,21 +470,19 @@ impl PartitionState {
 }
 
 fn update_profile(rules: &Ruleset, lead: &mut Lead, ev: &Event) {
-    // The fit score reads only the fit rules' attributes: a change to others (an owner) leaves
-    // it as it is, and recomputing it (regular expressions, number parses) is not free.
-    let used_by_fit = |name: &str| rules.fit.iter().any(|r| r.attribute == name);
-    let refit = match ev.crm {
-        Some(CrmType::LeadUpsert) => {
-            lead.set_attributes(&ev.attributes) && ev.attributes.iter().any(|(k, _)| used_by_fit(k))
-        }
+    // Any change recomputes the fit and the grade, also one to an attribute no fit rule reads:
+    // a new lead's grade is set by its first profile change (with a grade at `min <= 0` that
+    // is a grade, not D), and a restored fit catches up with changed fit rules there.
+    let changed = match ev.crm {
+        Some(CrmType::LeadUpsert) => lead.set_attributes(&ev.attributes),
         // A missing `owner_id` attribute leaves the owner as it is; an empty one clears it.
         Some(CrmType::OwnerAssigned) => match ev.attribute("owner_id") {
-            Some(owner) => lead.set_attribute("owner_id", owner) && used_by_fit("owner_id"),
+            Some(owner) => lead.set_attribute("owner_id", owner),
             None => false,
         },
         _ => false,
     };
-    if refit {
+    if changed {
         lead.fit = rules
             .fit
             .iter()

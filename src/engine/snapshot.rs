@@ -23,8 +23,12 @@ pub const MAGIC: &[u8; 4] = b"LFSN";
 /// the last sweep, and the evicted-key filter.
 /// 4 (SPEC v2): the duplicate window as a list of any length (`dedupe.recent_ids`); per lead
 /// the creation time, the last engagement reset, and the per-value cooldowns (`cooldown_key`).
+/// 5: each lead's latest MQL (time and grade name).
+/// 6: the duplicate window's hashes are 48 bits (the low bits of v5's 64-bit hashes, which a
+/// restore cuts to them). A build before refuses v6 rather than compare its 64-bit hashes
+/// with these and miss every duplicate.
 /// Versions 2 and 3 are still read (docs/snapshots.md says how their leads are completed).
-pub const VERSION: u16 = 5;
+pub const VERSION: u16 = 6;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SnapshotError {
@@ -753,6 +757,23 @@ mod tests {
                 "cut {cut}"
             );
         }
+    }
+
+    #[test]
+    fn a_version_5_file_is_still_read() {
+        // v6 changed what the duplicate window's hashes mean, not the layout: a v5 file reads
+        // as before, its 64-bit hashes cut to 48 bits (`Lead::set_recent_ids`).
+        let (rules, st) = sample();
+        let mut bytes = st.encode_snapshot(7);
+        assert_eq!(u16::from_le_bytes([bytes[4], bytes[5]]), VERSION);
+        bytes[4] = 5;
+        bytes[5] = 0;
+        let n = bytes.len() - 4;
+        let crc = crc32fast::hash(&bytes[..n]).to_le_bytes();
+        bytes[n..].copy_from_slice(&crc);
+        let back = PartitionState::decode_snapshot(rules, &bytes).expect("a v5 file reads");
+        assert_eq!(back.0.lead_count(), st.lead_count());
+        assert_eq!(back.0.encode_snapshot(7), st.encode_snapshot(7));
     }
 
     #[test]

@@ -167,8 +167,8 @@ pub const DEFAULT_DEDUPE_IDS: usize = 8;
 pub const MAX_DEDUPE_IDS: usize = 1024;
 
 /// The most grades a config may list: a lead keeps a grade as one byte (its index, and
-/// `index + 1` for the grade at its latest MQL).
-pub const MAX_GRADES: usize = 254;
+/// `index + 1` for the grade at its latest MQL, up to 255).
+pub const MAX_GRADES: usize = 255;
 
 /// Fallback grade when no configured grade's minimum is reached.
 pub const DEFAULT_GRADE: &str = "D";

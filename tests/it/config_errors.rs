@@ -150,7 +150,7 @@ fn grades_must_descend_and_fit_rules_need_one_test() {
     assert_mentions(&msg, &["scoring.grades[1].min", "70", "highest first"]);
     let msg = error_of(&example().replace("gte = 2000", "match = \"x\"\ngte = 2000"));
     assert_mentions(&msg, &["scoring.fit[2].match", "not both"]);
-    // A lead keeps its grade in a byte: 255 grades are refused, 254 load.
+    // A lead keeps its grade in a byte: 256 grades are refused, 255 load.
     let grades = |n: usize| {
         let list: Vec<String> = (0..n)
             .map(|i| format!("{{ grade = \"G{i}\", min = {} }}", 1000 - i as i64))
@@ -165,9 +165,14 @@ fn grades_must_descend_and_fit_rules_need_one_test() {
             &text[end + 1..]
         )
     };
-    let msg = error_of(&grades(255));
-    assert_mentions(&msg, &["scoring.grades", "255", "at most 254"]);
-    Settings::from_toml(&grades(254)).expect("254 grades load");
+    let msg = error_of(&grades(256));
+    assert_mentions(&msg, &["scoring.grades", "256", "at most 255"]);
+    let s = Settings::from_toml(&grades(255)).expect("255 grades load");
+    assert_eq!(
+        s.rules.grade_name(Some(254)),
+        "G254",
+        "the last grade is kept"
+    );
 }
 
 #[test]

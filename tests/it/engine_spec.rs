@@ -160,6 +160,35 @@ fn upserts_merge_profile_and_recompute_fit_and_grade() {
     assert_eq!(st.lead("a").expect("lead").fit, 0.0);
 }
 
+/// Any profile change sets the grade from the fit, also one no fit rule reads: with a grade at
+/// `min = 0`, a lead whose first change is a phone number or an owner is graded, not D. (A
+/// change to skip the recompute for such attributes broke this; a fresh review caught it.)
+#[test]
+fn a_profile_change_no_fit_rule_reads_still_grades_the_lead() {
+    let config = base("").replace("{ grade = \"C\", min = 20 }", "{ grade = \"C\", min = 0 }");
+    let mut st = state(&config);
+    run(
+        &mut st,
+        &[
+            ev("u1", "a", T0, "crm", "lead_upsert", &[("phone", "123")]),
+            ev(
+                "o1",
+                "b",
+                T0,
+                "crm",
+                "owner_assigned",
+                &[("owner_id", "rep-1")],
+            ),
+            ev("w1", "c", T0, "web", "page_view", &[]),
+        ],
+    );
+    for (key, grade) in [("a", "C"), ("b", "C"), ("c", "D")] {
+        let lead = st.lead(key).expect("lead");
+        assert_eq!(lead.fit, 0.0);
+        assert_eq!(st.rules().grade_name(lead.grade), grade, "lead {key}");
+    }
+}
+
 #[test]
 fn owner_assigned_sets_owner_and_it_appears_on_records() {
     let mut st = state(&base(""));
