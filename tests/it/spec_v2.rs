@@ -693,8 +693,8 @@ fn a_snapshot_from_the_v1_build_restores() {
     assert_eq!(position, 270, "the file's name says so");
     assert!(st.lead_count() > 5, "{}", st.lead_count());
     let now = st.encode_snapshot(position);
-    assert_eq!(&now[4..6], &[5, 0]);
-    let (again, _) = PartitionState::decode_snapshot(Arc::clone(&rules), &now).expect("v5");
+    assert_eq!(&now[4..6], &[6, 0], "written as today's format");
+    let (again, _) = PartitionState::decode_snapshot(Arc::clone(&rules), &now).expect("v6");
     assert_eq!(again.encode_snapshot(position), now, "lossless");
     assert_eq!(again.lead_count(), st.lead_count());
     assert_eq!(again.pending_timers(), st.pending_timers());
