@@ -48,6 +48,7 @@ impl RecentIds {
 
 /// Bits of an event id's hash the duplicate window keeps.
 pub const EVENT_ID_HASH_BITS: u32 = 48;
+const EVENT_ID_HASH_MASK: u64 = (1 << EVENT_ID_HASH_BITS) - 1;
 
 /// The duplicate window's hash of an event id (SPEC §2): the low 48 bits of [`id_hash`]. A
 /// false duplicate (a new id taken for one of the lead's last 8) has a chance of
@@ -56,7 +57,7 @@ pub const EVENT_ID_HASH_BITS: u32 = 48;
 /// snapshots stored, a restored window is that hash cut to 48 bits (`Lead::set_recent_ids`).
 #[inline]
 pub fn event_id_hash(id: &str) -> u64 {
-    id_hash(id) & ((1 << EVENT_ID_HASH_BITS) - 1)
+    id_hash(id) & EVENT_ID_HASH_MASK
 }
 
 /// FNV-1a, 64 bit: stable across builds and platforms, so snapshots stay valid.
@@ -318,6 +319,53 @@ struct RawEntry<'a> {
     packed: &'a [u8],
 }
 
+/// One entry of a profile merged with an update, in name order.
+enum Merged<'a> {
+    /// An entry kept as it was packed.
+    Kept(&'a [u8]),
+    /// An entry set to a new, non-empty value.
+    Set(&'a str, &'a str),
+}
+
+/// Merges `attrs` (sorted by name, unique; an empty value removes) into the packed profile
+/// `packed`, handing `f` the resulting entries in name order. True when anything changed (an
+/// attribute absent and set empty, or set to the value it has, is no change).
+fn merge_walk<'a, N: AsRef<str>, V: AsRef<str>>(
+    packed: &'a [u8],
+    attrs: &'a [(N, V)],
+    mut f: impl FnMut(Merged<'a>),
+) -> bool {
+    let mut changed = false;
+    let mut r = Reader { rest: packed };
+    let mut cur = r.raw_entry();
+    for (name, value) in attrs {
+        let (name, value) = (name.as_ref(), value.as_ref());
+        while let Some(e) = cur.filter(|e| e.name < name.as_bytes()) {
+            f(Merged::Kept(e.packed));
+            cur = r.raw_entry();
+        }
+        let existing = cur.filter(|e| e.name == name.as_bytes());
+        if existing.is_some() {
+            cur = r.raw_entry();
+        }
+        if existing.map_or(&b""[..], |e| e.value) == value.as_bytes() {
+            if let Some(e) = existing {
+                f(Merged::Kept(e.packed));
+            }
+            continue;
+        }
+        changed = true;
+        if !value.is_empty() {
+            f(Merged::Set(name, value));
+        }
+    }
+    while let Some(e) = cur {
+        f(Merged::Kept(e.packed));
+        cur = r.raw_entry();
+    }
+    changed
+}
+
 /// Bytes `put_len` writes for `n`.
 fn len_size(n: usize) -> usize {
     let bits = usize::BITS - (n | 1).leading_zeros();
@@ -412,63 +460,30 @@ impl Ident {
     }
 
     /// Sets (or, for an empty value, removes) each attribute of `attrs`, which are sorted by
-    /// name and unique, merged with the sorted profile in one pass: at most one allocation,
-    /// none when nothing changes. True when the profile changed.
+    /// name and unique, merged with the sorted profile: one walk measures the new profile,
+    /// the same walk writes it into one exact-size allocation (none when nothing changes).
+    /// True when the profile changed.
     fn merge_sorted<N: AsRef<str>, V: AsRef<str>>(&mut self, attrs: &[(N, V)]) -> bool {
-        let (_, _, ps, cs) = self.layout();
+        let (ks, ke, ps, cs) = self.layout();
         let packed = &self.0[ps..cs];
-        // First pass: whether anything changes, and the new profile's length.
-        let mut new_len = packed.len();
-        let mut changed = false;
-        let mut r = Reader { rest: packed };
-        let mut cur = r.raw_entry();
-        for (name, value) in attrs {
-            let (name, value) = (name.as_ref(), value.as_ref());
-            while cur.is_some_and(|e| e.name < name.as_bytes()) {
-                cur = r.raw_entry();
+        let mut new_len = 0;
+        let changed = merge_walk(packed, attrs, |m| {
+            new_len += match m {
+                Merged::Kept(entry) => entry.len(),
+                Merged::Set(name, value) => entry_size(name, value),
             }
-            let existing = cur.filter(|e| e.name == name.as_bytes());
-            if existing.map_or(&b""[..], |e| e.value) == value.as_bytes() {
-                continue;
-            }
-            changed = true;
-            if let Some(e) = existing {
-                new_len -= e.packed.len();
-            }
-            if !value.is_empty() {
-                new_len += entry_size(name, value);
-            }
-        }
+        });
         if !changed {
             return false;
         }
-        // Second pass: the entries in name order, unchanged ones copied as packed.
-        let (ks, ke, _, _) = self.layout();
         let write = |out: &mut Vec<u8>| {
-            let mut r = Reader { rest: packed };
-            let mut cur = r.raw_entry();
-            for (name, value) in attrs {
-                let (name, value) = (name.as_ref(), value.as_ref());
-                while let Some(e) = cur.filter(|e| e.name < name.as_bytes()) {
-                    out.extend_from_slice(e.packed);
-                    cur = r.raw_entry();
-                }
-                if let Some(e) = cur.filter(|e| e.name == name.as_bytes()) {
-                    cur = r.raw_entry();
-                    if e.value == value.as_bytes() {
-                        out.extend_from_slice(e.packed);
-                        continue;
-                    }
-                }
-                if !value.is_empty() {
+            merge_walk(packed, attrs, |m| match m {
+                Merged::Kept(entry) => out.extend_from_slice(entry),
+                Merged::Set(name, value) => {
                     put_name(out, name);
                     put_text(out, value);
                 }
-            }
-            while let Some(e) = cur {
-                out.extend_from_slice(e.packed);
-                cur = r.raw_entry();
-            }
+            });
         };
         *self = Ident::assemble(&self.0[ks..ke], new_len, write, &self.0[cs..]);
         true
@@ -839,7 +854,7 @@ impl Lead {
         for &h in keep {
             // Snapshots before the 48-bit window hold 64-bit hashes: their low bits are the
             // hashes of the same ids now.
-            self.push_id(h & ((1 << EVENT_ID_HASH_BITS) - 1), window);
+            self.push_id(h & EVENT_ID_HASH_MASK, window);
         }
     }
 

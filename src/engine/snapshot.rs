@@ -762,7 +762,8 @@ mod tests {
     #[test]
     fn a_version_5_file_is_still_read() {
         // v6 changed what the duplicate window's hashes mean, not the layout: a v5 file reads
-        // as before, its 64-bit hashes cut to 48 bits (`Lead::set_recent_ids`).
+        // as before. (Its 64-bit hashes are cut to 48 bits by `Lead::set_recent_ids`, which
+        // `the_duplicate_window_keeps_48_bits_and_takes_older_snapshots_64_bit_hashes` tests.)
         let (rules, st) = sample();
         let mut bytes = st.encode_snapshot(7);
         assert_eq!(u16::from_le_bytes([bytes[4], bytes[5]]), VERSION);

@@ -15,18 +15,9 @@ fn leadflow(args: &[&str]) -> Output {
         .expect("the leadflow binary runs")
 }
 
+/// `leadflow replay` of the example input under the example config, with `extra` arguments.
 fn replay(extra: &[&str]) -> Output {
-    let dir = common::examples_dir();
-    let config = dir.join("config.toml");
-    let input = dir.join("input.jsonl");
-    let mut args = vec![
-        "replay",
-        "--config",
-        config.to_str().expect("utf-8 path"),
-        input.to_str().expect("utf-8 path"),
-    ];
-    args.extend_from_slice(extra);
-    leadflow(&args)
+    replay_file(&common::examples_dir().join("input.jsonl"), extra)
 }
 
 /// `leadflow replay` of `input` under the example config, with `extra` arguments.
