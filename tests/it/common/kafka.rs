@@ -101,27 +101,8 @@ impl TestBroker {
         for r in results {
             r.expect("topic created");
         }
-        // Creation returns before every broker knows the topics: wait until the metadata
-        // shows each partition with a leader, or a client started now may take the topic for
-        // missing until its next full metadata refresh (minutes).
-        let client: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
-            .create()
-            .expect("metadata client");
         for t in topics.all() {
-            retry("topic metadata", || {
-                let md = client
-                    .fetch_metadata(Some(t), Duration::from_secs(10))
-                    .map_err(|e| e.to_string())?;
-                let led = md.topics().first().map_or(0, |tm| {
-                    tm.partitions().iter().filter(|p| p.leader() >= 0).count()
-                });
-                if led == partitions as usize {
-                    Ok(())
-                } else {
-                    Err(format!("{t}: {led} of {partitions} partitions led"))
-                }
-            });
+            wait_for_leaders(brokers, t, partitions);
         }
         TestBroker {
             _mock: None,
@@ -161,6 +142,9 @@ impl TestBroker {
             futures_executor::block_on(admin.create_topics(&new, &AdminOptions::new()))
                 .is_ok_and(|rs| rs.iter().all(|r| r.is_ok()))
         });
+        for t in &names {
+            wait_for_leaders(&self.bootstrap, t, partitions);
+        }
     }
 
     /// Deletes the records of `topic`/`partition` before `offset` (DeleteRecords).
@@ -210,6 +194,7 @@ impl TestBroker {
                 {
                     r.expect("topic created");
                 }
+                wait_for_leaders(&self.bootstrap, name, partitions);
             }
         }
     }
@@ -651,4 +636,27 @@ pub fn assert_same(expected: &ByPartition, actual: &ByPartition) {
             "partition {p}: SLA records differ from the replay"
         );
     }
+}
+
+/// Waits until the metadata shows every partition of `topic` with a leader. Creation returns
+/// before every broker knows a topic: a client started sooner may take it for missing (and
+/// keep doing so until its next full metadata refresh, minutes later).
+fn wait_for_leaders(brokers: &str, topic: &str, partitions: i32) {
+    let client: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("metadata client");
+    retry("topic metadata", || {
+        let md = client
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .map_err(|e| e.to_string())?;
+        let led = md.topics().first().map_or(0, |tm| {
+            tm.partitions().iter().filter(|p| p.leader() >= 0).count()
+        });
+        if led == partitions as usize {
+            Ok(())
+        } else {
+            Err(format!("{topic}: {led} of {partitions} partitions led"))
+        }
+    });
 }
