@@ -114,11 +114,11 @@ impl PartitionState {
                 .collect(),
             recent_transitions: lead
                 .extra()
-                .recent_transitions
+                .recent_transitions()
                 .iter()
                 .map(|t| TransitionView {
-                    from: t.from,
-                    to: t.to,
+                    from: t.from(),
+                    to: t.to(),
                     reason: t.reason(),
                     at: t.at,
                 })
@@ -132,7 +132,7 @@ impl PartitionState {
                         policy: p.name.clone(),
                         stage: p.stage,
                         started_at: c.start,
-                        warning_at: c.warn_at,
+                        warning_at: c.warn_at(),
                         deadline: c.deadline,
                     }
                 })

@@ -5,9 +5,9 @@
 //! it from: multiples of 8 bytes up to 64, then four classes per doubling, no header. What
 //! RSS holds beyond the sum is the allocator's free space and fragmentation.
 
-use std::mem::size_of;
+use std::mem::{size_of, size_of_val};
 
-use super::lead::{Clock, Extra, Lead, Rare, RecentTransition};
+use super::lead::{Extra, Lead, Rare};
 use super::{PartitionState, Timer};
 
 /// Bytes mimalloc takes for a request of `n` bytes (0: no allocation): its size class, after
@@ -72,8 +72,8 @@ impl PartitionState {
         let mut idents = 0;
         let mut contributions = 0;
         // The out-of-line box, its cooldowns (plain, keyed), clocks, SLA counters, recent
-        // transitions, rare state.
-        let mut extra = [0u64; 7];
+        // transitions, rare state, and the lists' count word and rounding.
+        let mut extra = [0u64; 8];
         let mut with_extra = 0;
         for lead in &self.leads {
             // One allocation: the contributions count their bytes, the key and profile the
@@ -84,15 +84,25 @@ impl PartitionState {
             if let Some(e) = lead.extra_box() {
                 with_extra += 1;
                 extra[0] += malloc_chunk(size_of::<Extra>());
-                extra[1] += list_bytes(&e.cooldowns);
+                // The lists' one allocation: each list its items' bytes, the count word
+                // and the size class's rounding apart.
+                let items = [
+                    size_of_val(e.cooldowns()),
+                    size_of_val(e.clocks()),
+                    size_of_val(e.sla_started()),
+                    size_of_val(e.recent_transitions()),
+                ]
+                .map(|b| b as u64);
+                extra[1] += items[0];
                 extra[2] += list_bytes(&e.keyed_cooldowns)
                     + e.keyed_cooldowns
                         .iter()
                         .map(|(_, v, _)| malloc_chunk(v.len()))
                         .sum::<u64>();
-                extra[3] += list_bytes::<Clock>(&e.clocks);
-                extra[4] += list_bytes(&e.sla_started);
-                extra[5] += list_bytes::<RecentTransition>(&e.recent_transitions);
+                extra[3] += items[1];
+                extra[4] += items[2];
+                extra[5] += items[3];
+                extra[7] += list_bytes(e.lists().words()) - items.iter().sum::<u64>();
                 extra[6] += e.rare.as_deref().map_or(0, rare_bytes);
             }
         }
@@ -131,6 +141,7 @@ impl PartitionState {
                 ("  SLA clock counts", extra[4]),
                 ("  recent transitions", extra[5]),
                 ("  rare state", extra[6]),
+                ("  list count, rounding", extra[7]),
                 ("timers", timers),
                 ("evicted-key filter", evicted),
             ],

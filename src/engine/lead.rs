@@ -70,55 +70,7 @@ pub fn id_hash(id: &str) -> u64 {
     h
 }
 
-/// A running SLA clock.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Clock {
-    pub policy: u16,
-    pub k: u32,
-    pub start: i64,
-    pub deadline: i64,
-    pub warn_at: Option<i64>,
-}
-
-/// A remembered stage change: 16 bytes (the reason is a one-byte code).
-#[derive(Clone, Debug, PartialEq)]
-pub struct RecentTransition {
-    pub at: i64,
-    pub from: Stage,
-    pub to: Stage,
-    reason: u8,
-}
-
-impl RecentTransition {
-    /// `reason` is `score`, `fast_track` or a CRM type (see `static_reason`); any other
-    /// reads back as `score`.
-    pub fn new(from: Stage, to: Stage, reason: &'static str, at: i64) -> RecentTransition {
-        let reason = match reason {
-            "score" => 0,
-            "fast_track" => 1,
-            other => CrmType::ALL
-                .iter()
-                .position(|c| c.as_str() == other)
-                .map_or(0, |i| i as u8 + 2),
-        };
-        RecentTransition {
-            at,
-            from,
-            to,
-            reason,
-        }
-    }
-
-    pub fn reason(&self) -> &'static str {
-        match self.reason {
-            0 => "score",
-            1 => "fast_track",
-            c => CrmType::ALL
-                .get(usize::from(c) - 2)
-                .map_or("score", |t| t.as_str()),
-        }
-    }
-}
+pub use super::lists::{Clock, Cooldown, Lists, RecentTransition, SlaCount};
 
 /// A list sized exactly to its items, two words instead of `Vec`'s three: a lead's lists are
 /// short, and millions of them would otherwise carry spare capacity. Growing reallocates.
@@ -612,19 +564,16 @@ impl PartialEq for Profile<'_> {
 /// Per-lead state that only some leads have: kept out of line so a plain lead stays small.
 #[derive(Clone, Debug)]
 pub struct Extra {
-    /// `(rule index, t_last)` for rules with a cooldown that have scored this lead.
-    pub cooldowns: ExactVec<(u16, i64)>,
+    /// Cooldowns (a rule with a cooldown that has scored this lead: `t_last`), SLA clocks,
+    /// SLA clock counts, and the last `RECENT_TRANSITIONS` stage changes (oldest first), in
+    /// one allocation.
+    lists: Lists,
     /// Rules with a `cooldown_key`: `(rule index, attribute value, t_last)`, in the order the
     /// values were first remembered; at most `MAX_COOLDOWN_KEYS` per rule (SPEC §4). Here
     /// rather than in `Rare`: the example's whitepaper rule gives them to many leads.
     pub keyed_cooldowns: ExactVec<(u16, Box<str>, i64)>,
-    pub clocks: ExactVec<Clock>,
-    /// `(policy index, clocks started)`.
-    pub sla_started: ExactVec<(u16, u32)>,
-    /// The last `RECENT_TRANSITIONS` stage changes, oldest first.
-    pub recent_transitions: ExactVec<RecentTransition>,
     /// When the lead last became an MQL ([`NO_MQL`]: never); its grade then is in the lead
-    /// (`Lead::mql`). 8 bytes rather than an `Option<MqlMark>`'s 16 keep this box in a 96-byte
+    /// (`Lead::mql`). 8 bytes rather than an `Option<MqlMark>`'s 16 keep this box in a 48-byte
     /// size class (issue 17, item 4).
     pub(super) mql_at: i64,
     /// What few leads have, one more box away, so `Extra` is no larger than before SPEC v2.
@@ -637,11 +586,8 @@ pub(super) const NO_MQL: i64 = i64::MIN;
 impl Default for Extra {
     fn default() -> Self {
         Extra {
-            cooldowns: ExactVec::default(),
+            lists: Lists::default(),
             keyed_cooldowns: ExactVec::default(),
-            clocks: ExactVec::default(),
-            sla_started: ExactVec::default(),
-            recent_transitions: ExactVec::default(),
             mql_at: NO_MQL,
             rare: None,
         }
@@ -684,13 +630,45 @@ impl Rare {
 
 impl Extra {
     fn is_empty(&self) -> bool {
-        self.cooldowns.is_empty()
+        self.lists.is_empty()
             && self.keyed_cooldowns.is_empty()
-            && self.clocks.is_empty()
-            && self.sla_started.is_empty()
-            && self.recent_transitions.is_empty()
             && self.mql_at == NO_MQL
             && self.rare.as_deref().is_none_or(Rare::is_empty)
+    }
+
+    /// Rules with a cooldown (no `cooldown_key`) that have scored the lead.
+    pub fn cooldowns(&self) -> &[Cooldown] {
+        self.lists.get()
+    }
+
+    /// The running SLA clocks.
+    pub fn clocks(&self) -> &[Clock] {
+        self.lists.get()
+    }
+
+    /// Per SLA policy, the clocks started.
+    pub fn sla_started(&self) -> &[SlaCount] {
+        self.lists.get()
+    }
+
+    /// The last `RECENT_TRANSITIONS` stage changes, oldest first.
+    pub fn recent_transitions(&self) -> &[RecentTransition] {
+        self.lists.get()
+    }
+
+    /// The lists, to change.
+    pub fn lists_mut(&mut self) -> &mut Lists {
+        &mut self.lists
+    }
+
+    /// The lists, as one allocation (memory accounting).
+    pub fn lists(&self) -> &Lists {
+        &self.lists
+    }
+
+    /// Installs restored lists.
+    pub fn set_lists(&mut self, lists: Lists) {
+        self.lists = lists;
     }
 
     pub fn rare(&self) -> &Rare {
@@ -773,7 +751,7 @@ impl Lead {
     /// When the lead entered its current stage (SPEC §5): the last transition's time, or its
     /// creation for `new`.
     pub fn stage_entered(&self) -> i64 {
-        match self.extra().recent_transitions.last() {
+        match self.extra().recent_transitions().last() {
             Some(t) if self.transitions > 0 => t.at,
             _ => self.created(),
         }
@@ -928,8 +906,9 @@ impl Lead {
         }
     }
 
-    /// Starts loading the lists of the out-of-line state that every event reads (cooldowns,
-    /// keyed cooldowns, SLA clocks); reads the box (loaded by `prefetch_parts` by now).
+    /// Starts loading the lists of the out-of-line state that every event reads (the one
+    /// allocation of cooldowns, SLA clocks and the rest; keyed cooldowns); reads the box
+    /// (loaded by `prefetch_parts` by now).
     #[inline]
     pub(super) fn prefetch_lists(&self) {
         if let Some(x) = self.extra.as_deref() {
@@ -938,9 +917,8 @@ impl Lead {
                     prefetch_bytes(v.as_ptr().cast(), std::mem::size_of_val(v));
                 }
             }
-            list(&x.cooldowns);
+            list(x.lists.words());
             list(&x.keyed_cooldowns);
-            list(&x.clocks);
         }
     }
 
@@ -995,7 +973,7 @@ impl Lead {
     }
 
     pub fn clocks(&self) -> &[Clock] {
-        &self.extra().clocks
+        self.extra().clocks()
     }
 
     /// Per engagement rule that scored: `(rule index, its own decayed sum, no clamp)`, in the
@@ -1165,8 +1143,9 @@ mod tests {
         // rare box, whose allocation would cost them more.
         // Exact-sized lists (two words each) and keyed cooldowns moved in from `Rare`, the
         // MQL mark 16 -> 8 bytes: 96 bytes, mimalloc's 96-byte class (was 104 in the 112-byte
-        // class; 128 in glibc's 144-byte chunk before; issue 17, item 4).
-        assert_eq!(std::mem::size_of::<Extra>(), 96);
+        // class; 128 in glibc's 144-byte chunk before). Then four of the lists in one
+        // allocation (`Lists`): 48 bytes (issue 17, item 4).
+        assert_eq!(std::mem::size_of::<Extra>(), 48);
         assert_eq!(std::mem::size_of::<RecentTransition>(), 16);
     }
 
@@ -1296,7 +1275,7 @@ mod tests {
             let t = RecentTransition::new(Stage::New, Stage::Mql, reason, 7);
             assert_eq!(t.reason(), reason);
             assert_eq!(static_reason(reason), Some(t.reason()));
-            assert_eq!((t.from, t.to, t.at), (Stage::New, Stage::Mql, 7));
+            assert_eq!((t.from(), t.to(), t.at), (Stage::New, Stage::Mql, 7));
         }
     }
 

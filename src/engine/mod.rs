@@ -7,14 +7,15 @@ mod evict;
 mod explain;
 mod footprint;
 mod lead;
+mod lists;
 mod snapshot;
 
 pub use evict::{EvictReason, EvictedFilter};
 pub use explain::Explanation;
 pub use footprint::{malloc_chunk, Footprint};
 pub use lead::{
-    event_id_hash, id_hash, static_reason, Clock, ExactVec, Extra, Ident, Lead, MqlMark, Profile,
-    Rare, RecentIds, RecentTransition, RECENT_IDS, RECENT_TRANSITIONS,
+    event_id_hash, id_hash, static_reason, Clock, Cooldown, ExactVec, Extra, Ident, Lead, Lists,
+    MqlMark, Profile, Rare, RecentIds, RecentTransition, SlaCount, RECENT_IDS, RECENT_TRANSITIONS,
 };
 pub use snapshot::SnapshotError;
 
@@ -438,7 +439,7 @@ impl PartitionState {
                 Until::StageExit => false,
             };
             if met {
-                let clock = lead.extra_mut().clocks.remove(i);
+                let clock: Clock = lead.extra_mut().lists_mut().remove(i);
                 *open_clocks -= 1;
                 out.push(met_record(rules, lead, &clock, t, stats));
                 remove_timers(timers, rules, lead.key(), &clock);
@@ -509,15 +510,19 @@ fn score_engagement(rules: &Ruleset, lead: &mut Lead, ev: &Event) {
             let window = cooldown.unsigned_abs();
             match &rule.cooldown_key {
                 None => {
-                    let cooldowns = &mut lead.extra_mut().cooldowns;
-                    match cooldowns.iter_mut().find(|(r, _)| *r == ri) {
-                        Some((_, last)) => {
-                            if t.abs_diff(*last) < window {
+                    let lists = lead.extra_mut().lists_mut();
+                    match lists
+                        .get_mut::<Cooldown>()
+                        .iter_mut()
+                        .find(|c| c.rule == ri)
+                    {
+                        Some(c) => {
+                            if t.abs_diff(c.t_last) < window {
                                 continue;
                             }
-                            *last = (*last).max(t);
+                            c.t_last = c.t_last.max(t);
                         }
-                        None => cooldowns.push((ri, t)),
+                        None => lists.push(Cooldown::new(ri, t)),
                     }
                 }
                 Some(attr) => {
@@ -621,11 +626,11 @@ fn transition(
         let rare = lead.extra_mut().rare_mut();
         rare.reset_at = Some(rare.reset_at.map_or(t, |r| r.max(t)));
     }
-    let recent = &mut lead.extra_mut().recent_transitions;
-    if recent.len() == RECENT_TRANSITIONS {
-        recent.remove(0);
+    let lists = lead.extra_mut().lists_mut();
+    if lists.get::<RecentTransition>().len() == RECENT_TRANSITIONS {
+        lists.remove::<RecentTransition>(0);
     }
-    recent.push(RecentTransition::new(from, to, reason, t));
+    lists.push(RecentTransition::new(from, to, reason, t));
     if to == Stage::Mql {
         lead.set_mql(Some(MqlMark {
             at: t,
@@ -651,7 +656,7 @@ fn transition(
 
     // Leaving `from`: every running clock belongs to it. stage_exit clocks are met; the
     // others are cancelled silently.
-    let clocks = std::mem::take(&mut lead.extra_mut().clocks);
+    let clocks: Vec<Clock> = lead.extra_mut().lists_mut().take();
     for clock in &clocks {
         if matches!(rules.sla[clock.policy as usize].until, Until::StageExit) {
             out.push(met_record(rules, lead, clock, t, stats));
@@ -679,14 +684,18 @@ fn start_clocks(
             stats.refused_clocks += 1;
             continue;
         }
-        let started = &mut lead.extra_mut().sla_started;
-        let k = match started.iter_mut().find(|(p, _)| *p == pi) {
-            Some((_, n)) => {
-                *n += 1;
-                *n
+        let lists = lead.extra_mut().lists_mut();
+        let k = match lists
+            .get_mut::<SlaCount>()
+            .iter_mut()
+            .find(|c| c.policy == pi)
+        {
+            Some(c) => {
+                c.started += 1;
+                c.started
             }
             None => {
-                started.push((pi, 1));
+                lists.push(SlaCount::new(pi, 1));
                 1
             }
         };
@@ -694,13 +703,7 @@ fn start_clocks(
         let warn_at = policy
             .warn_before_ms
             .map(|wb| policy.offset(t, policy.within_ms - wb));
-        let clock = Clock {
-            policy: pi,
-            k,
-            start: t,
-            deadline,
-            warn_at,
-        };
+        let clock = Clock::new(pi, k, t, deadline, warn_at);
         // Timers hold their own copy of the key (a lead has none to share); a clock's
         // warning and breach share one.
         let key: Arc<str> = Arc::from(lead.key());
@@ -713,13 +716,13 @@ fn start_clocks(
                 policy: pi,
             });
         }
-        lead.extra_mut().clocks.push(clock);
+        lead.extra_mut().lists_mut().push(clock);
     }
 }
 
 fn timer_slots(clock: &Clock) -> impl Iterator<Item = (i64, TimerKind)> {
     clock
-        .warn_at
+        .warn_at()
         .map(|w| (w, TimerKind::Warning))
         .into_iter()
         .chain(std::iter::once((clock.deadline, TimerKind::Breach)))

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use super::checkpoint::Pending;
 use super::{
-    static_reason, Clock, EvictedFilter, Extra, Lead, MqlMark, PartitionState, Rare,
-    RecentTransition, Stats, Timer, TimerKind, RECENT_IDS, RECENT_TRANSITIONS,
+    static_reason, Clock, Cooldown, EvictedFilter, Extra, Lead, Lists, MqlMark, PartitionState,
+    Rare, RecentTransition, SlaCount, Stats, Timer, TimerKind, RECENT_IDS, RECENT_TRANSITIONS,
 };
 use crate::model::funnel::Stage;
 use crate::model::rules::Ruleset;
@@ -264,10 +264,10 @@ pub(super) fn encode_lead(w: &mut W, rules: &Ruleset, lead: &Lead) {
         w.str(k);
         w.str(v);
     }
-    w.len(extra.cooldowns.len());
-    for (ri, t) in &extra.cooldowns {
-        w.str(&rules.engagement[*ri as usize].name);
-        w.i64(*t);
+    w.len(extra.cooldowns().len());
+    for c in extra.cooldowns() {
+        w.str(&rules.engagement[c.rule as usize].name);
+        w.i64(c.t_last);
     }
     let ids = lead.recent_id_iter(rules.dedupe_ids);
     w.len(ids.len());
@@ -275,18 +275,18 @@ pub(super) fn encode_lead(w: &mut W, rules: &Ruleset, lead: &Lead) {
         w.u64(h);
     }
     w.u32(lead.transitions);
-    w.len(extra.clocks.len());
-    for c in &extra.clocks {
+    w.len(extra.clocks().len());
+    for c in extra.clocks() {
         w.str(&rules.sla[c.policy as usize].name);
         w.u32(c.k);
         w.i64(c.start);
         w.i64(c.deadline);
-        w.opt_i64(c.warn_at);
+        w.opt_i64(c.warn_at());
     }
-    w.len(extra.sla_started.len());
-    for (pi, n) in &extra.sla_started {
-        w.str(&rules.sla[*pi as usize].name);
-        w.u32(*n);
+    w.len(extra.sla_started().len());
+    for c in extra.sla_started() {
+        w.str(&rules.sla[c.policy as usize].name);
+        w.u32(c.started);
     }
     w.len(lead.contributions().len());
     for (ri, c) in lead.contributions() {
@@ -294,10 +294,10 @@ pub(super) fn encode_lead(w: &mut W, rules: &Ruleset, lead: &Lead) {
         w.f64(c.value);
         w.i64(c.at);
     }
-    w.len(extra.recent_transitions.len());
-    for t in &extra.recent_transitions {
-        w.u8(t.from.index() as u8);
-        w.u8(t.to.index() as u8);
+    w.len(extra.recent_transitions().len());
+    for t in extra.recent_transitions() {
+        w.u8(t.from().index() as u8);
+        w.u8(t.to().index() as u8);
         w.str(t.reason());
         w.i64(t.at);
     }
@@ -437,7 +437,7 @@ impl PartitionState {
                 let name = r.str("rule name")?;
                 let t = r.i64("cooldown time")?;
                 if let Some(i) = rule_index(name) {
-                    cooldowns.push((i as u16, t));
+                    cooldowns.push(Cooldown::new(i as u16, t));
                 }
             }
             // Oldest first.
@@ -469,18 +469,12 @@ impl PartitionState {
             let mut clocks = Vec::with_capacity(n);
             for _ in 0..n {
                 let name = r.str("policy name")?;
-                let clock = Clock {
-                    policy: 0,
-                    k: r.u32("clock k")?,
-                    start: r.i64("clock start")?,
-                    deadline: r.i64("clock deadline")?,
-                    warn_at: r.opt_i64("clock warning")?,
-                };
+                let k = r.u32("clock k")?;
+                let start = r.i64("clock start")?;
+                let deadline = r.i64("clock deadline")?;
+                let warn_at = r.opt_i64("clock warning")?;
                 if let Some(i) = policy_index(name) {
-                    clocks.push(Clock {
-                        policy: i as u16,
-                        ..clock
-                    });
+                    clocks.push(Clock::new(i as u16, k, start, deadline, warn_at));
                 }
             }
             let n = r.count(8, "clock counters")?;
@@ -489,7 +483,7 @@ impl PartitionState {
                 let name = r.str("policy name")?;
                 let n = r.u32("clock counter")?;
                 if let Some(i) = policy_index(name) {
-                    sla_started.push((i as u16, n));
+                    sla_started.push(SlaCount::new(i as u16, n));
                 }
             }
             let n = r.count(20, "contributions")?;
@@ -545,7 +539,7 @@ impl PartitionState {
                 let reset_at = recent_transitions
                     .iter()
                     .rev()
-                    .find(|t| t.to == Stage::Recycled)
+                    .find(|t| t.to() == Stage::Recycled)
                     .filter(|_| rules.funnel.recycle_reset)
                     .map(|t| t.at);
                 (0, reset_at, Vec::new())
@@ -575,7 +569,7 @@ impl PartitionState {
                 recent_transitions
                     .iter()
                     .rev()
-                    .find(|t| t.to == Stage::Mql)
+                    .find(|t| t.to() == Stage::Mql)
                     .map(|t| MqlMark {
                         at: t.at,
                         grade: rules.grade_for(fit),
@@ -591,14 +585,14 @@ impl PartitionState {
             lead.set_profile_sorted(pairs.iter().copied());
             lead.transitions = transitions;
             lead.set_contributions(&contributions);
-            let mut extra = Extra {
-                cooldowns: cooldowns.into(),
-                keyed_cooldowns: keyed_cooldowns.into(),
-                clocks: clocks.into(),
-                sla_started: sla_started.into(),
-                recent_transitions: recent_transitions.into(),
-                ..Extra::default()
-            };
+            let mut extra = Extra::default();
+            extra.keyed_cooldowns = keyed_cooldowns.into();
+            extra.set_lists(Lists::from_parts(
+                &cooldowns,
+                &clocks,
+                &sla_started,
+                &recent_transitions,
+            ));
             extra.set_rare(Rare {
                 reborn,
                 reset_at,
@@ -709,7 +703,7 @@ mod tests {
                     a.fit,
                     a.grade,
                     a.profile(),
-                    &a.extra().cooldowns
+                    a.extra().cooldowns()
                 ),
                 (
                     b.stage,
@@ -717,7 +711,7 @@ mod tests {
                     b.fit,
                     b.grade,
                     b.profile(),
-                    &b.extra().cooldowns
+                    b.extra().cooldowns()
                 )
             );
             assert_eq!(
@@ -726,14 +720,14 @@ mod tests {
                     a.created(),
                     a.transitions,
                     a.clocks(),
-                    &a.extra().sla_started
+                    a.extra().sla_started()
                 ),
                 (
                     b.recent_ids(8),
                     b.created(),
                     b.transitions,
                     b.clocks(),
-                    &b.extra().sla_started
+                    b.extra().sla_started()
                 )
             );
         }

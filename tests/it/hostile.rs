@@ -202,7 +202,7 @@ fn a_million_events_for_one_lead_keep_its_state_bounded() {
     assert!(lead.contributions().len() <= rules.engagement.len());
     assert!(lead.clocks().len() <= rules.sla.len());
     assert!(st.pending_timers() <= 2 * rules.sla.len());
-    assert!(lead.extra().cooldowns.len() <= rules.engagement.len());
+    assert!(lead.extra().cooldowns().len() <= rules.engagement.len());
     assert!(
         lead.transitions > 100_000,
         "the lead kept moving: {}",
