@@ -120,7 +120,7 @@ impl PartitionState {
                     from: t.from(),
                     to: t.to(),
                     reason: t.reason(),
-                    at: t.at,
+                    at: t.at(),
                 })
                 .collect(),
             open_sla_clocks: lead

@@ -94,15 +94,13 @@ impl PartitionState {
                 ]
                 .map(|b| b as u64);
                 extra[1] += items[0];
-                extra[2] += list_bytes(&e.keyed_cooldowns)
-                    + e.keyed_cooldowns
-                        .iter()
-                        .map(|(_, v, _)| malloc_chunk(v.len()))
-                        .sum::<u64>();
+                let keyed = e.lists().words().len() - e.lists().keyed_start();
+                extra[2] += (keyed * 8) as u64;
                 extra[3] += items[1];
                 extra[4] += items[2];
                 extra[5] += items[3];
-                extra[7] += list_bytes(e.lists().words()) - items.iter().sum::<u64>();
+                extra[7] +=
+                    list_bytes(e.lists().words()) - items.iter().sum::<u64>() - (keyed * 8) as u64;
                 extra[6] += e.rare.as_deref().map_or(0, rare_bytes);
             }
         }

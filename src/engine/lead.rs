@@ -70,7 +70,7 @@ pub fn id_hash(id: &str) -> u64 {
     h
 }
 
-pub use super::lists::{Clock, Cooldown, Lists, RecentTransition, SlaCount};
+pub use super::lists::{Clock, Cooldown, KeyedCooldown, Lists, RecentTransition, SlaCount};
 
 /// A list sized exactly to its items, two words instead of `Vec`'s three: a lead's lists are
 /// short, and millions of them would otherwise carry spare capacity. Growing reallocates.
@@ -565,15 +565,13 @@ impl PartialEq for Profile<'_> {
 #[derive(Clone, Debug)]
 pub struct Extra {
     /// Cooldowns (a rule with a cooldown that has scored this lead: `t_last`), SLA clocks,
-    /// SLA clock counts, and the last `RECENT_TRANSITIONS` stage changes (oldest first), in
-    /// one allocation.
+    /// SLA clock counts, the last `RECENT_TRANSITIONS` stage changes (oldest first) and the
+    /// keyed cooldowns (rules with a `cooldown_key`: rule, value, `t_last`, in the order the
+    /// values were first remembered; at most `MAX_COOLDOWN_KEYS` per rule, SPEC §4), in one
+    /// allocation.
     lists: Lists,
-    /// Rules with a `cooldown_key`: `(rule index, attribute value, t_last)`, in the order the
-    /// values were first remembered; at most `MAX_COOLDOWN_KEYS` per rule (SPEC §4). Here
-    /// rather than in `Rare`: the example's whitepaper rule gives them to many leads.
-    pub keyed_cooldowns: ExactVec<(u16, Box<str>, i64)>,
     /// When the lead last became an MQL ([`NO_MQL`]: never); its grade then is in the lead
-    /// (`Lead::mql`). 8 bytes rather than an `Option<MqlMark>`'s 16 keep this box in a 48-byte
+    /// (`Lead::mql`). 8 bytes rather than an `Option<MqlMark>`'s 16 keep this box in a 32-byte
     /// size class (issue 17, item 4).
     pub(super) mql_at: i64,
     /// What few leads have, one more box away, so `Extra` is no larger than before SPEC v2.
@@ -587,7 +585,6 @@ impl Default for Extra {
     fn default() -> Self {
         Extra {
             lists: Lists::default(),
-            keyed_cooldowns: ExactVec::default(),
             mql_at: NO_MQL,
             rare: None,
         }
@@ -631,7 +628,6 @@ impl Rare {
 impl Extra {
     fn is_empty(&self) -> bool {
         self.lists.is_empty()
-            && self.keyed_cooldowns.is_empty()
             && self.mql_at == NO_MQL
             && self.rare.as_deref().is_none_or(Rare::is_empty)
     }
@@ -654,6 +650,11 @@ impl Extra {
     /// The last `RECENT_TRANSITIONS` stage changes, oldest first.
     pub fn recent_transitions(&self) -> &[RecentTransition] {
         self.lists.get()
+    }
+
+    /// The keyed cooldowns, in the order their values were first remembered.
+    pub fn keyed_cooldowns(&self) -> impl Iterator<Item = KeyedCooldown<'_>> + '_ {
+        self.lists.keyed()
     }
 
     /// The lists, to change.
@@ -752,7 +753,7 @@ impl Lead {
     /// creation for `new`.
     pub fn stage_entered(&self) -> i64 {
         match self.extra().recent_transitions().last() {
-            Some(t) if self.transitions > 0 => t.at,
+            Some(t) if self.transitions > 0 => t.at(),
             _ => self.created(),
         }
     }
@@ -906,19 +907,16 @@ impl Lead {
         }
     }
 
-    /// Starts loading the lists of the out-of-line state that every event reads (the one
-    /// allocation of cooldowns, SLA clocks and the rest; keyed cooldowns); reads the box
+    /// Starts loading the lists of the out-of-line state that every event reads (their one
+    /// allocation: cooldowns, SLA clocks, keyed cooldowns and the rest); reads the box
     /// (loaded by `prefetch_parts` by now).
     #[inline]
     pub(super) fn prefetch_lists(&self) {
         if let Some(x) = self.extra.as_deref() {
-            fn list<T>(v: &[T]) {
-                if !v.is_empty() {
-                    prefetch_bytes(v.as_ptr().cast(), std::mem::size_of_val(v));
-                }
+            let words = x.lists.words();
+            if !words.is_empty() {
+                prefetch_bytes(words.as_ptr().cast(), std::mem::size_of_val(words));
             }
-            list(x.lists.words());
-            list(&x.keyed_cooldowns);
         }
     }
 
@@ -1144,9 +1142,9 @@ mod tests {
         // Exact-sized lists (two words each) and keyed cooldowns moved in from `Rare`, the
         // MQL mark 16 -> 8 bytes: 96 bytes, mimalloc's 96-byte class (was 104 in the 112-byte
         // class; 128 in glibc's 144-byte chunk before). Then four of the lists in one
-        // allocation (`Lists`): 48 bytes (issue 17, item 4).
-        assert_eq!(std::mem::size_of::<Extra>(), 48);
-        assert_eq!(std::mem::size_of::<RecentTransition>(), 16);
+        // allocation (`Lists`): 48 bytes; the keyed cooldowns there too: 32 (issue 17, item 4).
+        assert_eq!(std::mem::size_of::<Extra>(), 32);
+        assert_eq!(std::mem::size_of::<RecentTransition>(), 8);
     }
 
     #[test]
@@ -1275,7 +1273,7 @@ mod tests {
             let t = RecentTransition::new(Stage::New, Stage::Mql, reason, 7);
             assert_eq!(t.reason(), reason);
             assert_eq!(static_reason(reason), Some(t.reason()));
-            assert_eq!((t.from(), t.to(), t.at), (Stage::New, Stage::Mql, 7));
+            assert_eq!((t.from(), t.to(), t.at()), (Stage::New, Stage::Mql, 7));
         }
     }
 

@@ -36,7 +36,7 @@ const _: () = {
     assert!(std::mem::size_of::<Cooldown>() == 16);
     assert!(std::mem::size_of::<Clock>() == 32);
     assert!(std::mem::size_of::<SlaCount>() == 8);
-    assert!(std::mem::size_of::<RecentTransition>() == 16);
+    assert!(std::mem::size_of::<RecentTransition>() == 8);
     assert!(std::mem::align_of::<Cooldown>() == 8);
     assert!(std::mem::align_of::<Clock>() == 8);
     assert!(std::mem::align_of::<SlaCount>() == 8);
@@ -131,21 +131,28 @@ impl ListItem for SlaCount {
     const LIST: usize = 2;
 }
 
-/// A remembered stage change: 16 bytes (the stages and the reason are one-byte codes).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
-pub struct RecentTransition {
-    /// Event time of the change (ms).
-    pub at: i64,
-    from: u8,
-    to: u8,
-    reason: u8,
-    _pad: [u8; 5],
-}
+/// A remembered stage change in one word: the time in the low 54 bits, then the stage before
+/// and after (3 bits each: 8 stages) and the reason (4 bits: `score`, `fast_track` and the 10
+/// CRM types).
+///
+/// 54 bits hold every event time up to 2^54 - 1 ms (the year 572,000) exactly; a later time
+/// is kept as that (the lead's creation time saturates likewise, at 48 bits). Its one use is
+/// when the lead entered its stage (`Lead::stage_entered`), so a lead whose stage changed at
+/// a time that late takes an event between that bound and the change as not older than its
+/// stage.
+#[repr(transparent)]
+#[derive(Clone, Copy, PartialEq, Pod, Zeroable)]
+pub struct RecentTransition(u64);
+
+const AT_BITS: u32 = 54;
+const AT_MAX: i64 = (1 << AT_BITS) - 1;
+
+// The codes fit their bits.
+const _: () = assert!(Stage::ALL.len() <= 8 && CrmType::ALL.len() + 2 <= 16);
 
 impl RecentTransition {
     /// `reason` is `score`, `fast_track` or a CRM type (see `static_reason`); any other
-    /// reads back as `score`.
+    /// reads back as `score`. `at` is clamped to `[0, 2^54 - 1]` (see the type's notes).
     pub fn new(from: Stage, to: Stage, reason: &'static str, at: i64) -> RecentTransition {
         let reason = match reason {
             "score" => 0,
@@ -153,33 +160,48 @@ impl RecentTransition {
             other => CrmType::ALL
                 .iter()
                 .position(|c| c.as_str() == other)
-                .map_or(0, |i| i as u8 + 2),
+                .map_or(0, |i| i as u64 + 2),
         };
-        RecentTransition {
-            at,
-            from: from.index() as u8,
-            to: to.index() as u8,
-            reason,
-            _pad: [0; 5],
-        }
+        RecentTransition(
+            at.clamp(0, AT_MAX) as u64
+                | (from.index() as u64) << AT_BITS
+                | (to.index() as u64) << (AT_BITS + 3)
+                | reason << (AT_BITS + 6),
+        )
+    }
+
+    /// Event time of the change (ms).
+    pub fn at(&self) -> i64 {
+        (self.0 & AT_MAX as u64) as i64
     }
 
     pub fn from(&self) -> Stage {
-        Stage::ALL[usize::from(self.from)]
+        Stage::ALL[(self.0 >> AT_BITS) as usize & 7]
     }
 
     pub fn to(&self) -> Stage {
-        Stage::ALL[usize::from(self.to)]
+        Stage::ALL[(self.0 >> (AT_BITS + 3)) as usize & 7]
     }
 
     pub fn reason(&self) -> &'static str {
-        match self.reason {
+        match self.0 >> (AT_BITS + 6) {
             0 => "score",
             1 => "fast_track",
             c => CrmType::ALL
-                .get(usize::from(c) - 2)
+                .get(c as usize - 2)
                 .map_or("score", |t| t.as_str()),
         }
+    }
+}
+
+impl std::fmt::Debug for RecentTransition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecentTransition")
+            .field("at", &self.at())
+            .field("from", &self.from())
+            .field("to", &self.to())
+            .field("reason", &self.reason())
+            .finish()
     }
 }
 
@@ -286,20 +308,82 @@ impl Lists {
     /// Replaces `words` of the allocation with `with`, list `list` then having `len` items.
     /// A new exact-size allocation each time: resizing in place measured worse (RSS per lead
     /// 332 -> 340 bytes in `cargo bench --bench memory`: more free space left scattered).
+    /// `list` is `KEYED` for the keyed cooldowns (no count: they run to the end).
     fn splice(&mut self, list: usize, len: usize, words: std::ops::Range<usize>, with: &[u64]) {
         let mut lens = self.lens();
-        lens[list] = len;
-        if lens.iter().all(|&n| n == 0) {
+        if list < LISTS {
+            lens[list] = len;
+        }
+        let old: &[u64] = if self.0.is_empty() { &[0] } else { &self.0 };
+        let new_len = old.len() - words.len() + with.len();
+        if new_len == 1 && lens.iter().all(|&n| n == 0) {
             self.0 = Box::default();
             return;
         }
-        let old: &[u64] = if self.0.is_empty() { &[0] } else { &self.0 };
-        let mut v = Vec::with_capacity(old.len() - words.len() + with.len());
+        let mut v = Vec::with_capacity(new_len);
         v.push(count_word(lens));
         v.extend_from_slice(&old[1..words.start]);
         v.extend_from_slice(with);
         v.extend_from_slice(&old[words.end..]);
         self.0 = v.into_boxed_slice();
+    }
+
+    /// Where the keyed cooldowns' words start (memory accounting): after the four lists.
+    pub fn keyed_start(&self) -> usize {
+        self.keyed_range().start.min(self.0.len())
+    }
+
+    /// The keyed cooldowns' words: after the four lists, to the end.
+    fn keyed_range(&self) -> std::ops::Range<usize> {
+        let end = self.range(LISTS - 1).end;
+        end..self.0.len().max(end)
+    }
+
+    /// The keyed cooldowns (rules with a `cooldown_key`, SPEC §4), in the order they were
+    /// remembered.
+    pub fn keyed(&self) -> impl Iterator<Item = KeyedCooldown<'_>> + '_ {
+        let r = self.keyed_range();
+        let words = if r.is_empty() { &[][..] } else { &self.0[..] };
+        let mut at = r.start;
+        std::iter::from_fn(move || {
+            let head = *words.get(at)?;
+            let t_last = *words.get(at + 1)? as i64;
+            let len = (head >> 16) as usize;
+            let value_words = words.get(at + 2..at + 2 + len.div_ceil(8))?;
+            let bytes: &[u8] = bytemuck::cast_slice(value_words);
+            let entry = KeyedCooldown {
+                rule: head as u16,
+                value: &bytes[..len],
+                t_last,
+                at,
+            };
+            at += 2 + len.div_ceil(8);
+            Some(entry)
+        })
+    }
+
+    /// Remembers a keyed cooldown at the end: a head word (rule, value length), `t_last`,
+    /// then the value's bytes in whole words.
+    pub fn keyed_push(&mut self, rule: u16, value: &[u8], t_last: i64) {
+        // Attribute values are bounded by `limits` far below 4 GiB; the length has 48 bits.
+        let mut with = vec![u64::from(rule) | (value.len() as u64) << 16, t_last as u64];
+        let start = with.len();
+        with.resize(start + value.len().div_ceil(8), 0);
+        bytemuck::cast_slice_mut::<u64, u8>(&mut with[start..])[..value.len()]
+            .copy_from_slice(value);
+        let end = self.keyed_range().end;
+        self.splice(KEYED, 0, end..end, &with);
+    }
+
+    /// Sets the `t_last` of the keyed cooldown at `entry` (its `KeyedCooldown::at`).
+    pub fn keyed_set_time(&mut self, entry: usize, t_last: i64) {
+        self.0[entry + 1] = t_last as u64;
+    }
+
+    /// Forgets the keyed cooldown at `entry` (its `KeyedCooldown::at`).
+    pub fn keyed_remove(&mut self, entry: usize) {
+        let len = (self.0[entry] >> 16) as usize;
+        self.splice(KEYED, 0, entry..entry + 2 + len.div_ceil(8), &[]);
     }
 
     fn assemble(lens: [usize; LISTS], parts: [&[u64]; LISTS]) -> Lists {
@@ -314,6 +398,22 @@ impl Lists {
         }
         Lists(v.into_boxed_slice())
     }
+}
+
+/// `Lists::splice`'s name for the keyed cooldowns' words.
+const KEYED: usize = LISTS;
+
+/// A keyed cooldown as `Lists::keyed` reads it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct KeyedCooldown<'a> {
+    /// The engagement rule's index in the config.
+    pub rule: u16,
+    /// The `cooldown_key` attribute's value (UTF-8: it was a `&str`).
+    pub value: &'a [u8],
+    /// Event time (ms) the rule last scored for this value.
+    pub t_last: i64,
+    /// Where the entry starts (`Lists::keyed_set_time`, `Lists::keyed_remove`).
+    pub at: usize,
 }
 
 /// The four counts in one word, 16 bits each.
@@ -355,11 +455,11 @@ mod tests {
         let rt = l.get::<RecentTransition>();
         assert_eq!(rt.len(), 1);
         assert_eq!(
-            (rt[0].from(), rt[0].to(), rt[0].reason(), rt[0].at),
+            (rt[0].from(), rt[0].to(), rt[0].reason(), rt[0].at()),
             (Stage::New, Stage::Mql, "score", 7)
         );
-        // One count word, 2 + 2 × 4 + 1 + 2 words of items.
-        assert_eq!(l.words().len(), 1 + 4 + 8 + 1 + 2);
+        // One count word, 2 + 2 × 4 + 1 + 1 words of items.
+        assert_eq!(l.words().len(), 1 + 4 + 8 + 1 + 1);
 
         l.get_mut::<Clock>()[1].deadline = 77;
         assert_eq!(l.get::<Clock>()[1].deadline, 77);
@@ -468,14 +568,14 @@ mod tests {
                         &mut d,
                         op,
                         |x| RecentTransition::new(Stage::ALL[usize::from(x) % 8], Stage::Mql, "score", i64::from(x)),
-                        |t, x| t.at = i64::from(x),
+                        |t, x| *t = RecentTransition::new(t.from(), t.to(), t.reason(), i64::from(x)),
                     ),
                 }
                 proptest::prop_assert_eq!(lists.get::<Cooldown>(), &a[..]);
                 proptest::prop_assert_eq!(lists.get::<Clock>(), &b[..]);
                 proptest::prop_assert_eq!(lists.get::<SlaCount>(), &c[..]);
                 proptest::prop_assert_eq!(lists.get::<RecentTransition>(), &d[..]);
-                let words = 2 * a.len() + 4 * b.len() + c.len() + 2 * d.len();
+                let words = 2 * a.len() + 4 * b.len() + c.len() + d.len();
                 let expected = if words == 0 { 0 } else { 1 + words };
                 proptest::prop_assert_eq!(lists.words().len(), expected, "one exact allocation");
             }

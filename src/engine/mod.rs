@@ -527,13 +527,7 @@ fn score_engagement(rules: &Ruleset, lead: &mut Lead, ev: &Event) {
                 }
                 Some(attr) => {
                     let value = ev.attribute(attr).unwrap_or("");
-                    if !keyed_cooldown_allows(
-                        &mut lead.extra_mut().keyed_cooldowns,
-                        ri,
-                        value,
-                        t,
-                        window,
-                    ) {
+                    if !keyed_cooldown_allows(lead.extra_mut().lists_mut(), ri, value, t, window) {
                         continue;
                     }
                 }
@@ -553,32 +547,34 @@ fn score_engagement(rules: &Ruleset, lead: &mut Lead, ev: &Event) {
 /// scores at `t`, remembering `t` when it does. At most `MAX_COOLDOWN_KEYS` values per rule:
 /// remembering another forgets the one with the smallest `t_last` (ties: the one remembered
 /// first, which is the earlier in the list).
-fn keyed_cooldown_allows(
-    list: &mut ExactVec<(u16, Box<str>, i64)>,
-    ri: u16,
-    value: &str,
-    t: i64,
-    window: u64,
-) -> bool {
-    if let Some((_, _, last)) = list.iter_mut().find(|(r, v, _)| *r == ri && &**v == value) {
-        if t.abs_diff(*last) < window {
+fn keyed_cooldown_allows(lists: &mut Lists, ri: u16, value: &str, t: i64, window: u64) -> bool {
+    let mut same_rule = 0;
+    // The entry with the smallest `t_last` (ties: the first), should one have to go.
+    let mut oldest: Option<(i64, usize)> = None;
+    let mut found = None;
+    for k in lists.keyed().filter(|k| k.rule == ri) {
+        if k.value == value.as_bytes() {
+            found = Some((k.at, k.t_last));
+            break;
+        }
+        same_rule += 1;
+        if oldest.is_none_or(|(last, _)| k.t_last < last) {
+            oldest = Some((k.t_last, k.at));
+        }
+    }
+    if let Some((at, last)) = found {
+        if t.abs_diff(last) < window {
             return false;
         }
-        *last = (*last).max(t);
+        lists.keyed_set_time(at, last.max(t));
         return true;
     }
-    if list.iter().filter(|(r, _, _)| *r == ri).count() >= MAX_COOLDOWN_KEYS {
-        let oldest = list
-            .iter()
-            .enumerate()
-            .filter(|(_, (r, _, _))| *r == ri)
-            .min_by_key(|(i, (_, _, last))| (*last, *i))
-            .map(|(i, _)| i);
-        if let Some(i) = oldest {
-            list.remove(i);
+    if same_rule >= MAX_COOLDOWN_KEYS {
+        if let Some((_, at)) = oldest {
+            lists.keyed_remove(at);
         }
     }
-    list.push((ri, Box::from(value), t));
+    lists.keyed_push(ri, value.as_bytes(), t);
     true
 }
 
@@ -815,6 +811,82 @@ pub(crate) mod test_support {
 mod tests {
     use super::test_support::{example_rules, upsert};
     use super::*;
+
+    /// The keyed cooldowns before they moved into `Lists`: a list of `(rule, value, t_last)`
+    /// (the model for the test below).
+    fn keyed_model(
+        list: &mut Vec<(u16, String, i64)>,
+        ri: u16,
+        value: &str,
+        t: i64,
+        window: u64,
+    ) -> bool {
+        if let Some((_, _, last)) = list.iter_mut().find(|(r, v, _)| *r == ri && v == value) {
+            if t.abs_diff(*last) < window {
+                return false;
+            }
+            *last = (*last).max(t);
+            return true;
+        }
+        if list.iter().filter(|(r, _, _)| *r == ri).count() >= MAX_COOLDOWN_KEYS {
+            let oldest = list
+                .iter()
+                .enumerate()
+                .filter(|(_, (r, _, _))| *r == ri)
+                .min_by_key(|(i, (_, _, last))| (*last, *i))
+                .map(|(i, _)| i);
+            if let Some(i) = oldest {
+                list.remove(i);
+            }
+        }
+        list.push((ri, value.to_string(), t));
+        true
+    }
+
+    proptest::proptest! {
+        /// Per-value cooldowns (SPEC §4) in `Lists` decide and remember as the plain list did:
+        /// the same answers, the same entries in the same order, through evictions past
+        /// `MAX_COOLDOWN_KEYS` values per rule, values of every length around a word, and
+        /// the other lists changing around them.
+        #[test]
+        fn keyed_cooldowns_in_lists_match_the_plain_list(
+            steps in proptest::collection::vec(
+                (0u16..3, 0usize..90, 0i64..50, 1u64..20, proptest::bool::ANY),
+                0..400,
+            )
+        ) {
+            let mut lists = Lists::default();
+            let mut model = Vec::new();
+            let mut recent = 0;
+            for (ri, v, t, window, other) in steps {
+                // Values from "" to 17 bytes, so some end on a word boundary and some do not.
+                let value = "v".repeat(v % 18) + &v.to_string()[..usize::from(v >= 18)];
+                let got = keyed_cooldown_allows(&mut lists, ri, &value, t, window);
+                let want = keyed_model(&mut model, ri, &value, t, window);
+                proptest::prop_assert_eq!(got, want);
+                if other {
+                    // A list before the keyed cooldowns changes size.
+                    if recent < RECENT_TRANSITIONS {
+                        lists.push(RecentTransition::new(Stage::New, Stage::Mql, "score", t));
+                        recent += 1;
+                    } else {
+                        lists.remove::<RecentTransition>(0);
+                        recent -= 1;
+                    }
+                }
+                let kept: Vec<(u16, String, i64)> = lists
+                    .keyed()
+                    .map(|k| (k.rule, String::from_utf8_lossy(k.value).into_owned(), k.t_last))
+                    .collect();
+                proptest::prop_assert_eq!(&kept, &model);
+                proptest::prop_assert_eq!(lists.get::<RecentTransition>().len(), recent);
+                let words: usize =
+                    recent + model.iter().map(|(_, v, _)| 2 + v.len().div_ceil(8)).sum::<usize>();
+                let exact = if words == 0 { 0 } else { 1 + words };
+                proptest::prop_assert_eq!(lists.words().len(), exact, "one exact allocation");
+            }
+        }
+    }
 
     /// The prefetch hints must reach the lead a key's event will update: the walk hashes as
     /// the index does and visits the lead's position (a hint to the wrong place is lost time).

@@ -112,8 +112,12 @@ impl W {
         }
     }
     pub(super) fn str(&mut self, s: &str) {
+        self.bytes_as_str(s.as_bytes());
+    }
+    /// UTF-8 bytes kept as bytes (a keyed cooldown's value), written as `str` writes.
+    pub(super) fn bytes_as_str(&mut self, s: &[u8]) {
         self.u32(s.len() as u32);
-        self.0.extend_from_slice(s.as_bytes());
+        self.0.extend_from_slice(s);
     }
     pub(super) fn len(&mut self, n: usize) {
         self.u32(n as u32);
@@ -299,17 +303,17 @@ pub(super) fn encode_lead(w: &mut W, rules: &Ruleset, lead: &Lead) {
         w.u8(t.from().index() as u8);
         w.u8(t.to().index() as u8);
         w.str(t.reason());
-        w.i64(t.at);
+        w.i64(t.at());
     }
     let rare = extra.rare();
     w.opt_i64(rare.reborn);
     w.i64(lead.created());
     w.opt_i64(rare.reset_at);
-    w.len(extra.keyed_cooldowns.len());
-    for (ri, value, t) in &extra.keyed_cooldowns {
-        w.str(&rules.engagement[*ri as usize].name);
-        w.str(value);
-        w.i64(*t);
+    w.len(extra.keyed_cooldowns().count());
+    for k in extra.keyed_cooldowns() {
+        w.str(&rules.engagement[k.rule as usize].name);
+        w.bytes_as_str(k.value);
+        w.i64(k.t_last);
     }
     // v5: the latest MQL (time, grade name; an empty name when there was none).
     match lead.mql() {
@@ -531,7 +535,7 @@ impl PartitionState {
                     if let Some(i) =
                         rule_index(name).filter(|&i| rules.engagement[i].cooldown_key.is_some())
                     {
-                        keyed.push((i as u16, Box::<str>::from(value), t));
+                        keyed.push((i as u16, value, t));
                     }
                 }
                 (created, reset_at, keyed)
@@ -541,7 +545,7 @@ impl PartitionState {
                     .rev()
                     .find(|t| t.to() == Stage::Recycled)
                     .filter(|_| rules.funnel.recycle_reset)
-                    .map(|t| t.at);
+                    .map(|t| t.at());
                 (0, reset_at, Vec::new())
             };
             // v5 keeps the latest MQL. Before, the recent transitions tell when (if it is
@@ -571,7 +575,7 @@ impl PartitionState {
                     .rev()
                     .find(|t| t.to() == Stage::Mql)
                     .map(|t| MqlMark {
-                        at: t.at,
+                        at: t.at(),
                         grade: rules.grade_for(fit),
                     })
             };
@@ -586,13 +590,12 @@ impl PartitionState {
             lead.transitions = transitions;
             lead.set_contributions(&contributions);
             let mut extra = Extra::default();
-            extra.keyed_cooldowns = keyed_cooldowns.into();
-            extra.set_lists(Lists::from_parts(
-                &cooldowns,
-                &clocks,
-                &sla_started,
-                &recent_transitions,
-            ));
+            let mut lists =
+                Lists::from_parts(&cooldowns, &clocks, &sla_started, &recent_transitions);
+            for (ri, value, t) in keyed_cooldowns {
+                lists.keyed_push(ri, value.as_bytes(), t);
+            }
+            extra.set_lists(lists);
             extra.set_rare(Rare {
                 reborn,
                 reset_at,
