@@ -33,7 +33,7 @@ const WORDS: [usize; LISTS] = [
 // Each item is a whole number of words and aligned as one, so a list's items cast to and
 // from its slice of words exactly.
 const _: () = {
-    assert!(std::mem::size_of::<Cooldown>() == 16);
+    assert!(std::mem::size_of::<Cooldown>() == 8);
     assert!(std::mem::size_of::<Clock>() == 32);
     assert!(std::mem::size_of::<SlaCount>() == 8);
     assert!(std::mem::size_of::<RecentTransition>() == 8);
@@ -43,24 +43,45 @@ const _: () = {
     assert!(std::mem::align_of::<RecentTransition>() == 8);
 };
 
-/// The last time a rule with a cooldown scored the lead (SPEC §4).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
-pub struct Cooldown {
-    /// `t_last`, event time (ms).
-    pub t_last: i64,
-    /// The engagement rule's index in the config.
-    pub rule: u16,
-    _pad: [u8; 6],
-}
+/// The last time a rule with a cooldown scored the lead (SPEC §4), in one word: `t_last` in
+/// the low 48 bits, the engagement rule's index in the high 16.
+///
+/// 48 bits hold every event time up to 2^48 - 1 ms (the year 10889) exactly; a later one is
+/// kept as that, as the lead's creation time is. With `max_future` on (its default) the
+/// service never sees such a time; a replay of one would score a rule with a cooldown again
+/// at each event past that bound.
+#[repr(transparent)]
+#[derive(Clone, Copy, PartialEq, Pod, Zeroable)]
+pub struct Cooldown(u64);
+
+const T_LAST_MAX: i64 = (1 << 48) - 1;
 
 impl Cooldown {
     pub fn new(rule: u16, t_last: i64) -> Cooldown {
-        Cooldown {
-            t_last,
-            rule,
-            _pad: [0; 6],
-        }
+        Cooldown(u64::from(rule) << 48 | t_last.clamp(0, T_LAST_MAX) as u64)
+    }
+
+    /// The engagement rule's index in the config.
+    pub fn rule(&self) -> u16 {
+        (self.0 >> 48) as u16
+    }
+
+    /// Event time (ms) the rule last scored.
+    pub fn t_last(&self) -> i64 {
+        (self.0 & T_LAST_MAX as u64) as i64
+    }
+
+    pub fn set_t_last(&mut self, t_last: i64) {
+        *self = Cooldown::new(self.rule(), t_last);
+    }
+}
+
+impl std::fmt::Debug for Cooldown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cooldown")
+            .field("rule", &self.rule())
+            .field("t_last", &self.t_last())
+            .finish()
     }
 }
 
@@ -458,8 +479,8 @@ mod tests {
             (rt[0].from(), rt[0].to(), rt[0].reason(), rt[0].at()),
             (Stage::New, Stage::Mql, "score", 7)
         );
-        // One count word, 2 + 2 × 4 + 1 + 1 words of items.
-        assert_eq!(l.words().len(), 1 + 4 + 8 + 1 + 1);
+        // One count word, 1 + 2 × 4 + 1 + 1 words of items.
+        assert_eq!(l.words().len(), 1 + 2 + 8 + 1 + 1);
 
         l.get_mut::<Clock>()[1].deadline = 77;
         assert_eq!(l.get::<Clock>()[1].deadline, 77);
@@ -470,7 +491,7 @@ mod tests {
         assert!(l.get::<Clock>().is_empty());
         assert_eq!(l.get::<Cooldown>(), [Cooldown::new(9, 200)]);
         assert_eq!(l.get::<SlaCount>(), [SlaCount::new(3, 1)]);
-        assert_eq!(l.remove::<Cooldown>(0).rule, 9);
+        assert_eq!(l.remove::<Cooldown>(0).rule(), 9);
         l.take::<SlaCount>();
         l.take::<RecentTransition>();
         assert!(l.is_empty(), "the allocation goes with the last item");
@@ -501,6 +522,19 @@ mod tests {
             RecentTransition::new(Stage::New, Stage::Mql, "other", 1).reason(),
             "score"
         );
+    }
+
+    #[test]
+    fn a_cooldown_keeps_its_rule_and_48_bits_of_time() {
+        // Exact up to 2^48 - 1 ms; saturates after, its rule kept.
+        for t_last in [0, 1_796_083_200_000, (1 << 48) - 1] {
+            let c = Cooldown::new(u16::MAX, t_last);
+            assert_eq!((c.rule(), c.t_last()), (u16::MAX, t_last));
+        }
+        let mut c = Cooldown::new(7, i64::MAX);
+        assert_eq!((c.rule(), c.t_last()), (7, (1 << 48) - 1));
+        c.set_t_last(5);
+        assert_eq!((c.rule(), c.t_last()), (7, 5));
     }
 
     /// One edit of the model: which list, and push (an item made from `x`), remove (at
@@ -560,7 +594,7 @@ mod tests {
                     Op::Push(l, _) | Op::Remove(l, _) | Op::Take(l) | Op::Change(l, _) => l,
                 };
                 match list {
-                    0 => apply(&mut lists, &mut a, op, |x| Cooldown::new(x, -i64::from(x)), |c, x| c.t_last += i64::from(x)),
+                    0 => apply(&mut lists, &mut a, op, |x| Cooldown::new(x, -i64::from(x)), |c, x| c.set_t_last(c.t_last() + i64::from(x))),
                     1 => apply(&mut lists, &mut b, op, |x| clock(x, u32::from(x)), |c, x| c.deadline = i64::from(x)),
                     2 => apply(&mut lists, &mut c, op, |x| SlaCount::new(x, 1), |c, _| c.started += 1),
                     _ => apply(
@@ -575,7 +609,7 @@ mod tests {
                 proptest::prop_assert_eq!(lists.get::<Clock>(), &b[..]);
                 proptest::prop_assert_eq!(lists.get::<SlaCount>(), &c[..]);
                 proptest::prop_assert_eq!(lists.get::<RecentTransition>(), &d[..]);
-                let words = 2 * a.len() + 4 * b.len() + c.len() + d.len();
+                let words = a.len() + 4 * b.len() + c.len() + d.len();
                 let expected = if words == 0 { 0 } else { 1 + words };
                 proptest::prop_assert_eq!(lists.words().len(), expected, "one exact allocation");
             }

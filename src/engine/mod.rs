@@ -514,13 +514,13 @@ fn score_engagement(rules: &Ruleset, lead: &mut Lead, ev: &Event) {
                     match lists
                         .get_mut::<Cooldown>()
                         .iter_mut()
-                        .find(|c| c.rule == ri)
+                        .find(|c| c.rule() == ri)
                     {
                         Some(c) => {
-                            if t.abs_diff(c.t_last) < window {
+                            if t.abs_diff(c.t_last()) < window {
                                 continue;
                             }
-                            c.t_last = c.t_last.max(t);
+                            c.set_t_last(c.t_last().max(t));
                         }
                         None => lists.push(Cooldown::new(ri, t)),
                     }

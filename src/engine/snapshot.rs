@@ -270,8 +270,8 @@ pub(super) fn encode_lead(w: &mut W, rules: &Ruleset, lead: &Lead) {
     }
     w.len(extra.cooldowns().len());
     for c in extra.cooldowns() {
-        w.str(&rules.engagement[c.rule as usize].name);
-        w.i64(c.t_last);
+        w.str(&rules.engagement[c.rule() as usize].name);
+        w.i64(c.t_last());
     }
     let ids = lead.recent_id_iter(rules.dedupe_ids);
     w.len(ids.len());
