@@ -63,7 +63,13 @@ fn list_bytes<T>(v: &[T]) -> u64 {
 }
 
 fn rare_bytes(r: &Rare) -> u64 {
-    malloc_chunk(size_of::<Rare>()) + vec_bytes(&r.ids)
+    malloc_chunk(size_of::<Rare>())
+        + vec_bytes(&r.ids)
+        + vec_bytes(&r.long_values)
+        + r.long_values
+            .iter()
+            .map(|v| malloc_chunk(v.len()))
+            .sum::<u64>()
 }
 
 impl PartitionState {

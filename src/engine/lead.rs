@@ -70,7 +70,22 @@ pub fn id_hash(id: &str) -> u64 {
     h
 }
 
-pub use super::lists::{Clock, Cooldown, KeyedCooldown, Lists, RecentTransition, SlaCount};
+pub use super::lists::{
+    keyed_entry, Clock, Cooldown, KeyedValue, Lists, RecentTransition, SlaCount, KEYED_INLINE_MAX,
+};
+
+/// A keyed cooldown with its value, as `Extra::keyed_cooldowns` reads it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct KeyedEntry<'a> {
+    /// The engagement rule's index in the config.
+    pub rule: u16,
+    /// The `cooldown_key` attribute's value (UTF-8: it was a `&str`).
+    pub value: &'a [u8],
+    /// Event time (ms) the rule last scored for this value.
+    pub t_last: i64,
+    /// Where the entry starts (`Extra::keyed_set_time`, `Extra::keyed_remove`).
+    pub at: usize,
+}
 
 /// A list sized exactly to its items, two words instead of `Vec`'s three: a lead's lists are
 /// short, and millions of them would otherwise carry spare capacity. Growing reallocates.
@@ -610,6 +625,9 @@ pub struct Rare {
     /// hashes, and its next slot.
     pub ids: Vec<u64>,
     pub ids_next: u16,
+    /// Keyed cooldown values longer than `KEYED_INLINE_MAX` bytes, in the order the lists
+    /// refer to them (`KeyedValue::Long`).
+    pub long_values: Vec<Box<[u8]>>,
 }
 
 static NO_RARE: Rare = Rare {
@@ -617,11 +635,15 @@ static NO_RARE: Rare = Rare {
     reset_at: None,
     ids: Vec::new(),
     ids_next: 0,
+    long_values: Vec::new(),
 };
 
 impl Rare {
     fn is_empty(&self) -> bool {
-        self.reborn.is_none() && self.reset_at.is_none() && self.ids.is_empty()
+        self.reborn.is_none()
+            && self.reset_at.is_none()
+            && self.ids.is_empty()
+            && self.long_values.is_empty()
     }
 }
 
@@ -653,8 +675,53 @@ impl Extra {
     }
 
     /// The keyed cooldowns, in the order their values were first remembered.
-    pub fn keyed_cooldowns(&self) -> impl Iterator<Item = KeyedCooldown<'_>> + '_ {
-        self.lists.keyed()
+    pub fn keyed_cooldowns(&self) -> impl Iterator<Item = KeyedEntry<'_>> + '_ {
+        let long = &self.rare().long_values;
+        self.lists.keyed().map(move |k| KeyedEntry {
+            rule: k.rule,
+            value: match k.value {
+                KeyedValue::Inline(v) => v,
+                KeyedValue::Long(i) => long.get(i).map_or(&[][..], |v| &v[..]),
+            },
+            t_last: k.t_last,
+            at: k.at,
+        })
+    }
+
+    /// Remembers keyed cooldowns `(rule, value, t_last)` after those the lead has, in one
+    /// change of the allocation; values longer than `KEYED_INLINE_MAX` go out of line.
+    pub fn keyed_push<'v>(&mut self, entries: impl IntoIterator<Item = (u16, &'v [u8], i64)>) {
+        let mut words = Vec::new();
+        for (rule, value, t_last) in entries {
+            let value = if value.len() <= KEYED_INLINE_MAX {
+                KeyedValue::Inline(value)
+            } else {
+                let long = &mut self.rare_mut().long_values;
+                long.push(value.into());
+                KeyedValue::Long(long.len() - 1)
+            };
+            keyed_entry(&mut words, rule, value, t_last);
+        }
+        self.lists.keyed_append(&words);
+    }
+
+    /// Sets the `t_last` of the keyed cooldown at `entry` (`KeyedEntry::at`).
+    pub fn keyed_set_time(&mut self, entry: usize, t_last: i64) {
+        self.lists.keyed_set_time(entry, t_last);
+    }
+
+    /// Forgets the keyed cooldown at `entry` (`KeyedEntry::at`), and its value if long.
+    pub fn keyed_remove(&mut self, entry: usize) {
+        if let Some(i) = self.lists.keyed_remove(entry) {
+            let rare = self.rare_mut();
+            if i < rare.long_values.len() {
+                rare.long_values.remove(i);
+            }
+            if rare.is_empty() {
+                self.rare = None;
+            }
+            self.lists.keyed_long_removed(i);
+        }
     }
 
     /// The lists, to change.

@@ -361,7 +361,8 @@ impl Lists {
     }
 
     /// The keyed cooldowns (rules with a `cooldown_key`, SPEC §4), in the order they were
-    /// remembered.
+    /// remembered; a value longer than `KEYED_INLINE_MAX` as its index among the lead's long
+    /// values (kept out of line by `Extra`).
     pub fn keyed(&self) -> impl Iterator<Item = KeyedCooldown<'_>> + '_ {
         let r = self.keyed_range();
         let words = if r.is_empty() { &[][..] } else { &self.0[..] };
@@ -369,31 +370,32 @@ impl Lists {
         std::iter::from_fn(move || {
             let head = *words.get(at)?;
             let t_last = *words.get(at + 1)? as i64;
-            let len = (head >> 16) as usize;
-            let value_words = words.get(at + 2..at + 2 + len.div_ceil(8))?;
-            let bytes: &[u8] = bytemuck::cast_slice(value_words);
+            let n = ((head & !LONG) >> 16) as usize;
+            let (value, value_words) = if head & LONG != 0 {
+                (KeyedValue::Long(n), 0)
+            } else {
+                let value_words = words.get(at + 2..at + 2 + n.div_ceil(8))?;
+                let bytes: &[u8] = bytemuck::cast_slice(value_words);
+                (KeyedValue::Inline(&bytes[..n]), n.div_ceil(8))
+            };
             let entry = KeyedCooldown {
                 rule: head as u16,
-                value: &bytes[..len],
+                value,
                 t_last,
                 at,
             };
-            at += 2 + len.div_ceil(8);
+            at += 2 + value_words;
             Some(entry)
         })
     }
 
-    /// Remembers a keyed cooldown at the end: a head word (rule, value length), `t_last`,
-    /// then the value's bytes in whole words.
-    pub fn keyed_push(&mut self, rule: u16, value: &[u8], t_last: i64) {
-        // Attribute values are bounded by `limits` far below 4 GiB; the length has 48 bits.
-        let mut with = vec![u64::from(rule) | (value.len() as u64) << 16, t_last as u64];
-        let start = with.len();
-        with.resize(start + value.len().div_ceil(8), 0);
-        bytemuck::cast_slice_mut::<u64, u8>(&mut with[start..])[..value.len()]
-            .copy_from_slice(value);
+    /// Appends keyed cooldowns encoded by `keyed_entry` (one allocation for all of them).
+    pub fn keyed_append(&mut self, entries: &[u64]) {
+        if entries.is_empty() {
+            return;
+        }
         let end = self.keyed_range().end;
-        self.splice(KEYED, 0, end..end, &with);
+        self.splice(KEYED, 0, end..end, entries);
     }
 
     /// Sets the `t_last` of the keyed cooldown at `entry` (its `KeyedCooldown::at`).
@@ -401,10 +403,37 @@ impl Lists {
         self.0[entry + 1] = t_last as u64;
     }
 
-    /// Forgets the keyed cooldown at `entry` (its `KeyedCooldown::at`).
-    pub fn keyed_remove(&mut self, entry: usize) {
-        let len = (self.0[entry] >> 16) as usize;
-        self.splice(KEYED, 0, entry..entry + 2 + len.div_ceil(8), &[]);
+    /// Forgets the keyed cooldown at `entry` (its `KeyedCooldown::at`); returns its long
+    /// value's index if it had one (the caller drops that value and calls
+    /// `keyed_long_removed`).
+    pub fn keyed_remove(&mut self, entry: usize) -> Option<usize> {
+        let head = self.0[entry];
+        let n = ((head & !LONG) >> 16) as usize;
+        let (long, value_words) = if head & LONG != 0 {
+            (Some(n), 0)
+        } else {
+            (None, n.div_ceil(8))
+        };
+        self.splice(KEYED, 0, entry..entry + 2 + value_words, &[]);
+        long
+    }
+
+    /// Long value `index` is gone: the indexes above it move down by one.
+    pub fn keyed_long_removed(&mut self, index: usize) {
+        let r = self.keyed_range();
+        let mut at = r.start;
+        while at < r.end {
+            let head = self.0[at];
+            let n = ((head & !LONG) >> 16) as usize;
+            if head & LONG != 0 {
+                if n > index {
+                    self.0[at] = head - (1 << 16);
+                }
+                at += 2;
+            } else {
+                at += 2 + n.div_ceil(8);
+            }
+        }
     }
 
     fn assemble(lens: [usize; LISTS], parts: [&[u64]; LISTS]) -> Lists {
@@ -424,13 +453,48 @@ impl Lists {
 /// `Lists::splice`'s name for the keyed cooldowns' words.
 const KEYED: usize = LISTS;
 
+/// The head word's flag for a value kept out of line (the length field is then its index).
+const LONG: u64 = 1 << 63;
+
+/// The longest `cooldown_key` value kept in the allocation (bytes). Longer ones are kept out
+/// of line: every change to a lead's lists copies the allocation, and values up to
+/// `limits.max_attribute_bytes` (64 values per rule) would make each copy megabytes.
+pub const KEYED_INLINE_MAX: usize = 64;
+
+/// Encodes a keyed cooldown for `Lists::keyed_append`: a head word (rule, then the value's
+/// length, or its long index with the `LONG` flag), `t_last`, then an inline value's bytes in
+/// whole words.
+pub fn keyed_entry(out: &mut Vec<u64>, rule: u16, value: KeyedValue<'_>, t_last: i64) {
+    match value {
+        KeyedValue::Inline(v) => {
+            debug_assert!(v.len() <= KEYED_INLINE_MAX);
+            out.extend([u64::from(rule) | (v.len() as u64) << 16, t_last as u64]);
+            let start = out.len();
+            out.resize(start + v.len().div_ceil(8), 0);
+            bytemuck::cast_slice_mut::<u64, u8>(&mut out[start..])[..v.len()].copy_from_slice(v);
+        }
+        KeyedValue::Long(i) => {
+            out.extend([u64::from(rule) | (i as u64) << 16 | LONG, t_last as u64]);
+        }
+    }
+}
+
+/// A keyed cooldown's value as the allocation holds it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum KeyedValue<'a> {
+    /// Up to `KEYED_INLINE_MAX` bytes (UTF-8: it was a `&str`).
+    Inline(&'a [u8]),
+    /// Index among the lead's long values (`Extra`).
+    Long(usize),
+}
+
 /// A keyed cooldown as `Lists::keyed` reads it.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct KeyedCooldown<'a> {
     /// The engagement rule's index in the config.
     pub rule: u16,
-    /// The `cooldown_key` attribute's value (UTF-8: it was a `&str`).
-    pub value: &'a [u8],
+    /// The `cooldown_key` attribute's value, or where it is.
+    pub value: KeyedValue<'a>,
     /// Event time (ms) the rule last scored for this value.
     pub t_last: i64,
     /// Where the entry starts (`Lists::keyed_set_time`, `Lists::keyed_remove`).

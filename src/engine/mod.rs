@@ -527,7 +527,7 @@ fn score_engagement(rules: &Ruleset, lead: &mut Lead, ev: &Event) {
                 }
                 Some(attr) => {
                     let value = ev.attribute(attr).unwrap_or("");
-                    if !keyed_cooldown_allows(lead.extra_mut().lists_mut(), ri, value, t, window) {
+                    if !keyed_cooldown_allows(lead.extra_mut(), ri, value, t, window) {
                         continue;
                     }
                 }
@@ -547,12 +547,12 @@ fn score_engagement(rules: &Ruleset, lead: &mut Lead, ev: &Event) {
 /// scores at `t`, remembering `t` when it does. At most `MAX_COOLDOWN_KEYS` values per rule:
 /// remembering another forgets the one with the smallest `t_last` (ties: the one remembered
 /// first, which is the earlier in the list).
-fn keyed_cooldown_allows(lists: &mut Lists, ri: u16, value: &str, t: i64, window: u64) -> bool {
+fn keyed_cooldown_allows(extra: &mut Extra, ri: u16, value: &str, t: i64, window: u64) -> bool {
     let mut same_rule = 0;
     // The entry with the smallest `t_last` (ties: the first), should one have to go.
     let mut oldest: Option<(i64, usize)> = None;
     let mut found = None;
-    for k in lists.keyed().filter(|k| k.rule == ri) {
+    for k in extra.keyed_cooldowns().filter(|k| k.rule == ri) {
         if k.value == value.as_bytes() {
             found = Some((k.at, k.t_last));
             break;
@@ -566,15 +566,15 @@ fn keyed_cooldown_allows(lists: &mut Lists, ri: u16, value: &str, t: i64, window
         if t.abs_diff(last) < window {
             return false;
         }
-        lists.keyed_set_time(at, last.max(t));
+        extra.keyed_set_time(at, last.max(t));
         return true;
     }
     if same_rule >= MAX_COOLDOWN_KEYS {
         if let Some((_, at)) = oldest {
-            lists.keyed_remove(at);
+            extra.keyed_remove(at);
         }
     }
-    lists.keyed_push(ri, value.as_bytes(), t);
+    extra.keyed_push([(ri, value.as_bytes(), t)]);
     true
 }
 
@@ -809,6 +809,7 @@ pub(crate) mod test_support {
 
 #[cfg(test)]
 mod tests {
+    use super::lists::KEYED_INLINE_MAX;
     use super::test_support::{example_rules, upsert};
     use super::*;
 
@@ -855,17 +856,22 @@ mod tests {
                 0..400,
             )
         ) {
-            let mut lists = Lists::default();
+            let mut extra = Extra::default();
             let mut model = Vec::new();
             let mut recent = 0;
             for (ri, v, t, window, other) in steps {
-                // Values from "" to 17 bytes, so some end on a word boundary and some do not.
-                let value = "v".repeat(v % 18) + &v.to_string()[..usize::from(v >= 18)];
-                let got = keyed_cooldown_allows(&mut lists, ri, &value, t, window);
+                // Values from "" to 17 bytes, so some end on a word boundary and some do not,
+                // and every fifth one past `KEYED_INLINE_MAX` (kept out of line).
+                let mut value = "v".repeat(v % 18) + &v.to_string()[..usize::from(v >= 18)];
+                if v % 5 == 4 {
+                    value += &"é".repeat(KEYED_INLINE_MAX / 2);
+                }
+                let got = keyed_cooldown_allows(&mut extra, ri, &value, t, window);
                 let want = keyed_model(&mut model, ri, &value, t, window);
                 proptest::prop_assert_eq!(got, want);
                 if other {
                     // A list before the keyed cooldowns changes size.
+                    let lists = extra.lists_mut();
                     if recent < RECENT_TRANSITIONS {
                         lists.push(RecentTransition::new(Stage::New, Stage::Mql, "score", t));
                         recent += 1;
@@ -874,16 +880,24 @@ mod tests {
                         recent -= 1;
                     }
                 }
-                let kept: Vec<(u16, String, i64)> = lists
-                    .keyed()
+                let kept: Vec<(u16, String, i64)> = extra
+                    .keyed_cooldowns()
                     .map(|k| (k.rule, String::from_utf8_lossy(k.value).into_owned(), k.t_last))
                     .collect();
                 proptest::prop_assert_eq!(&kept, &model);
-                proptest::prop_assert_eq!(lists.get::<RecentTransition>().len(), recent);
-                let words: usize =
-                    recent + model.iter().map(|(_, v, _)| 2 + v.len().div_ceil(8)).sum::<usize>();
+                proptest::prop_assert_eq!(extra.recent_transitions().len(), recent);
+                // Long values: exactly those the model holds, out of line, each once.
+                let long: usize = model.iter().filter(|(_, v, _)| v.len() > KEYED_INLINE_MAX).count();
+                proptest::prop_assert_eq!(extra.rare().long_values.len(), long);
+                let words: usize = recent
+                    + model
+                        .iter()
+                        .map(|(_, v, _)| {
+                            2 + if v.len() > KEYED_INLINE_MAX { 0 } else { v.len().div_ceil(8) }
+                        })
+                        .sum::<usize>();
                 let exact = if words == 0 { 0 } else { 1 + words };
-                proptest::prop_assert_eq!(lists.words().len(), exact, "one exact allocation");
+                proptest::prop_assert_eq!(extra.lists().words().len(), exact, "one exact allocation");
             }
         }
     }

@@ -589,19 +589,37 @@ impl PartitionState {
             lead.set_profile_sorted(pairs.iter().copied());
             lead.transitions = transitions;
             lead.set_contributions(&contributions);
-            let mut extra = Extra::default();
-            let mut lists =
-                Lists::from_parts(&cooldowns, &clocks, &sla_started, &recent_transitions);
-            for (ri, value, t) in keyed_cooldowns {
-                lists.keyed_push(ri, value.as_bytes(), t);
+            // A lead has at most one cooldown per rule and one clock and count per policy
+            // (65535 at most: config): more can only be a damaged file, and `Lists` counts
+            // in 16 bits.
+            let longest = [
+                cooldowns.len(),
+                clocks.len(),
+                sla_started.len(),
+                recent_transitions.len(),
+            ];
+            if longest.iter().any(|&n| n > usize::from(u16::MAX)) {
+                return Err(SnapshotError::Corrupt(format!(
+                    "lead {key} has more list items than rules or policies"
+                )));
             }
-            extra.set_lists(lists);
+            let mut extra = Extra::default();
             extra.set_rare(Rare {
                 reborn,
                 reset_at,
-                ids: Vec::new(),
-                ids_next: 0,
+                ..Rare::default()
             });
+            extra.set_lists(Lists::from_parts(
+                &cooldowns,
+                &clocks,
+                &sla_started,
+                &recent_transitions,
+            ));
+            extra.keyed_push(
+                keyed_cooldowns
+                    .iter()
+                    .map(|&(ri, value, t)| (ri, value.as_bytes(), t)),
+            );
             lead.set_extra(extra);
             lead.set_mql(mql);
             // After the extra state: a wide window lives there.
@@ -754,6 +772,108 @@ mod tests {
                 "cut {cut}"
             );
         }
+    }
+
+    /// Keyed cooldowns with short and long values (`KEYED_INLINE_MAX`: the long one is kept
+    /// out of line) come back from a snapshot as they were, in their order.
+    #[test]
+    fn keyed_cooldowns_short_and_long_round_trip() {
+        let rules = Settings::from_toml(CONFIG).expect("example config").rules;
+        let mut st = PartitionState::new(Arc::clone(&rules));
+        let mut out = Vec::new();
+        let long = "ü".repeat(100);
+        for (i, asset) in ["", "guide", long.as_str(), "eight-b!"]
+            .into_iter()
+            .enumerate()
+        {
+            let ev = EventFields::from_parts(
+                &format!("e{i}"),
+                "ana",
+                1_795_210_200_000 + i as i64,
+                "web",
+                "content_download",
+                &[("asset", asset)],
+            )
+            .validate()
+            .expect("valid");
+            st.apply(&ev, &mut out);
+        }
+        let keyed = |st: &PartitionState| -> Vec<(u16, Vec<u8>, i64)> {
+            let lead = st.lead("ana").expect("ana");
+            lead.extra()
+                .keyed_cooldowns()
+                .map(|k| (k.rule, k.value.to_vec(), k.t_last))
+                .collect()
+        };
+        let before = keyed(&st);
+        assert_eq!(before.len(), 4);
+        assert_eq!(before[2].1, long.as_bytes());
+        let bytes = st.encode_snapshot(3);
+        let back = PartitionState::decode_snapshot(rules, &bytes)
+            .expect("decodes")
+            .0;
+        assert_eq!(keyed(&back), before);
+        let ana = back.lead("ana").expect("ana");
+        assert_eq!(
+            ana.extra().rare().long_values.len(),
+            1,
+            "the long value out of line"
+        );
+        assert_eq!(back.encode_snapshot(3), bytes);
+    }
+
+    /// A lead has at most one cooldown per rule (65535 rules at most), so a list longer than
+    /// that is a damaged file: an error, not a panic.
+    #[test]
+    fn a_list_longer_than_any_config_allows_is_corrupt() {
+        let rules = Settings::from_toml(CONFIG).expect("example config").rules;
+        let mut st = PartitionState::new(Arc::clone(&rules));
+        let ev = EventFields::from_parts(
+            "p",
+            "bo",
+            1_795_210_200_000,
+            "web",
+            "page_view",
+            &[("url", "https://x.io/pricing")],
+        )
+        .validate()
+        .expect("valid");
+        st.apply(&ev, &mut Vec::new());
+        assert_eq!(
+            st.lead("bo").expect("bo").extra().cooldowns().len(),
+            1,
+            "the sample"
+        );
+        let bytes = st.encode_snapshot(3);
+        // The cooldown list as written: count 1, the rule's name, its time.
+        let name = b"pricing_page";
+        let mut entry = (name.len() as u32).to_le_bytes().to_vec();
+        entry.extend_from_slice(name);
+        entry.extend_from_slice(&1_795_210_200_000i64.to_le_bytes());
+        let mut list = 1u32.to_le_bytes().to_vec();
+        list.extend_from_slice(&entry);
+        let at = bytes
+            .windows(list.len())
+            .position(|w| w == list)
+            .expect("the cooldown list");
+        let n = usize::from(u16::MAX) + 1;
+        let mut damaged = bytes[..at].to_vec();
+        damaged.extend_from_slice(&(n as u32).to_le_bytes());
+        for _ in 0..n {
+            damaged.extend_from_slice(&entry);
+        }
+        damaged.extend_from_slice(&bytes[at + list.len()..bytes.len() - 4]);
+        let crc = crc32fast::hash(&damaged).to_le_bytes();
+        damaged.extend_from_slice(&crc);
+        let err = PartitionState::decode_snapshot(rules, &damaged)
+            .map(|_| ())
+            .expect_err("too many cooldowns");
+        assert!(matches!(err, SnapshotError::Corrupt(_)), "{err}");
+        assert!(
+            err.to_string()
+                .contains("more list items than rules or policies"),
+            "{err}"
+        );
     }
 
     #[test]
