@@ -583,7 +583,7 @@ pub struct Extra {
     /// SLA clock counts, the last `RECENT_TRANSITIONS` stage changes (oldest first) and the
     /// keyed cooldowns (rules with a `cooldown_key`: rule, value, `t_last`, in the order the
     /// values were first remembered; at most `MAX_COOLDOWN_KEYS` per rule, SPEC §4), in one
-    /// allocation.
+    /// allocation. A keyed value over `KEYED_INLINE_MAX` bytes is in `Rare::long_values`.
     lists: Lists,
     /// When the lead last became an MQL ([`NO_MQL`]: never); its grade then is in the lead
     /// (`Lead::mql`). 8 bytes rather than an `Option<MqlMark>`'s 16 keep this box in a 32-byte

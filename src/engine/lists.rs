@@ -1,14 +1,19 @@
 //! A lead's out-of-line lists in one allocation (issue 17, item 4): its cooldowns, SLA
-//! clocks, SLA clock counts and recent stage changes.
+//! clocks, SLA clock counts, recent stage changes and keyed cooldowns.
 //!
 //! The allocation is a run of 8-byte words: a count word (four 16-bit counts), then each
-//! list's items in that order. No allocation at all while every list is empty. Items are
-//! plain-old-data structs whose sizes are whole words; `bytemuck` casts the words to and from
-//! them (checking size and alignment), so each list still reads as a slice, without `unsafe`.
+//! list's items in that order, then the keyed cooldowns to the end (each a head word with the
+//! rule and the value's length, `t_last`, and the value's bytes in whole words; a value over
+//! `KEYED_INLINE_MAX` bytes is kept out of line and the head holds its index). No allocation
+//! at all while everything is empty. List items are plain-old-data structs whose sizes are
+//! whole words; `bytemuck` casts the words to and from them (checking size and alignment), so
+//! each list still reads as a slice, without `unsafe`.
 //!
 //! Before, each list was a boxed slice of its own (two words in the lead's out-of-line box,
-//! plus an allocation rounded to its size class): one allocation instead of up to four, and
-//! eight words fewer in the box.
+//! plus an allocation rounded to its size class), and each keyed value one more allocation:
+//! one allocation instead of up to five plus one per value, and the box 96 -> 32 bytes. Every
+//! change makes the allocation again at its exact new size (see `splice`), copying it whole,
+//! which is why long values stay out of line.
 
 use bytemuck::{Pod, Zeroable};
 
