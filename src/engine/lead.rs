@@ -87,65 +87,6 @@ pub struct KeyedEntry<'a> {
     pub at: usize,
 }
 
-/// A list sized exactly to its items, two words instead of `Vec`'s three: a lead's lists are
-/// short, and millions of them would otherwise carry spare capacity. Growing reallocates.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ExactVec<T>(Box<[T]>);
-
-impl<T> Default for ExactVec<T> {
-    fn default() -> Self {
-        ExactVec(Box::default())
-    }
-}
-
-impl<T> std::ops::Deref for ExactVec<T> {
-    type Target = [T];
-    fn deref(&self) -> &[T] {
-        &self.0
-    }
-}
-
-impl<T> std::ops::DerefMut for ExactVec<T> {
-    fn deref_mut(&mut self) -> &mut [T] {
-        &mut self.0
-    }
-}
-
-impl<T> From<Vec<T>> for ExactVec<T> {
-    fn from(v: Vec<T>) -> Self {
-        ExactVec(v.into_boxed_slice())
-    }
-}
-
-impl<'a, T> IntoIterator for &'a ExactVec<T> {
-    type Item = &'a T;
-    type IntoIter = std::slice::Iter<'a, T>;
-    fn into_iter(self) -> Self::IntoIter {
-        self.0.iter()
-    }
-}
-
-impl<T> ExactVec<T> {
-    fn edit<R>(&mut self, f: impl FnOnce(&mut Vec<T>) -> R) -> R {
-        let mut v = std::mem::take(&mut self.0).into_vec();
-        let r = f(&mut v);
-        self.0 = v.into_boxed_slice();
-        r
-    }
-
-    pub fn push(&mut self, item: T) {
-        self.edit(|v| {
-            v.reserve_exact(1);
-            v.push(item)
-        })
-    }
-
-    /// Removes and returns the item at `i`; panics when out of bounds, as `Vec::remove`.
-    pub fn remove(&mut self, i: usize) -> T {
-        self.edit(|v| v.remove(i))
-    }
-}
-
 /// Transition reasons are `score`, `fast_track` or a CRM type: all static strings.
 pub fn static_reason(reason: &str) -> Option<&'static str> {
     match reason {
@@ -1342,25 +1283,6 @@ mod tests {
             assert_eq!(static_reason(reason), Some(t.reason()));
             assert_eq!((t.from(), t.to(), t.at()), (Stage::New, Stage::Mql, 7));
         }
-    }
-
-    #[test]
-    fn exact_lists_hold_exactly_their_items() {
-        let mut v: ExactVec<(u16, i64)> = ExactVec::default();
-        assert!(v.is_empty());
-        for i in 0..5u16 {
-            v.push((i, i64::from(i) * 10));
-            assert_eq!(v.len(), usize::from(i) + 1);
-        }
-        assert_eq!(v.remove(1), (1, 10));
-        assert_eq!(v.remove(3), (4, 40), "the last one");
-        v[0].1 = 99; // in place, through DerefMut
-        assert_eq!(&*v, &[(0, 99), (2, 20), (3, 30)]);
-        assert_eq!(
-            std::mem::size_of::<ExactVec<(u16, i64)>>(),
-            16,
-            "two words, not Vec's three"
-        );
     }
 
     #[test]

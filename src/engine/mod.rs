@@ -14,8 +14,8 @@ pub use evict::{EvictReason, EvictedFilter};
 pub use explain::Explanation;
 pub use footprint::{malloc_chunk, Footprint};
 pub use lead::{
-    event_id_hash, id_hash, static_reason, Clock, Cooldown, ExactVec, Extra, Ident, Lead, Lists,
-    MqlMark, Profile, Rare, RecentIds, RecentTransition, SlaCount, RECENT_IDS, RECENT_TRANSITIONS,
+    event_id_hash, id_hash, static_reason, Clock, Cooldown, Extra, Ident, Lead, Lists, MqlMark,
+    Profile, Rare, RecentIds, RecentTransition, SlaCount, RECENT_IDS, RECENT_TRANSITIONS,
 };
 pub use snapshot::SnapshotError;
 
@@ -623,10 +623,15 @@ fn transition(
         rare.reset_at = Some(rare.reset_at.map_or(t, |r| r.max(t)));
     }
     let lists = lead.extra_mut().lists_mut();
-    if lists.get::<RecentTransition>().len() == RECENT_TRANSITIONS {
-        lists.remove::<RecentTransition>(0);
+    let change = RecentTransition::new(from, to, reason, t);
+    let recent = lists.get_mut::<RecentTransition>();
+    if recent.len() == RECENT_TRANSITIONS {
+        // Full: the oldest goes, in place (no new allocation on this path).
+        recent.rotate_left(1);
+        recent[RECENT_TRANSITIONS - 1] = change;
+    } else {
+        lists.push(change);
     }
-    lists.push(RecentTransition::new(from, to, reason, t));
     if to == Stage::Mql {
         lead.set_mql(Some(MqlMark {
             at: t,
@@ -900,6 +905,52 @@ mod tests {
                 proptest::prop_assert_eq!(extra.lists().words().len(), exact, "one exact allocation");
             }
         }
+    }
+
+    /// The recent stage changes keep the newest `RECENT_TRANSITIONS`, oldest first, once the
+    /// ring is full and wraps (in place).
+    #[test]
+    fn recent_transitions_keep_the_newest_in_order() {
+        use crate::model::event::EventFields;
+        let mut st = PartitionState::new(example_rules());
+        let mut out = Vec::new();
+        let t0 = 1_795_210_200_000;
+        st.apply(&upsert("u", "ana", t0), &mut out);
+        let n = RECENT_TRANSITIONS + 3;
+        for i in 0..n {
+            let ty = if i % 2 == 0 {
+                "sales_accepted"
+            } else {
+                "recycled"
+            };
+            let ev =
+                EventFields::from_parts(&format!("c{i}"), "ana", t0 + 1 + i as i64, "crm", ty, &[])
+                    .validate()
+                    .expect("valid");
+            st.apply(&ev, &mut out);
+        }
+        let lead = st.lead("ana").expect("ana");
+        assert_eq!(lead.transitions as usize, n);
+        let kept: Vec<(i64, Stage)> = lead
+            .extra()
+            .recent_transitions()
+            .iter()
+            .map(|r| (r.at(), r.to()))
+            .collect();
+        let want: Vec<(i64, Stage)> = (n - RECENT_TRANSITIONS..n)
+            .map(|i| {
+                (
+                    t0 + 1 + i as i64,
+                    if i % 2 == 0 {
+                        Stage::Sal
+                    } else {
+                        Stage::Recycled
+                    },
+                )
+            })
+            .collect();
+        assert_eq!(kept, want);
+        assert_eq!(lead.stage_entered(), t0 + n as i64);
     }
 
     /// The prefetch hints must reach the lead a key's event will update: the walk hashes as
