@@ -121,6 +121,12 @@ fn main() -> anyhow::Result<()> {
         bucket_quantile(&metrics, "leadflow_transaction_commit_seconds", 0.99),
         bucket_quantile(&metrics, "leadflow_transaction_commit_seconds", 1.0)
     );
+    println!(
+        "| commits the state thread waited for (whole run) | {:.0}; p99 {}, max {} |",
+        support::metric_sum(&metrics, "leadflow_transaction_commit_wait_seconds_count"),
+        bucket_quantile(&metrics, "leadflow_transaction_commit_wait_seconds", 0.99),
+        bucket_quantile(&metrics, "leadflow_transaction_commit_wait_seconds", 1.0)
+    );
     println!("| leads in memory | {} |", m.leads);
     println!(
         "| snapshots written (whole run) | {:.0}, p50 {} from start to durable |",

@@ -83,6 +83,7 @@ pub struct Metrics {
     pub notify_queue_depth: IntGaugeVec,
     pub output_transactions: IntGauge,
     pub transaction_commit_seconds: Histogram,
+    pub transaction_commit_wait_seconds: Histogram,
     pub transactions_aborted: IntCounter,
     pub assigned_partitions: IntGaugeVec,
     pub partitions_stopped: IntGauge,
@@ -234,6 +235,11 @@ impl Metrics {
             transaction_commit_seconds: reg!(r, Histogram::with_opts(hist(
                 "leadflow_transaction_commit_seconds",
                 "Time to commit one state-stage transaction (positions, then end of transaction).",
+                &DURATION_BUCKETS
+            ))),
+            transaction_commit_wait_seconds: reg!(r, Histogram::with_opts(hist(
+                "leadflow_transaction_commit_wait_seconds",
+                "Time the state thread waited for a commit: the commits before a snapshot, a revoke or the shutdown (the periodic ones run on a committer thread while the fold goes on).",
                 &DURATION_BUCKETS
             ))),
             transactions_aborted: reg!(r, IntCounter::new(

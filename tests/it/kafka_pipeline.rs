@@ -209,6 +209,48 @@ fn two_instances_split_partitions_and_together_give_the_replay_of_the_log() {
     assert_same(&expected, &actual);
 }
 
+/// With transactions, each commit runs on the committer thread while the fold fills the next
+/// transaction on a second producer. Commits every 10 ms make hundreds of those overlaps; every
+/// output partition must still be the replay of the log, in order (two producers have no
+/// order between them: the fold waits for a transaction's acks before the next one's first
+/// record), and the state thread must have waited for only a few of the commits.
+#[test]
+fn overlapping_commits_keep_every_output_in_order() {
+    let broker = TestBroker::start("overlap", 4);
+    if broker.mock().is_some() {
+        eprintln!("skipped: overlapping commits need transactions (LEADFLOW_TEST_BROKERS)");
+        return;
+    }
+    let snaps = tempfile::tempdir().expect("tempdir");
+    let config = broker.config(
+        snaps.path(),
+        "[run]
+tick_interval = \"200ms\"\ncommit_interval = \"10ms\"\n",
+    );
+    let settings = Settings::from_toml(&config).expect("config");
+    let events = generated(40_000, 4_000);
+    let a = Running::start(&config);
+    // In slices, so the fold runs while commits are handed over.
+    for chunk in events.chunks(2_000) {
+        leadflow::kafka::produce_events(&settings.service, chunk).expect("produce");
+    }
+    let (expected, actual) = broker.converge(&settings, events.len(), Duration::from_secs(180));
+    let m = &a.stats.metrics;
+    let commits = m.transaction_commit_seconds.get_sample_count();
+    let waited = m.transaction_commit_wait_seconds.get_sample_count();
+    a.stop().expect("a stops cleanly");
+    assert!(total(&expected) > 5_000, "a meaningful amount of output");
+    assert_same(&expected, &actual);
+    assert!(
+        commits >= 50,
+        "{commits} commits: too few to overlap the fold"
+    );
+    assert!(
+        waited * 2 < commits,
+        "the state thread waited for {waited} of {commits} commits"
+    );
+}
+
 #[test]
 fn a_rebalance_mid_stream_loses_and_duplicates_nothing() {
     let broker = TestBroker::start("rebalance", 4);
@@ -547,7 +589,15 @@ fn check_http(addr: &str, transactional: bool) {
     );
     assert_eq!(value("leadflow_transactions_aborted_total"), 0.0);
     if transactional {
-        assert!(value("leadflow_transaction_commit_seconds_count") >= 1.0);
+        let commits = value("leadflow_transaction_commit_seconds_count");
+        assert!(commits >= 1.0);
+        // The periodic commits run on the committer thread: the state thread waits only for
+        // those before a snapshot (and at a revoke or shutdown), not for every commit.
+        let waited = value("leadflow_transaction_commit_wait_seconds_count");
+        assert!(
+            waited < commits,
+            "{waited} of {commits} commits held the fold"
+        );
     }
     assert!(!text.contains("@"), "no lead key in any label");
     promtool_check_metrics(&text);

@@ -5,7 +5,8 @@
 //! ticks and the consumed positions through the consumer group (as Kafka Streams'
 //! exactly_once_v2 does): the group coordinator refuses the positions of an instance whose
 //! group generation is stale, so an instance that lost its partitions cannot commit outputs for
-//! them. A snapshot at position S is started only after the commit that covers S.
+//! them. The commit of `run.commit_interval` is handed to the committer thread (txn.rs); a
+//! snapshot at position S is started only after a commit on this thread that covers S.
 //!
 //! Snapshots stay off the fold's critical path: one starts as a copy-on-write view of the
 //! state (`engine/checkpoint.rs`), is encoded in slices of about a millisecond between
@@ -17,10 +18,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::error::KafkaError;
-use rdkafka::producer::Producer;
 use rdkafka::{Offset, TopicPartitionList};
 
+use super::txn::{InFlight, Positions};
 use super::{lock, Part, Shared, StateContext};
 
 /// The first retry after a failed snapshot; it doubles up to `snapshots.interval`.
@@ -49,7 +49,6 @@ pub(super) struct WriteTag {
     started_ms: i64,
     leads: usize,
 }
-use crate::kafka::producer;
 use crate::snapshot::Written;
 
 /// How a commit ended.
@@ -65,17 +64,12 @@ pub(super) enum Commit {
 impl StateContext {
     /// Opens a transaction before the first record of one is produced (transactions only).
     pub(super) fn begin(&self) -> anyhow::Result<()> {
-        if self.txn && !self.txn_open.load(Ordering::Relaxed) {
-            self.producer
-                .begin_transaction()
-                .context("beginning a transaction")?;
-            self.txn_open.store(true, Ordering::Relaxed);
-        }
-        Ok(())
+        self.out.begin()
     }
 
-    /// Makes everything produced so far durable: acknowledged (idempotent) or committed with
-    /// the consumed positions (transactions).
+    /// Makes everything produced so far durable, on this thread: acknowledged (idempotent)
+    /// or committed with the consumed positions (transactions), after the commit in flight
+    /// on the committer thread, if any, has ended.
     ///
     /// Errors: a delivery failure, or a fatal transaction error (this producer was fenced,
     /// e.g. the broker aborted a transaction that outlived `kafka.transaction_timeout`).
@@ -84,21 +78,109 @@ impl StateContext {
         shared: &Shared,
         consumer: &BaseConsumer<Self>,
     ) -> anyhow::Result<Commit> {
-        let svc = &self.settings.service;
-        let timeout = Duration::from_millis(svc.drain_timeout_ms as u64);
         if !self.txn {
-            producer::flush(&self.producer, &self.deliveries, timeout)?;
-            return Ok(Commit::Done);
-        }
-        if !self.txn_open.load(Ordering::Relaxed) {
+            self.out.flush()?;
             return Ok(Commit::Done);
         }
         let started = Instant::now();
-        // Wait for the acks here, in 1 ms steps: commit_transaction's own flush polls in
-        // 100 ms steps, which held every commit (and the fold) for 100 ms.
-        producer::flush(&self.producer, &self.deliveries, timeout)?;
-        let positions = self.positions(shared)?;
-        let group = match positions.count() {
+        let waited = self.out.wait_in_flight();
+        let waited_any = waited.is_some();
+        if let Some(ended) = waited {
+            if ended? == Commit::Aborted {
+                // What is open follows from state the log does not have.
+                self.out.abort()?;
+                return Ok(Commit::Aborted);
+            }
+        }
+        if !self.out.open() && !waited_any {
+            return Ok(Commit::Done);
+        }
+        let outcome = match self.out.open() {
+            false => Commit::Done,
+            true => self.out.commit_here(&self.positions(shared, consumer)?)?,
+        };
+        self.metrics
+            .transaction_commit_wait_seconds
+            .observe(started.elapsed().as_secs_f64());
+        Ok(outcome)
+    }
+
+    /// The commit of `run.commit_interval` (transactions only): hands the open transaction to
+    /// the committer thread, so the fold goes on into the next one on the other producer.
+    /// `None` when the previous commit is still running: the caller tries again later and the
+    /// open transaction keeps growing meanwhile.
+    ///
+    /// Errors: as [`StateContext::commit`], from the commit that ended on the committer.
+    pub(super) fn commit_in_background(
+        &self,
+        shared: &Shared,
+        consumer: &BaseConsumer<Self>,
+    ) -> anyhow::Result<Option<Commit>> {
+        match self.out.in_flight() {
+            InFlight::Running => return Ok(None),
+            InFlight::Ended(ended) => {
+                if ended? == Commit::Aborted {
+                    self.out.abort()?;
+                    return Ok(Some(Commit::Aborted));
+                }
+            }
+            InFlight::None => {}
+        }
+        if self.out.open() {
+            let positions = self.positions(shared, consumer)?;
+            self.out.hand_over(positions)?;
+        }
+        Ok(Some(Commit::Done))
+    }
+
+    /// Whether a commit handed over earlier has aborted or failed (checked between records,
+    /// so a failure stops the fold at once, not at the next commit).
+    pub(super) fn commit_ended(&self) -> anyhow::Result<Commit> {
+        match self.out.in_flight() {
+            InFlight::Ended(ended) => {
+                if ended? == Commit::Aborted {
+                    self.out.abort()?;
+                    return Ok(Commit::Aborted);
+                }
+                Ok(Commit::Done)
+            }
+            InFlight::Running | InFlight::None => Ok(Commit::Done),
+        }
+    }
+
+    /// Aborts what is open (transactions only), after the commit in flight, if any, ended;
+    /// the aborted records stay invisible to `read_committed` readers.
+    pub(super) fn abort(&self) -> anyhow::Result<()> {
+        if !self.txn {
+            return Ok(());
+        }
+        if let Some(Err(e)) = self.out.wait_in_flight() {
+            tracing::warn!(error = %format!("{e:#}"), "the last commit handed over failed");
+        }
+        self.out.abort()
+    }
+
+    /// The next internal offset of every assigned partition that has a position.
+    fn position_list(&self, shared: &Shared) -> anyhow::Result<TopicPartitionList> {
+        let internal = &self.settings.service.topics.internal;
+        let mut list = TopicPartitionList::new();
+        for (p, part) in &shared.parts {
+            if let Some(pos) = part.next_offset {
+                list.add_partition_offset(internal, *p, Offset::Offset(pos))
+                    .context("building the position list")?;
+            }
+        }
+        Ok(list)
+    }
+
+    /// [`StateContext::position_list`] with the group's metadata when it has any position.
+    fn positions(
+        &self,
+        shared: &Shared,
+        consumer: &BaseConsumer<Self>,
+    ) -> anyhow::Result<Positions> {
+        let list = self.position_list(shared)?;
+        let group = match list.count() {
             0 => None,
             _ => Some(
                 consumer
@@ -106,74 +188,7 @@ impl StateContext {
                     .context("the state consumer has no group metadata")?,
             ),
         };
-        // Positions first: the group coordinator checks this instance's generation there.
-        // A retriable error (a timeout) may be retried with the same call.
-        let deadline = Instant::now() + timeout;
-        let mut offsets_sent = group.is_none();
-        let result = loop {
-            let step = match (&group, offsets_sent) {
-                (Some(g), false) => self
-                    .producer
-                    .send_offsets_to_transaction(&positions, g, timeout)
-                    .map(|()| offsets_sent = true),
-                _ => Ok(()),
-            };
-            let r = step.and_then(|()| self.producer.commit_transaction(timeout));
-            match &r {
-                Err(KafkaError::Transaction(e))
-                    if e.is_retriable() && Instant::now() < deadline => {}
-                _ => break r,
-            }
-        };
-        match result {
-            Ok(()) => {
-                self.txn_open.store(false, Ordering::Relaxed);
-                self.metrics
-                    .transaction_commit_seconds
-                    .observe(started.elapsed().as_secs_f64());
-                Ok(Commit::Done)
-            }
-            Err(KafkaError::Transaction(e)) if e.txn_requires_abort() => {
-                tracing::warn!(error = %e, "transaction aborted: its outputs will not be seen");
-                self.abort()?;
-                Ok(Commit::Aborted)
-            }
-            Err(e) => Err(anyhow::Error::new(e).context(
-                "committing the state stage's transaction (if fenced: another instance took \
-                 over this instance's partitions or its transactional.id; a restart rejoins)",
-            )),
-        }
-    }
-
-    /// Aborts the open transaction (transactions only); its records stay invisible to
-    /// `read_committed` readers.
-    pub(super) fn abort(&self) -> anyhow::Result<()> {
-        if !self.txn || !self.txn_open.load(Ordering::Relaxed) {
-            return Ok(());
-        }
-        let timeout = Duration::from_millis(self.settings.service.drain_timeout_ms as u64);
-        self.producer
-            .abort_transaction(timeout)
-            .context("aborting the state stage's transaction")?;
-        self.txn_open.store(false, Ordering::Relaxed);
-        self.stats.aborted.fetch_add(1, Ordering::Relaxed);
-        self.metrics.transactions_aborted.inc();
-        // What the aborted transaction carried is void, failed deliveries included.
-        self.deliveries.failed.store(0, Ordering::Relaxed);
-        Ok(())
-    }
-
-    /// The next internal offset of every assigned partition that has a position.
-    fn positions(&self, shared: &Shared) -> anyhow::Result<TopicPartitionList> {
-        let internal = &self.settings.service.topics.internal;
-        let mut tpl = TopicPartitionList::new();
-        for (p, part) in &shared.parts {
-            if let Some(pos) = part.next_offset {
-                tpl.add_partition_offset(internal, *p, Offset::Offset(pos))
-                    .context("building the position list")?;
-            }
-        }
-        Ok(tpl)
+        Ok(Positions { list, group })
     }
 
     /// Starts the snapshots that are due: commits first (a snapshot at position S is taken
@@ -476,7 +491,7 @@ impl StateContext {
         shared: &Shared,
         consumer: &BaseConsumer<Self>,
     ) -> anyhow::Result<()> {
-        let tpl = self.positions(shared)?;
+        let tpl = self.position_list(shared)?;
         if tpl.count() > 0 {
             if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
                 tracing::warn!(error = %e, "committing state positions failed");

@@ -14,7 +14,7 @@ use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::BaseRecord;
 
 use super::checkpoint::Commit;
-use super::{lock, recovery, Shared, StateContext};
+use super::{lock, recovery, txn, Shared, StateContext};
 use crate::analytics::live::{self, WonAmount};
 use crate::codec::avro::{self, InternalRecord};
 use crate::config::{OutputFormat, Settings};
@@ -128,7 +128,7 @@ impl StateContext {
                     value: Some(i_s.as_bytes()),
                 });
             producer::send(
-                &self.producer,
+                self.out.producer(),
                 BaseRecord::to(topic)
                     .partition(p)
                     .key(rec.lead_key().as_bytes())
@@ -250,7 +250,7 @@ impl StateContext {
             let value = avro::encode_internal(&InternalRecord::Tick(t))?;
             self.begin()?;
             producer::send(
-                &self.producer,
+                self.out.producer(),
                 BaseRecord::to(&svc.topics.internal)
                     .partition(*p)
                     .payload(&value[..]),
@@ -300,15 +300,16 @@ pub fn run(
     let metrics = Arc::clone(&service_stats.metrics);
     let stats = Arc::clone(&service_stats.state);
     let txn = layout.transactions;
-    let errors = Some(metrics.producer_errors.clone());
-    let (producer, deliveries) = if txn {
-        let id = transactional_id(svc);
-        tracing::info!(transactional_id = %id, "outputs are transactional (zombie fencing on)");
-        producer::transactional(svc, &id, 5, errors)?
-    } else {
-        tracing::info!("outputs are idempotent, without transactions (no zombie fencing)");
-        producer::idempotent(svc, 5, errors)?
-    };
+    let id = txn.then(|| transactional_id(svc));
+    match &id {
+        Some(id) => tracing::info!(
+            transactional_id = %id,
+            second = %txn::second_id(id),
+            "outputs are transactional (zombie fencing on)"
+        ),
+        None => tracing::info!("outputs are idempotent, without transactions (no zombie fencing)"),
+    }
+    let out = txn::Outputs::new(svc, id.as_deref(), Arc::clone(&metrics), Arc::clone(&stats))?;
     metrics.output_transactions.set(i64::from(txn));
     for reason in ["log_recreated", "history_deleted", "offset_reset"] {
         metrics.partition_stops.with_label_values(&[reason]);
@@ -345,12 +346,10 @@ pub fn run(
         settings: settings.clone(),
         rules: Arc::clone(&settings.rules),
         store,
-        producer,
-        deliveries,
+        out,
         txn,
         skew_guard: layout.log_append_time,
         skew: Mutex::new(None),
-        txn_open: AtomicBool::new(false),
         tail,
         hw,
         shared: Arc::clone(&service_stats.view.shared),
@@ -419,7 +418,7 @@ pub fn run(
             }
             if last_maintenance.elapsed() >= Duration::from_millis(20) {
                 last_maintenance = Instant::now();
-                ctx.producer.poll(Duration::ZERO);
+                ctx.out.producer().poll(Duration::ZERO);
                 let mut shared = lock(&ctx.shared);
                 ctx.collect_written(&mut shared);
                 ctx.ticks(&mut shared)?;
@@ -432,10 +431,14 @@ pub fn run(
                 let outcome = if started == Commit::Aborted {
                     Some(started)
                 } else if txn && last_commit.elapsed() >= commit_every {
-                    last_commit = Instant::now();
-                    Some(ctx.commit(&shared, &consumer)?)
+                    // Handed to the committer thread; `None` while the previous commit runs.
+                    let handed = ctx.commit_in_background(&shared, &consumer)?;
+                    if handed.is_some() {
+                        last_commit = Instant::now();
+                    }
+                    handed
                 } else {
-                    None
+                    Some(ctx.commit_ended()?)
                 };
                 if outcome == Some(Commit::Aborted) {
                     // Start over from what is committed; if the partitions were lost, the

@@ -8,7 +8,9 @@
 //! - on assignment, q restarts from its newest valid snapshot and re-folds silently up to the
 //!   last output already in each output topic, then emits normally (recovery.rs);
 //! - with transactions, outputs, ticks and positions are committed together and an instance
-//!   whose group generation is stale cannot commit: zombie fencing (checkpoint.rs).
+//!   whose group generation is stale cannot commit: zombie fencing (checkpoint.rs); each
+//!   commit runs on a thread of its own while the fold fills the next transaction on a
+//!   second producer (txn.rs).
 //!
 //! This file holds the stage's types, the HTTP window on it and the rebalance callbacks;
 //! the fold loop is `fold.rs`.
@@ -16,6 +18,7 @@
 mod checkpoint;
 mod fold;
 mod recovery;
+mod txn;
 
 pub use fold::run;
 
@@ -32,7 +35,6 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use super::producer::{Deliveries, LfProducer};
 use crate::config::Settings;
 use crate::engine::{Explanation, PartitionState};
 
@@ -255,8 +257,8 @@ pub struct StateContext {
     settings: Settings,
     rules: Arc<Ruleset>,
     store: SnapshotStore,
-    producer: LfProducer,
-    deliveries: Arc<Deliveries>,
+    /// The producers of outputs and ticks, and the commits of their transactions.
+    out: txn::Outputs,
     /// Outputs, ticks and positions go in transactions (zombie fencing).
     txn: bool,
     /// The internal topic has broker timestamps (LogAppendTime): ticks measure the clock skew
@@ -264,8 +266,6 @@ pub struct StateContext {
     skew_guard: bool,
     /// This host's clock minus the broker's (ms), and when it was measured.
     skew: Mutex<Option<(i64, Instant)>>,
-    /// A transaction is open (transactions only).
-    txn_open: AtomicBool,
     /// Reads the last committed output of a partition (read_committed).
     tail: BaseConsumer<recovery::TailContext>,
     /// Reads watermarks as they are (read_uncommitted): the log's start and end, and with
