@@ -86,9 +86,7 @@ impl StateContext {
         let waited = self.out.wait_in_flight();
         let waited_any = waited.is_some();
         if let Some(ended) = waited {
-            if ended? == Commit::Aborted {
-                // What is open follows from state the log does not have.
-                self.out.abort()?;
+            if self.after_commit(ended)? == Commit::Aborted {
                 return Ok(Commit::Aborted);
             }
         }
@@ -105,10 +103,30 @@ impl StateContext {
         Ok(outcome)
     }
 
+    /// What follows a commit that ended on the committer thread: if it aborted or failed,
+    /// what is open follows from state the log does not have, so it is aborted too (an abort
+    /// the committer already counted); a failure is returned as the error.
+    fn after_commit(&self, ended: anyhow::Result<Commit>) -> anyhow::Result<Commit> {
+        match ended {
+            Ok(Commit::Done) => Ok(Commit::Done),
+            Ok(Commit::Aborted) => {
+                self.out.abort(false)?;
+                Ok(Commit::Aborted)
+            }
+            Err(e) => {
+                self.failed.store(true, Ordering::SeqCst);
+                if let Err(abort) = self.out.abort(true) {
+                    tracing::warn!(error = %format!("{abort:#}"), "aborting after a failed commit");
+                }
+                Err(e)
+            }
+        }
+    }
+
     /// The commit of `run.commit_interval` (transactions only): hands the open transaction to
     /// the committer thread, so the fold goes on into the next one on the other producer.
-    /// `None` when the previous commit is still running: the caller tries again later and the
-    /// open transaction keeps growing meanwhile.
+    /// `None` when the previous commit is still running (or the stage is failing): the caller
+    /// tries again later and the open transaction keeps growing meanwhile.
     ///
     /// Errors: as [`StateContext::commit`], from the commit that ended on the committer.
     pub(super) fn commit_in_background(
@@ -116,11 +134,13 @@ impl StateContext {
         shared: &Shared,
         consumer: &BaseConsumer<Self>,
     ) -> anyhow::Result<Option<Commit>> {
+        if self.failed.load(Ordering::SeqCst) {
+            return Ok(None);
+        }
         match self.out.in_flight() {
             InFlight::Running => return Ok(None),
             InFlight::Ended(ended) => {
-                if ended? == Commit::Aborted {
-                    self.out.abort()?;
+                if self.after_commit(ended)? == Commit::Aborted {
                     return Ok(Some(Commit::Aborted));
                 }
             }
@@ -133,17 +153,11 @@ impl StateContext {
         Ok(Some(Commit::Done))
     }
 
-    /// Whether a commit handed over earlier has aborted or failed (checked between records,
-    /// so a failure stops the fold at once, not at the next commit).
+    /// Whether a commit handed over earlier has aborted or failed (checked at each
+    /// maintenance step, so a failure stops the fold then, not at the next commit).
     pub(super) fn commit_ended(&self) -> anyhow::Result<Commit> {
         match self.out.in_flight() {
-            InFlight::Ended(ended) => {
-                if ended? == Commit::Aborted {
-                    self.out.abort()?;
-                    return Ok(Commit::Aborted);
-                }
-                Ok(Commit::Done)
-            }
+            InFlight::Ended(ended) => self.after_commit(ended),
             InFlight::Running | InFlight::None => Ok(Commit::Done),
         }
     }
@@ -157,7 +171,7 @@ impl StateContext {
         if let Some(Err(e)) = self.out.wait_in_flight() {
             tracing::warn!(error = %format!("{e:#}"), "the last commit handed over failed");
         }
-        self.out.abort()
+        self.out.abort(true)
     }
 
     /// The next internal offset of every assigned partition that has a position.

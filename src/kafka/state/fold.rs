@@ -136,6 +136,11 @@ impl StateContext {
                     .headers(headers),
             )?;
             self.stats.outputs.fetch_add(1, Ordering::Relaxed);
+            if self.out.committing() {
+                self.stats
+                    .outputs_during_commit
+                    .fetch_add(1, Ordering::Relaxed);
+            }
         }
         part.next_offset = Some(off + 1);
         part.dirty = true;
@@ -457,7 +462,13 @@ pub fn run(
         let _ = ctx.abort();
         return Err(e);
     }
-    if ctx.final_checkpoint(&mut lock(&ctx.shared), &consumer)? == Commit::Aborted {
+    let last = ctx.final_checkpoint(&mut lock(&ctx.shared), &consumer);
+    let last = last.inspect_err(|_| {
+        // Nothing open may be committed after this (closing the consumer runs the revoke).
+        ctx.failed.store(true, Ordering::SeqCst);
+        let _ = ctx.abort();
+    })?;
+    if last == Commit::Aborted {
         tracing::warn!("the last transaction was aborted at shutdown; the next owner re-folds it");
         ctx.failed.store(true, Ordering::SeqCst);
     }

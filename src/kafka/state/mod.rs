@@ -54,6 +54,9 @@ pub struct StateStats {
     pub undecodable: AtomicU64,
     /// Transactions aborted (e.g. after this instance lost its partitions while stalled).
     pub aborted: AtomicU64,
+    /// Outputs produced while the previous transaction was committing on the committer
+    /// thread (the overlap that keeps commits off the fold's path).
+    pub outputs_during_commit: AtomicU64,
 }
 
 /// One assigned partition.

@@ -80,6 +80,11 @@ struct Committer {
     jobs: Sender<Job>,
     ended: Mutex<Receiver<anyhow::Result<Commit>>>,
     running: AtomicBool,
+    /// A commit on the committer failed: no later transaction may commit (recovery would
+    /// take its outputs for emitted and skip the failed one's), only abort.
+    failed: AtomicBool,
+    /// Set by the committer thread while it commits.
+    busy: Arc<AtomicBool>,
 }
 
 /// The stage's producers: the active one takes the fold's records.
@@ -135,12 +140,25 @@ impl Outputs {
         let (jobs, job_rx) = mpsc::channel::<Job>();
         let (ended_tx, ended) = mpsc::channel();
         let thread_counters = counters.clone();
+        let busy = Arc::new(AtomicBool::new(false));
+        let thread_busy = Arc::clone(&busy);
         std::thread::Builder::new()
             .name("lf-commit".into())
             .spawn(move || {
                 // Ends when the stage drops its sender.
                 while let Ok(job) = job_rx.recv() {
+                    thread_busy.store(true, Ordering::Relaxed);
                     let r = commit_slot(&job.slot, &job.positions, timeout, &thread_counters);
+                    thread_busy.store(false, Ordering::Relaxed);
+                    if let Err(e) = &r {
+                        // Never leave it open (it would hold back read_committed readers and
+                        // the next owner until the broker's timeout); after a fatal error
+                        // (fenced) the abort fails too, and the stage stops.
+                        tracing::warn!(error = %format!("{e:#}"), "a commit failed; aborting it");
+                        if let Err(e) = abort_slot(&job.slot, timeout) {
+                            tracing::warn!(error = %format!("{e:#}"), "aborting it failed too");
+                        }
+                    }
                     if ended_tx.send(r).is_err() {
                         break;
                     }
@@ -154,6 +172,8 @@ impl Outputs {
                 jobs,
                 ended: Mutex::new(ended),
                 running: AtomicBool::new(false),
+                failed: AtomicBool::new(false),
+                busy,
             }),
             counters,
             timeout,
@@ -201,19 +221,18 @@ impl Outputs {
         if !c.running.load(Ordering::Relaxed) {
             return InFlight::None;
         }
-        match lock(&c.ended).try_recv() {
-            Ok(r) => {
-                c.running.store(false, Ordering::Relaxed);
-                InFlight::Ended(r)
-            }
-            Err(TryRecvError::Empty) => InFlight::Running,
-            Err(TryRecvError::Disconnected) => {
-                c.running.store(false, Ordering::Relaxed);
-                InFlight::Ended(Err(anyhow::anyhow!(
-                    "the transaction committer thread has ended"
-                )))
-            }
+        let r = match lock(&c.ended).try_recv() {
+            Ok(r) => r,
+            Err(TryRecvError::Empty) => return InFlight::Running,
+            Err(TryRecvError::Disconnected) => Err(anyhow::anyhow!(
+                "the transaction committer thread has ended"
+            )),
+        };
+        c.running.store(false, Ordering::Relaxed);
+        if r.is_err() {
+            c.failed.store(true, Ordering::SeqCst);
         }
+        InFlight::Ended(r)
     }
 
     /// Waits for the commit on the committer thread, if any, and returns how it ended.
@@ -223,11 +242,33 @@ impl Outputs {
             return None;
         }
         c.running.store(false, Ordering::Relaxed);
-        Some(lock(&c.ended).recv().unwrap_or_else(|_| {
+        let r = lock(&c.ended).recv().unwrap_or_else(|_| {
             Err(anyhow::anyhow!(
                 "the transaction committer thread has ended"
             ))
-        }))
+        });
+        if r.is_err() {
+            c.failed.store(true, Ordering::SeqCst);
+        }
+        Some(r)
+    }
+
+    /// Refuses to commit after a commit on the committer failed.
+    fn check_not_failed(&self) -> anyhow::Result<()> {
+        match &self.committer {
+            Some(c) if c.failed.load(Ordering::SeqCst) => anyhow::bail!(
+                "not committing: an earlier transaction failed to commit, and a later one must not \
+                 commit without it"
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether the committer thread is committing at this moment.
+    pub fn committing(&self) -> bool {
+        self.committer
+            .as_ref()
+            .is_some_and(|c| c.busy.load(Ordering::Relaxed))
     }
 
     /// Hands the active transaction to the committer with `positions` and makes the other
@@ -245,6 +286,7 @@ impl Outputs {
             anyhow::bail!("no transactions to hand over");
         };
         debug_assert!(!c.running.load(Ordering::Relaxed));
+        self.check_not_failed()?;
         let slot = Arc::clone(self.slot());
         producer::flush(&slot.producer, &slot.deliveries, self.timeout)?;
         c.jobs
@@ -256,13 +298,33 @@ impl Outputs {
     }
 
     /// Commits the active transaction on this thread (no commit may be in flight).
+    ///
+    /// Errors: as [`commit_slot`], or a commit on the committer failed before.
     pub fn commit_here(&self, positions: &Positions) -> anyhow::Result<Commit> {
+        self.check_not_failed()?;
         commit_slot(self.slot(), positions, self.timeout, &self.counters)
     }
 
-    /// Aborts the active producer's open transaction, if any.
-    pub fn abort(&self) -> anyhow::Result<()> {
-        abort_slot(self.slot(), self.timeout, &self.counters)
+    /// Aborts every open transaction (the caller has waited for the commit in flight).
+    /// `count`: this is an incident of its own for `leadflow_transactions_aborted_total`
+    /// (not the follow-up of an abort on the committer, already counted).
+    ///
+    /// Errors: the first abort that failed (each one is tried).
+    pub fn abort(&self, count: bool) -> anyhow::Result<()> {
+        let mut aborted = false;
+        let mut first_err = None;
+        for slot in &self.slots {
+            match abort_slot(slot, self.timeout) {
+                Ok(was_open) => aborted |= was_open,
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        if aborted && count {
+            self.counters.count_abort();
+        }
+        first_err.map_or(Ok(()), Err)
     }
 }
 
@@ -314,7 +376,8 @@ fn commit_slot(
         }
         Err(KafkaError::Transaction(e)) if e.txn_requires_abort() => {
             tracing::warn!(error = %e, "transaction aborted: its outputs will not be seen");
-            abort_slot(slot, timeout, counters)?;
+            abort_slot(slot, timeout)?;
+            counters.count_abort();
             Ok(Commit::Aborted)
         }
         Err(e) => Err(anyhow::Error::new(e).context(
@@ -325,17 +388,25 @@ fn commit_slot(
 }
 
 /// Aborts a slot's open transaction; its records stay invisible to `read_committed` readers.
-fn abort_slot(slot: &Slot, timeout: Duration, counters: &Counters) -> anyhow::Result<()> {
+/// Returns whether one was open.
+fn abort_slot(slot: &Slot, timeout: Duration) -> anyhow::Result<bool> {
     if !slot.open.load(Ordering::Relaxed) {
-        return Ok(());
+        return Ok(false);
     }
     slot.producer
         .abort_transaction(timeout)
         .context("aborting the state stage's transaction")?;
     slot.open.store(false, Ordering::Relaxed);
-    counters.stats.aborted.fetch_add(1, Ordering::Relaxed);
-    counters.metrics.transactions_aborted.inc();
     // What the aborted transaction carried is void, failed deliveries included.
     slot.deliveries.failed.store(0, Ordering::Relaxed);
-    Ok(())
+    Ok(true)
+}
+
+impl Counters {
+    /// One abort incident: a refused commit, with the transaction filled meanwhile, counts
+    /// once (`leadflow_transactions_aborted_total` feeds an alert).
+    fn count_abort(&self) {
+        self.stats.aborted.fetch_add(1, Ordering::Relaxed);
+        self.metrics.transactions_aborted.inc();
+    }
 }
