@@ -170,11 +170,12 @@ pub struct Service {
     pub connect_timeout_ms: i64,
     /// Transactional outputs (zombie fencing); see [`Transactions`].
     pub transactions: Transactions,
-    /// `transaction.timeout.ms` of the state stage's producer: how long a stalled instance's
+    /// `transaction.timeout.ms` of the state stage's producers: how long a stalled instance's
     /// open transaction can hold back readers before the broker aborts it.
     pub transaction_timeout_ms: i64,
-    /// The state producer's `transactional.id`; `None`: the state group, the host name and a
-    /// random suffix (unique per process).
+    /// The state producers' `transactional.id` (the second one's has `-b` appended); `None`:
+    /// the state group, the host name, the process id, a counter and the time (unique per
+    /// process).
     pub transactional_id: Option<String>,
     /// How often the state stage commits its transaction (outputs become visible to
     /// `read_committed` consumers then).

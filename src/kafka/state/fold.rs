@@ -477,8 +477,8 @@ pub fn run(
     Ok(())
 }
 
-/// `kafka.transactional_id`, or the state group, the host name and a random suffix: unique
-/// per process, so that two instances never fence each other.
+/// `kafka.transactional_id`, or the state group, the host name, the process id, a counter
+/// and the time: unique per process, so that two instances never fence each other.
 fn transactional_id(svc: &crate::config::Service) -> String {
     if let Some(id) = &svc.transactional_id {
         return id.clone();
