@@ -127,6 +127,13 @@ fn main() -> anyhow::Result<()> {
         bucket_quantile(&metrics, "leadflow_transaction_commit_wait_seconds", 0.99),
         bucket_quantile(&metrics, "leadflow_transaction_commit_wait_seconds", 1.0)
     );
+    println!(
+        "| hand-overs to the committer (whole run) | {:.0}; the state thread waited p50 {}, p99 {}, max {} for acks |",
+        support::metric_sum(&metrics, "leadflow_transaction_handover_seconds_count"),
+        bucket_quantile(&metrics, "leadflow_transaction_handover_seconds", 0.5),
+        bucket_quantile(&metrics, "leadflow_transaction_handover_seconds", 0.99),
+        bucket_quantile(&metrics, "leadflow_transaction_handover_seconds", 1.0)
+    );
     println!("| leads in memory | {} |", m.leads);
     println!(
         "| snapshots written (whole run) | {:.0}, p50 {} from start to durable |",

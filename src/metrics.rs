@@ -84,6 +84,7 @@ pub struct Metrics {
     pub output_transactions: IntGauge,
     pub transaction_commit_seconds: Histogram,
     pub transaction_commit_wait_seconds: Histogram,
+    pub transaction_handover_seconds: Histogram,
     pub transactions_aborted: IntCounter,
     pub assigned_partitions: IntGaugeVec,
     pub partitions_stopped: IntGauge,
@@ -240,6 +241,11 @@ impl Metrics {
             transaction_commit_wait_seconds: reg!(r, Histogram::with_opts(hist(
                 "leadflow_transaction_commit_wait_seconds",
                 "Time the state thread waited for a commit: the commits before a snapshot, a revoke or the shutdown (the periodic ones run on a committer thread while the fold goes on).",
+                &DURATION_BUCKETS
+            ))),
+            transaction_handover_seconds: reg!(r, Histogram::with_opts(hist(
+                "leadflow_transaction_handover_seconds",
+                "Time the state thread waits at each periodic commit for the acks of the transaction it hands to the committer thread (two producers have no order between them, so the next transaction's records wait for these acks).",
                 &DURATION_BUCKETS
             ))),
             transactions_aborted: reg!(r, IntCounter::new(

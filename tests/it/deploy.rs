@@ -133,7 +133,7 @@ fn alert_rules_use_exported_metrics_and_labels() {
             exprs.push(e);
         }
     }
-    assert_eq!(exprs.len(), 17);
+    assert_eq!(exprs.len(), 18);
     for e in &exprs {
         check_expr(e, &known, "alerts.yml");
     }
@@ -144,6 +144,7 @@ fn alert_rules_use_exported_metrics_and_labels() {
         "SnapshotTooOld",
         "NotReady",
         "TransactionsAborted",
+        "CommitsSlow",
         "PartitionStopped",
         "LagWithoutOwner",
         "SnapshotsFailing",

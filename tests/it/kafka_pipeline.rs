@@ -239,6 +239,7 @@ tick_interval = \"200ms\"\ncommit_interval = \"10ms\"\n",
     let m = &a.stats.metrics;
     let commits = m.transaction_commit_seconds.get_sample_count();
     let waited = m.transaction_commit_wait_seconds.get_sample_count();
+    let handed_over = m.transaction_handover_seconds.get_sample_count();
     let overlapped = a
         .stats
         .state
@@ -246,6 +247,10 @@ tick_interval = \"200ms\"\ncommit_interval = \"10ms\"\n",
         .load(std::sync::atomic::Ordering::Relaxed);
     a.stop().expect("a stops cleanly");
     assert!(overlapped > 0, "no output was produced while a commit ran");
+    assert!(
+        handed_over > 0 && handed_over <= commits + 1,
+        "{handed_over} hand-overs for {commits} commits"
+    );
     assert!(total(&expected) > 5_000, "a meaningful amount of output");
     assert_same(&expected, &actual);
     assert!(

@@ -147,8 +147,12 @@ impl StateContext {
             InFlight::None => {}
         }
         if self.out.open() {
+            let started = Instant::now();
             let positions = self.positions(shared, consumer)?;
             self.out.hand_over(positions)?;
+            self.metrics
+                .transaction_handover_seconds
+                .observe(started.elapsed().as_secs_f64());
         }
         Ok(Some(Commit::Done))
     }
