@@ -115,24 +115,23 @@ fn main() -> anyhow::Result<()> {
         "| of which written -> seen (commit, fetch) p50 / p99 / max | {:.0} / {:.0} / {:.0} ms |",
         m.to_seen[0], m.to_seen[1], m.to_seen[2]
     );
-    println!(
-        "| transaction commits (whole run) | {:.0}; p99 {}, max {} |",
-        support::metric_sum(&metrics, "leadflow_transaction_commit_seconds_count"),
-        bucket_quantile(&metrics, "leadflow_transaction_commit_seconds", 0.99),
-        bucket_quantile(&metrics, "leadflow_transaction_commit_seconds", 1.0)
+    let hist_row = |label: &str, name: &str| {
+        println!(
+            "| {label} (whole run) | {:.0}; p50 {}, p99 {}, max {} |",
+            support::metric_sum(&metrics, &format!("{name}_count")),
+            bucket_quantile(&metrics, name, 0.5),
+            bucket_quantile(&metrics, name, 0.99),
+            bucket_quantile(&metrics, name, 1.0)
+        );
+    };
+    hist_row("transaction commits", "leadflow_transaction_commit_seconds");
+    hist_row(
+        "commits the state thread waited for",
+        "leadflow_transaction_commit_wait_seconds",
     );
-    println!(
-        "| commits the state thread waited for (whole run) | {:.0}; p99 {}, max {} |",
-        support::metric_sum(&metrics, "leadflow_transaction_commit_wait_seconds_count"),
-        bucket_quantile(&metrics, "leadflow_transaction_commit_wait_seconds", 0.99),
-        bucket_quantile(&metrics, "leadflow_transaction_commit_wait_seconds", 1.0)
-    );
-    println!(
-        "| hand-overs to the committer (whole run) | {:.0}; the state thread waited p50 {}, p99 {}, max {} for acks |",
-        support::metric_sum(&metrics, "leadflow_transaction_handover_seconds_count"),
-        bucket_quantile(&metrics, "leadflow_transaction_handover_seconds", 0.5),
-        bucket_quantile(&metrics, "leadflow_transaction_handover_seconds", 0.99),
-        bucket_quantile(&metrics, "leadflow_transaction_handover_seconds", 1.0)
+    hist_row(
+        "hand-overs to the committer (the state thread's wait for acks)",
+        "leadflow_transaction_handover_seconds",
     );
     println!("| leads in memory | {} |", m.leads);
     println!(
