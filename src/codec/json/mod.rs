@@ -4,6 +4,8 @@
 use crate::model::event::{Event, EventFields, Invalid, Source};
 use crate::model::records::Output;
 
+mod scan;
+
 /// Decodes one JSON object into a validated event.
 pub fn decode_event(bytes: &[u8]) -> Result<Event, Invalid> {
     decode(bytes, None)
@@ -31,13 +33,16 @@ pub fn decode_event_from(topic_source: Source, bytes: &[u8]) -> Result<Event, In
 /// - a field given twice counts with its last value, as in a JSON object read into a map;
 /// - field checks run in the order `event_id`, `lead_key`, `source`, `type`, `occurred_at`,
 ///   `attributes`, and attributes are kept in key order (the order of that map).
+///
+/// Most lines never reach serde_json: the scanner of `scan` reads the plain ones (no escapes,
+/// no floats, nothing nested outside `attributes`) into the same fields, and leaves every
+/// other line, and so every error, to serde_json.
 fn decode(bytes: &[u8], default_source: Option<Source>) -> Result<Event, Invalid> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let parsed = serde::Deserializer::deserialize_any(&mut de, TopVisitor)
-        .and_then(|top| de.end().map(|()| top))
-        .map_err(|e| Invalid::Undecodable(format!("invalid JSON: {e}")))?;
-    let Some(top) = parsed else {
-        return Err(Invalid::Undecodable("expected a JSON object".into()));
+    let top = match scan::top(bytes) {
+        Some(top) => top,
+        None => serde_top(bytes)
+            .map_err(Invalid::Undecodable)?
+            .ok_or_else(|| Invalid::Undecodable("expected a JSON object".into()))?,
     };
     let mut fields = EventFields {
         event_id: top.event_id.into_field("event_id")?,
@@ -98,8 +103,17 @@ fn decode(bytes: &[u8], default_source: Option<Source>) -> Result<Event, Invalid
     fields.validate()
 }
 
+/// The top-level object's fields through serde_json's parser: `Ok(None)` for valid JSON that
+/// is not an object; `Err` the reason (`invalid JSON: ...`) for a syntax error.
+fn serde_top(bytes: &[u8]) -> Result<Option<Top>, String> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    serde::Deserializer::deserialize_any(&mut de, TopVisitor)
+        .and_then(|top| de.end().map(|()| top))
+        .map_err(|e| format!("invalid JSON: {e}"))
+}
+
 /// A string field as last given: absent or null, a string, or another type.
-#[derive(Default)]
+#[derive(Debug, Default, PartialEq)]
 enum Text {
     #[default]
     Absent,
@@ -120,7 +134,7 @@ impl Text {
     }
 }
 
-#[derive(Default)]
+#[derive(Debug, Default, PartialEq)]
 enum Time {
     #[default]
     Absent,
@@ -130,7 +144,7 @@ enum Time {
     NotNumber,
 }
 
-#[derive(Default)]
+#[derive(Debug, Default, PartialEq)]
 enum Attributes {
     #[default]
     Absent,
@@ -140,7 +154,7 @@ enum Attributes {
 }
 
 /// The fields of the top-level object; `None` from the visitor: valid JSON, not an object.
-#[derive(Default)]
+#[derive(Debug, Default, PartialEq)]
 struct Top {
     event_id: Text,
     lead_key: Text,
@@ -552,7 +566,7 @@ mod tests {
     }
 
     /// JSON text of any value, nested up to `depth`, with the strings that matter here.
-    fn json_value(depth: u32) -> impl Strategy<Value = String> {
+    pub(super) fn json_value(depth: u32) -> impl Strategy<Value = String> {
         let leaf = prop_oneof![
             Just("null".to_string()),
             Just("true".to_string()),
@@ -589,7 +603,7 @@ mod tests {
     }
 
     /// Keys: the event's fields (one spelled with an escape), attribute names, unknown ones.
-    fn key() -> impl Strategy<Value = String> {
+    pub(super) fn key() -> impl Strategy<Value = String> {
         prop::sample::select(vec![
             r#""event_id""#,
             r#""lead_key""#,
@@ -608,7 +622,7 @@ mod tests {
     }
 
     /// An object of fields, each maybe repeated, with valid values mostly.
-    fn event_like() -> impl Strategy<Value = String> {
+    pub(super) fn event_like() -> impl Strategy<Value = String> {
         let field = prop_oneof![
             3 => Just(r#""event_id":"e1""#.to_string()),
             3 => Just(r#""lead_key":"a@b.c""#.to_string()),

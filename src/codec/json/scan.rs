@@ -1,0 +1,394 @@
+//! The fast path of JSON event decoding: a hand-written scanner for the lines nearly every
+//! producer writes (an object of plain strings, integers, `null`, `true`, `false`, and an
+//! `attributes` object of such values), straight into the decoder's [`Top`].
+//!
+//! It answers `None` for anything else: an escape in a string, a control character, a float,
+//! an integer of more than 18 digits, `-0`, a nested value outside `attributes`, invalid UTF-8,
+//! any syntax error. The caller then decodes the line with serde_json's parser, so every
+//! error text, and every case this scanner does not take, stays serde_json's (and the value
+//! tree's before it). When it answers `Some`, the result is the one serde_json's path gives:
+//! `tests::the_scanner_agrees_with_serde_json` checks that on generated lines, damaged ones
+//! and any JSON value.
+//!
+//! Why: replay's reader thread spent most of its time in serde_json's generic machinery
+//! (a UTF-8 check per string, visitor dispatch), and on two cores the reader shares a core
+//! with the output writer while the fold has the other (docs/performance.md).
+
+use super::{Attributes, Text, Time, Top};
+
+/// The top-level object's fields, or `None`: let serde_json decode the line.
+pub(super) fn top(bytes: &[u8]) -> Option<Top> {
+    // One UTF-8 check for the whole line. A string's bounds are ASCII quotes, so each string
+    // slice of a valid line is valid UTF-8 on its own (and `&text[a..b]` checks only that
+    // its ends are character boundaries).
+    let text = std::str::from_utf8(bytes).ok()?;
+    let mut s = Scanner { text, i: 0 };
+    s.ws();
+    s.expect(b'{')?;
+    let mut top = Top::default();
+    s.ws();
+    if !s.take(b'}') {
+        loop {
+            s.ws();
+            let key = s.string()?;
+            s.ws();
+            s.expect(b':')?;
+            s.ws();
+            // A field given twice counts with its last value, as in serde_json's path.
+            match key {
+                "event_id" => top.event_id = s.scalar()?.text(s.text),
+                "lead_key" => top.lead_key = s.scalar()?.text(s.text),
+                "source" => top.source = s.scalar()?.text(s.text),
+                "type" => top.event_type = s.scalar()?.text(s.text),
+                "occurred_at" => top.occurred_at = s.scalar()?.time(s.text)?,
+                "attributes" => top.attributes = s.attributes()?,
+                _ => {
+                    s.scalar()?;
+                }
+            }
+            s.ws();
+            match s.next()? {
+                b',' => {}
+                b'}' => break,
+                _ => return None,
+            }
+        }
+    }
+    s.ws();
+    (s.i == bytes.len()).then_some(top)
+}
+
+/// A scalar value: where it is in the line, and what it is.
+#[derive(Clone, Copy)]
+enum Scalar {
+    /// A string's contents (without the quotes), byte offsets.
+    Str(usize, usize),
+    Null,
+    Bool,
+    /// An integer of at most 18 digits (so within i64), byte offsets, sign included.
+    Int(usize, usize),
+}
+
+impl Scalar {
+    /// As a string field (serde_json's path: `StrOr::text`).
+    fn text(self, text: &str) -> Text {
+        match self {
+            Scalar::Str(a, b) => Text::Value(text[a..b].to_string()),
+            Scalar::Null => Text::Absent,
+            Scalar::Bool | Scalar::Int(..) => Text::WrongType,
+        }
+    }
+
+    /// As `occurred_at` (serde_json's path: `TimeVisitor`). `None` cannot happen for a
+    /// scanned integer (18 digits fit in i64); it falls back rather than guess.
+    fn time(self, text: &str) -> Option<Time> {
+        Some(match self {
+            Scalar::Int(a, b) => Time::Ms(text[a..b].parse().ok()?),
+            Scalar::Null => Time::Absent,
+            Scalar::Str(..) | Scalar::Bool => Time::NotNumber,
+        })
+    }
+}
+
+struct Scanner<'a> {
+    text: &'a str,
+    i: usize,
+}
+
+impl<'a> Scanner<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.text.as_bytes().get(self.i).copied()
+    }
+
+    fn next(&mut self) -> Option<u8> {
+        let b = self.peek()?;
+        self.i += 1;
+        Some(b)
+    }
+
+    /// JSON's whitespace: space, tab, line feed, carriage return.
+    fn ws(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.i += 1;
+        }
+    }
+
+    fn take(&mut self, b: u8) -> bool {
+        let found = self.peek() == Some(b);
+        if found {
+            self.i += 1;
+        }
+        found
+    }
+
+    fn expect(&mut self, b: u8) -> Option<()> {
+        self.take(b).then_some(())
+    }
+
+    /// The literal `word` (`null`, `true`, `false`), not followed by more of a word.
+    fn literal(&mut self, word: &str) -> Option<()> {
+        let end = self.i + word.len();
+        if self.text.as_bytes().get(self.i..end)? != word.as_bytes() {
+            return None;
+        }
+        self.i = end;
+        Some(())
+    }
+
+    /// A string without escapes or control characters: its contents' byte offsets.
+    fn string_at(&mut self) -> Option<(usize, usize)> {
+        self.expect(b'"')?;
+        let start = self.i;
+        let bytes = self.text.as_bytes();
+        loop {
+            match *bytes.get(self.i)? {
+                b'"' => break,
+                // An escape (serde_json unescapes it) or a control character (an error).
+                b'\\' | 0..=0x1f => return None,
+                _ => self.i += 1,
+            }
+        }
+        let end = self.i;
+        self.i += 1;
+        Some((start, end))
+    }
+
+    fn string(&mut self) -> Option<&'a str> {
+        let (a, b) = self.string_at()?;
+        self.text.get(a..b)
+    }
+
+    /// `-?(0|[1-9][0-9]*)`, at most 18 digits; not `-0` (serde_json reads it as a float),
+    /// not followed by a fraction or an exponent (floats fall back).
+    fn integer(&mut self) -> Option<Scalar> {
+        let start = self.i;
+        let negative = self.take(b'-');
+        let digits = self.i;
+        while matches!(self.peek(), Some(b'0'..=b'9')) {
+            self.i += 1;
+        }
+        let n = self.i - digits;
+        let leading_zero = self.text.as_bytes().get(digits) == Some(&b'0');
+        if n == 0
+            || n > 18
+            || (leading_zero && (n > 1 || negative))
+            || matches!(self.peek(), Some(b'.' | b'e' | b'E'))
+        {
+            return None;
+        }
+        Some(Scalar::Int(start, self.i))
+    }
+
+    /// A scalar value; `None` for a nested value or anything the fast path leaves alone.
+    fn scalar(&mut self) -> Option<Scalar> {
+        match self.peek()? {
+            b'"' => {
+                let (a, b) = self.string_at()?;
+                Some(Scalar::Str(a, b))
+            }
+            b'n' => self.literal("null").map(|()| Scalar::Null),
+            b't' => self.literal("true").map(|()| Scalar::Bool),
+            b'f' => self.literal("false").map(|()| Scalar::Bool),
+            b'-' | b'0'..=b'9' => self.integer(),
+            _ => None,
+        }
+    }
+
+    /// `attributes`: an object of scalars (as serde_json's path: `AttributesVisitor`), or
+    /// another scalar.
+    fn attributes(&mut self) -> Option<Attributes> {
+        if !self.take(b'{') {
+            return Some(match self.scalar()? {
+                Scalar::Null => Attributes::Absent,
+                _ => Attributes::NotObject,
+            });
+        }
+        let mut attrs = Vec::with_capacity(4);
+        self.ws();
+        if self.take(b'}') {
+            return Some(Attributes::Object(attrs));
+        }
+        loop {
+            self.ws();
+            let name = self.string()?;
+            self.ws();
+            self.expect(b':')?;
+            self.ws();
+            let value = match self.scalar()? {
+                Scalar::Str(a, b) => Some(self.text[a..b].to_string()),
+                _ => None,
+            };
+            attrs.push((name.to_string(), value));
+            self.ws();
+            match self.next()? {
+                b',' => {}
+                b'}' => return Some(Attributes::Object(attrs)),
+                _ => return None,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{event_like, json_value, key};
+    use super::*;
+    use proptest::prelude::*;
+
+    /// What serde_json's path makes of `bytes`: the fast path must say the same or nothing.
+    fn agrees(bytes: &[u8]) -> Result<(), TestCaseError> {
+        if let Some(fast) = top(bytes) {
+            let slow = super::super::serde_top(bytes);
+            prop_assert_eq!(
+                Ok(Some(fast)),
+                slow,
+                "input {:?}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+        Ok(())
+    }
+
+    /// `event_like`'s lines with JSON whitespace between some tokens.
+    fn spaced(text: &str, gaps: &[u8]) -> String {
+        let mut out = String::new();
+        let mut gap = gaps.iter().cycle();
+        let mut in_string = false;
+        for c in text.chars() {
+            if c == '"' {
+                in_string = !in_string;
+            }
+            out.push(c);
+            if !in_string && matches!(c, '{' | ':' | ',' | '}' | '"') {
+                match gap.next() {
+                    Some(0) => out.push(' '),
+                    Some(1) => out.push_str("\t\r\n "),
+                    _ => {}
+                }
+            }
+        }
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        #[test]
+        fn the_scanner_agrees_with_serde_json(
+            text in event_like(),
+            gaps in prop::collection::vec(0..4u8, 1..8),
+        ) {
+            agrees(text.as_bytes())?;
+            agrees(spaced(&text, &gaps).as_bytes())?;
+        }
+
+        #[test]
+        fn the_scanner_agrees_on_damaged_lines(
+            text in event_like(),
+            at in any::<prop::sample::Index>(),
+            edit in 0..3u8,
+            byte in prop::sample::select(b"{}[]\":,\\ 0e-.nutf\xff\x01".to_vec()),
+        ) {
+            let mut bytes = text.into_bytes();
+            let i = at.index(bytes.len() + 1);
+            match edit {
+                0 => bytes.truncate(i),
+                1 => bytes.insert(i, byte),
+                _ => {
+                    if i < bytes.len() {
+                        bytes.remove(i);
+                    }
+                }
+            }
+            agrees(&bytes)?;
+        }
+
+        /// Every field with every kind of scalar (a string, `null`, `true`, integers of any
+        /// size and sign, `-0`, floats), and nested values.
+        #[test]
+        fn the_scanner_agrees_on_any_value_in_any_field(
+            fields in prop::collection::vec((key(), json_value(0)), 0..6),
+            nested in prop::collection::vec((key(), json_value(2)), 0..2),
+        ) {
+            let body: Vec<String> = fields
+                .into_iter()
+                .chain(nested)
+                .map(|(k, v)| format!("{k}:{v}"))
+                .collect();
+            agrees(format!("{{{}}}", body.join(",")).as_bytes())?;
+            agrees(format!(r#"{{"attributes":{{{}}}}}"#, body.join(",")).as_bytes())?;
+        }
+
+        #[test]
+        fn the_scanner_agrees_on_any_json_value(text in json_value(3)) {
+            agrees(text.as_bytes())?;
+        }
+    }
+
+    /// The generator's lines, as `leadflow gen` writes them, all take the fast path (else
+    /// the tests above could pass with a scanner that never answers).
+    #[test]
+    fn generated_lines_take_the_fast_path() {
+        let spec = crate::gen::GenSpec {
+            seed: 7,
+            leads: 200,
+            events: 2_000,
+            start_ms: 1_790_000_000_000,
+            span_ms: 30 * 86_400_000,
+        };
+        let events = crate::gen::generate(&spec);
+        assert_eq!(events.len(), 2_000);
+        for ev in &events {
+            let line = serde_json::to_vec(&crate::gen::to_json(ev)).expect("json");
+            let fast = top(&line);
+            assert!(
+                fast.is_some(),
+                "not taken: {}",
+                String::from_utf8_lossy(&line)
+            );
+            assert_eq!(Ok(fast), super::super::serde_top(&line));
+        }
+    }
+
+    #[test]
+    fn what_falls_back() {
+        for line in [
+            r#"{"event_id":"a\"b"}"#,                 // an escape
+            "{\"event_id\":\"a\u{1}b\"}",             // a control character
+            r#"{"occurred_at":1.5}"#,                 // a float
+            r#"{"occurred_at":1e3}"#,                 // an exponent
+            r#"{"occurred_at":-0}"#,                  // serde_json's -0 is a float
+            r#"{"occurred_at":0123}"#,                // a leading zero is a syntax error
+            r#"{"occurred_at":1234567890123456789}"#, // 19 digits
+            r#"{"extra":{"a":1}}"#,                   // nested outside attributes
+            r#"{"attributes":{"a":[1]}}"#,            // nested inside
+            r#"{"attributes":[]}"#,                   // an array
+            r#"{"a":1,}"#,                            // a trailing comma
+            r#"{"a":1} x"#,                           // trailing characters
+            r#"[1]"#,                                 // not an object
+            r#"{"a":nul}"#,                           // a broken literal
+        ] {
+            assert!(top(line.as_bytes()).is_none(), "{line}");
+        }
+        assert!(top(b"{\"event_id\":\"\xff\"}").is_none(), "invalid UTF-8");
+    }
+
+    #[test]
+    fn what_it_takes() {
+        let t = top(
+            br#" { "event_id" : "e1", "occurred_at": -12, "attributes": {"b": "2", "a": null, "c": true}, "x": false, "lead_key": null } "#,
+        )
+        .expect("taken");
+        assert_eq!(t.event_id, Text::Value("e1".into()));
+        assert_eq!(t.lead_key, Text::Absent);
+        assert_eq!(t.occurred_at, Time::Ms(-12));
+        assert_eq!(
+            t.attributes,
+            Attributes::Object(vec![
+                ("b".into(), Some("2".into())),
+                ("a".into(), None),
+                ("c".into(), None),
+            ])
+        );
+    }
+}
