@@ -140,7 +140,8 @@ impl<'a> Scanner<'a> {
         self.take(b).then_some(())
     }
 
-    /// The literal `word` (`null`, `true`, `false`), not followed by more of a word.
+    /// The literal `word` (`null`, `true`, `false`). What follows is the caller's to check
+    /// (`nulls` fails there: a value must be followed by `,` or `}`).
     fn literal(&mut self, word: &str) -> Option<()> {
         let end = self.i + word.len();
         if self.text.as_bytes().get(self.i..end)? != word.as_bytes() {
