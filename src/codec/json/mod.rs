@@ -5,6 +5,7 @@ use crate::model::event::{Event, EventFields, Invalid, Source};
 use crate::model::records::Output;
 
 mod scan;
+mod write;
 
 /// Decodes one JSON object into a validated event.
 pub fn decode_event(bytes: &[u8]) -> Result<Event, Invalid> {
@@ -35,8 +36,8 @@ pub fn decode_event_from(topic_source: Source, bytes: &[u8]) -> Result<Event, In
 ///   `attributes`, and attributes are kept in key order (the order of that map).
 ///
 /// Most lines never reach serde_json: the scanner of `scan` reads the plain ones (no escapes,
-/// no floats, nothing nested outside `attributes`) into the same fields, and leaves every
-/// other line, and so every error, to serde_json.
+/// no floats, no arrays, no objects but `attributes` with scalar values) into the same
+/// fields, and leaves every other line, and so every error, to serde_json.
 fn decode(bytes: &[u8], default_source: Option<Source>) -> Result<Event, Invalid> {
     let top = match scan::top(bytes) {
         Some(top) => top,
@@ -472,12 +473,19 @@ impl<'de> de::Deserialize<'de> for Key<'de> {
     }
 }
 
-/// Appends one record as a JSON line (with its `"record"` field) to `out`.
+/// Appends one record as a JSON line (with its `"record"` field) to `out`: serde_json's
+/// bytes for the record, written by hand (`write`).
 pub fn write_record(out: &mut Vec<u8>, rec: &Output) {
-    // Serializing our own plain structs into a Vec cannot fail.
-    if serde_json::to_writer(&mut *out, rec).is_ok() {
-        out.push(b'\n');
-    }
+    write::record(out, rec);
+    out.push(b'\n');
+}
+
+/// One record as a JSON object (a Kafka message's value with `output.format = "json"`):
+/// serde_json's bytes for it, written by hand.
+pub fn encode_record(rec: &Output) -> Vec<u8> {
+    let mut out = Vec::with_capacity(320);
+    write::record(&mut out, rec);
+    out
 }
 
 #[cfg(test)]

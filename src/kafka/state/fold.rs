@@ -113,9 +113,7 @@ impl StateContext {
             self.begin()?;
             let value = match svc.output_format {
                 OutputFormat::Avro => avro::encode_output(&rec)?,
-                OutputFormat::Json => {
-                    serde_json::to_vec(&rec).context("encoding a record as JSON")?
-                }
+                OutputFormat::Json => crate::codec::json::encode_record(&rec),
             };
             let (off_s, i_s) = (off.to_string(), i.to_string());
             let headers = OwnedHeaders::new()
