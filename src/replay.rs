@@ -7,7 +7,7 @@ use std::io::{BufRead, Write};
 use anyhow::Context;
 
 use crate::codec::json;
-use crate::engine::{Applied, PartitionState, Stats};
+use crate::engine::{Applied, PartitionState, Prepared, Preparer, Stats};
 use crate::model::event::{Event, Invalid};
 use crate::model::funnel::Stage;
 use crate::model::records::Output;
@@ -70,10 +70,11 @@ impl Summary {
     }
 }
 
-/// One parsed input line.
+/// One parsed input line: an event with its preparation when the reader was given a
+/// [`Preparer`].
 pub(crate) enum Parsed {
     Blank,
-    Event(Event),
+    Event(Event, Option<Prepared>),
     Invalid(Invalid),
 }
 
@@ -111,7 +112,10 @@ pub fn run<R: BufRead + Send, W: Write + Send>(
         // on the thread (arena) that allocated it.
         let (back_tx, back_rx) = std::sync::mpsc::channel::<Vec<Parsed>>();
         let limits = state.rules().limits.clone();
-        scope.spawn(move || read_batches(input, &limits, now, tx, back_rx));
+        // The reader prepares each event for the state (the key's and the id's hashes, the
+        // rules' conditions): work the fold would otherwise do on the busier core.
+        let preparer = state.preparer();
+        scope.spawn(move || read_batches(input, &limits, now, Some(&preparer), tx, back_rx));
         let (out_tx, out_rx) = std::sync::mpsc::sync_channel::<Vec<Output>>(8);
         let writer = scope.spawn(move || write_records(out_rx, output));
         // Hands the records made so far to the writer; false once it has stopped (an error
@@ -127,15 +131,18 @@ pub fn run<R: BufRead + Send, W: Write + Send>(
             for (j, parsed) in lines.iter().enumerate() {
                 // Cache hints for the leads of the events ahead (no effect on the output).
                 state.hint_ahead(|d| match lines.get(j + d) {
-                    Some(Parsed::Event(ev)) => Some(ev.lead_key.as_str()),
+                    Some(Parsed::Event(_, p)) => p.as_ref(),
                     _ => None,
                 });
                 summary.lines += 1;
                 match parsed {
                     Parsed::Blank => continue, // e.g. a trailing newline: not an event
-                    Parsed::Event(ev) => {
+                    Parsed::Event(ev, p) => {
                         // Duplicates are counted by the engine; nothing else to do here.
-                        let _: Applied = state.apply(ev, &mut records);
+                        let _: Applied = match p {
+                            Some(p) => state.apply_prepared(ev, p, &mut records),
+                            None => state.apply(ev, &mut records),
+                        };
                     }
                     Parsed::Invalid(why) => {
                         state.note_invalid(why.code());
@@ -198,11 +205,12 @@ fn write_records<W: Write>(
 }
 
 /// The reader thread: lines to parsed batches, until the input ends, a read fails, or the
-/// fold stops listening.
+/// fold stops listening. With `preparer`, each event comes prepared for its state.
 pub(crate) fn read_batches<R: BufRead>(
     mut input: R,
     limits: &Limits,
     now: Option<i64>,
+    preparer: Option<&Preparer>,
     tx: std::sync::mpsc::SyncSender<anyhow::Result<Batch>>,
     back: std::sync::mpsc::Receiver<Vec<Parsed>>,
 ) {
@@ -235,7 +243,10 @@ pub(crate) fn read_batches<R: BufRead>(
                 Parsed::Invalid(Invalid::TooLarge(text.len(), limits.max_message_bytes))
             } else {
                 match json::decode_event(text).and_then(|ev| ev.admit(limits, now)) {
-                    Ok(ev) => Parsed::Event(ev),
+                    Ok(ev) => {
+                        let p = preparer.map(|pr| pr.prepare(&ev));
+                        Parsed::Event(ev, p)
+                    }
                     Err(why) => Parsed::Invalid(why),
                 }
             });

@@ -129,7 +129,8 @@ impl Folder {
                     self.lines += 1;
                     match parsed {
                         Parsed::Blank => {}
-                        Parsed::Event(ev) => self.event(0, ev),
+                        // Not prepared: each definition's state hashes with its own seed.
+                        Parsed::Event(ev, _) => self.event(0, ev),
                         Parsed::Invalid(why) => {
                             self.invalid += 1;
                             self.state(0).note_invalid(why.code());
@@ -288,7 +289,9 @@ pub fn run<R: BufRead + Send>(
                 // thread (arena) that allocated them (as in replay).
                 let (back_tx, back_rx) = std::sync::mpsc::channel::<Vec<Parsed>>();
                 let limits = limits.clone();
-                scope.spawn(move || crate::replay::read_batches(input, &limits, None, tx, back_rx));
+                scope.spawn(move || {
+                    crate::replay::read_batches(input, &limits, None, None, tx, back_rx)
+                });
                 for batch in rx {
                     let (lines, _) = batch?;
                     if let Some(Batch::Lines(done)) = dispatch(Batch::Lines(lines)) {

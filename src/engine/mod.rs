@@ -8,6 +8,7 @@ mod explain;
 mod footprint;
 mod lead;
 mod lists;
+mod prepare;
 mod snapshot;
 
 pub use evict::{EvictReason, EvictedFilter};
@@ -17,6 +18,7 @@ pub use lead::{
     event_id_hash, id_hash, static_reason, Clock, Cooldown, Extra, Ident, Lead, Lists, MqlMark,
     Profile, Rare, RecentIds, RecentTransition, SlaCount, RECENT_IDS, RECENT_TRANSITIONS,
 };
+pub use prepare::{Prepared, Preparer};
 pub use snapshot::SnapshotError;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -189,67 +191,68 @@ impl PartitionState {
     }
 
     /// All three hints for a stream of events, before applying the current one: `ahead(d)` is
-    /// the lead key of the event `d` places ahead, `None` past the end or for a line that is
-    /// not an event. Changes no state or output.
+    /// the preparation of the event `d` places ahead, `None` past the end or for a line that
+    /// is not an event. Changes no state or output.
     #[inline]
-    pub fn hint_ahead<'a>(&self, ahead: impl Fn(usize) -> Option<&'a str>) {
-        if let Some(key) = ahead(PREFETCH_FAR) {
-            self.prefetch_lead(key);
+    pub fn hint_ahead<'a>(&self, ahead: impl Fn(usize) -> Option<&'a Prepared>) {
+        if let Some(p) = ahead(PREFETCH_FAR) {
+            self.prefetch_lead(p);
         }
-        if let Some(key) = ahead(PREFETCH_NEAR) {
-            self.prefetch_state(key);
+        if let Some(p) = ahead(PREFETCH_NEAR) {
+            self.prefetch_state(p);
         }
-        if let Some(key) = ahead(PREFETCH_LISTS) {
-            self.prefetch_lists(key);
+        if let Some(p) = ahead(PREFETCH_LISTS) {
+            self.prefetch_lists(p);
         }
     }
 
-    /// Hint: `key`'s event is about [`PREFETCH_FAR`] events ahead. Starts loading the lead
-    /// the index points to (its cache lines) without waiting for it. Changes no state or
-    /// output; a key not present, or a lead moved meanwhile, only wastes the hint.
+    /// Hint: the event prepared as `p` is about [`PREFETCH_FAR`] events ahead. Starts loading
+    /// the lead the index points to (its cache lines) without waiting for it. Changes no
+    /// state or output; a key not present, or a lead moved meanwhile, only wastes the hint.
     ///
     /// Why: at 1M leads an event's time is mostly waiting on cold memory (index slot, lead,
     /// key allocation, out-of-line state; docs/performance.md); issued early, those loads
     /// overlap the events in between. Pair with [`Self::prefetch_state`] nearer.
     #[inline]
-    pub fn prefetch_lead(&self, key: &str) {
-        self.each_candidate(key, |lead| {
+    pub fn prefetch_lead(&self, p: &Prepared) {
+        self.each_candidate(p.key_hash, |lead| {
             lead::prefetch_bytes((lead as *const Lead).cast(), std::mem::size_of::<Lead>())
         });
     }
 
-    /// Hint: `key`'s event is about [`PREFETCH_NEAR`] events ahead. Starts loading the
-    /// lead's key allocation and out-of-line state; reads the lead's own fields (loaded by
-    /// [`Self::prefetch_lead`] by now). Changes no state or output.
+    /// Hint: the event prepared as `p` is about [`PREFETCH_NEAR`] events ahead. Starts
+    /// loading the lead's key allocation and out-of-line state; reads the lead's own fields
+    /// (loaded by [`Self::prefetch_lead`] by now). Changes no state or output.
     #[inline]
-    pub fn prefetch_state(&self, key: &str) {
-        self.each_candidate(key, Lead::prefetch_parts);
+    pub fn prefetch_state(&self, p: &Prepared) {
+        self.each_candidate(p.key_hash, Lead::prefetch_parts);
     }
 
-    /// Hint: `key`'s event is about [`PREFETCH_LISTS`] events ahead. Starts loading the
-    /// out-of-line lists every event reads (cooldowns, SLA clocks); reads the out-of-line box
-    /// (loaded by [`Self::prefetch_state`] by now). Changes no state or output.
+    /// Hint: the event prepared as `p` is about [`PREFETCH_LISTS`] events ahead. Starts
+    /// loading the out-of-line lists every event reads (cooldowns, SLA clocks); reads the
+    /// out-of-line box (loaded by [`Self::prefetch_state`] by now). Changes no state or
+    /// output.
     #[inline]
-    pub fn prefetch_lists(&self, key: &str) {
-        self.each_candidate(key, Lead::prefetch_lists);
+    pub fn prefetch_lists(&self, p: &Prepared) {
+        self.each_candidate(p.key_hash, Lead::prefetch_lists);
     }
 
-    /// Calls `f` with every lead `walk_candidates` finds under `key` that still exists.
+    /// Calls `f` with every lead `walk_candidates` finds under the key hash `h` that still
+    /// exists.
     #[inline]
-    fn each_candidate(&self, key: &str, f: impl Fn(&Lead)) {
-        self.walk_candidates(key, |i| {
+    fn each_candidate(&self, h: u64, f: impl Fn(&Lead)) {
+        self.walk_candidates(h, |i| {
             if let Some(lead) = self.leads.get(i) {
                 f(lead);
             }
         });
     }
 
-    /// Calls `f` with the position of every lead the index holds under `key`'s hash tag
+    /// Calls `f` with the position of every lead the index holds under the key hash `h`'s tag
     /// (usually one), without comparing keys: the comparison would wait on the memory a
     /// prefetch is meant to load.
     #[inline]
-    fn walk_candidates(&self, key: &str, mut f: impl FnMut(usize)) {
-        let h = self.hasher.hash_one(key);
+    fn walk_candidates(&self, h: u64, mut f: impl FnMut(usize)) {
         let _ = self.index.find(h, |&i| {
             f(i as usize);
             false // keep walking: visit every candidate, find nothing
@@ -261,7 +264,11 @@ impl PartitionState {
     }
 
     fn find(&self, key: &str) -> Option<usize> {
-        let h = self.hasher.hash_one(key);
+        self.find_hashed(key, self.hasher.hash_one(key))
+    }
+
+    /// [`Self::find`] with the key's hash `h` already computed.
+    fn find_hashed(&self, key: &str, h: u64) -> Option<usize> {
         self.index
             .find(h, |&i| self.leads[i as usize].has_key(key))
             .map(|&i| i as usize)
@@ -270,8 +277,9 @@ impl PartitionState {
     /// The position of `key`'s lead, created (as of `t`) when it is new. A new lead may first
     /// make room under `limits.max_leads`; one whose key was evicted before is marked as
     /// returning (its record ids get a prefix, so they never repeat its earlier ones).
-    fn find_or_insert(&mut self, key: &str, t: i64) -> (usize, bool) {
-        if let Some(i) = self.find(key) {
+    /// `h` is the key's hash.
+    fn find_or_insert(&mut self, key: &str, h: u64, t: i64) -> (usize, bool) {
+        if let Some(i) = self.find_hashed(key, h) {
             return (i, false);
         }
         self.make_room();
@@ -280,7 +288,6 @@ impl PartitionState {
             lead.extra_mut().rare_mut().reborn = Some(t);
         }
         let i = self.leads.len();
-        let h = self.hasher.hash_one(key);
         let PartitionState {
             leads,
             index,
@@ -391,10 +398,20 @@ impl PartitionState {
     /// Applies one validated event: fires what the clock makes due, then updates the lead and
     /// emits its records in SPEC §7 order.
     pub fn apply(&mut self, ev: &Event, out: &mut Vec<Output>) -> Applied {
+        let p = self.prepare(ev);
+        self.apply_prepared(ev, &p, out)
+    }
+
+    /// [`Self::apply`] with the event's preparation `p`, made for this state (by
+    /// [`Self::prepare`] or by its [`Self::preparer`]) from this very event: the output is
+    /// `apply`'s. A preparation of another event, or for another state, would find the wrong
+    /// lead (debug builds check it).
+    pub fn apply_prepared(&mut self, ev: &Event, p: &Prepared, out: &mut Vec<Output>) -> Applied {
+        debug_assert_eq!(*p, self.prepare(ev), "prepared for another event or state");
         self.stats.events += 1;
         let t = ev.occurred_at;
         self.advance(t, out);
-        let (li, created) = self.find_or_insert(&ev.lead_key, t);
+        let (li, created) = self.find_or_insert(&ev.lead_key, p.key_hash, t);
         self.touch(li);
 
         let PartitionState {
@@ -416,7 +433,7 @@ impl PartitionState {
             *open_clocks += lead.clocks().len() as u64;
         }
 
-        let h = event_id_hash(&ev.event_id);
+        let h = p.id_hash;
         if lead.seen_id(h, rules.dedupe_ids) {
             stats.duplicates += 1;
             return Applied::Duplicate;
@@ -425,7 +442,7 @@ impl PartitionState {
         lead.last_seen = lead.last_seen.max(t);
 
         update_profile(rules, lead, ev);
-        score_engagement(rules, lead, ev);
+        score_engagement(rules, lead, ev, p);
 
         // The event's own SLA `met` records (until-lists), before its transition.
         let mut i = 0;
@@ -494,16 +511,20 @@ fn update_profile(rules: &Ruleset, lead: &mut Lead, ev: &Event) {
     }
 }
 
-fn score_engagement(rules: &Ruleset, lead: &mut Lead, ev: &Event) {
+fn score_engagement(rules: &Ruleset, lead: &mut Lead, ev: &Event, p: &Prepared) {
     let t = ev.occurred_at;
     // Older than the last reset: had it come in order, the reset would have erased it
     // (SPEC §4, v2). No points, no cooldown.
     if lead.extra().rare().reset_at.is_some_and(|r| t < r) {
         return;
     }
-    for &ri in rules.candidate_rules(ev.source, &ev.event_type) {
+    for (j, &ri) in rules
+        .candidate_rules(ev.source, &ev.event_type)
+        .iter()
+        .enumerate()
+    {
         let rule = &rules.engagement[ri as usize];
-        if !rule.conditions_hold(ev) {
+        if !p.conditions_hold(rules, j, ri, ev) {
             continue;
         }
         if let Some(cooldown) = rule.cooldown_ms {
@@ -968,16 +989,28 @@ mod tests {
             );
             st.apply(&ev, &mut out);
         }
-        let candidates = |key: &str| {
+        // Prepared as replay's reader thread prepares: through a `Preparer`, on another
+        // thread (the hasher's copy must hash as the index does).
+        let preparer = st.preparer();
+        let prepared: Vec<Prepared> = std::thread::scope(|s| {
+            s.spawn(|| {
+                (0..n)
+                    .map(|i| preparer.prepare(&upsert("x", &format!("lead{i}@x.io"), 0)))
+                    .collect()
+            })
+            .join()
+            .expect("preparing thread")
+        });
+        let candidates = |p: &Prepared| {
             let mut v = Vec::new();
-            st.walk_candidates(key, |i| v.push(i));
+            st.walk_candidates(p.key_hash, |i| v.push(i));
             v
         };
         let mut extra = 0;
         for i in 0..n {
             let key = format!("lead{i}@x.io");
             let pos = st.find(&key).expect("applied lead");
-            let c = candidates(&key);
+            let c = candidates(&prepared[i as usize]);
             assert!(c.contains(&pos), "{key}: {c:?} lacks {pos}");
             extra += c.len() - 1;
         }
@@ -987,7 +1020,9 @@ mod tests {
             extra < n as usize / 5,
             "{extra} extra candidates for {n} keys"
         );
-        let absent: usize = (0..n).map(|i| candidates(&format!("other{i}")).len()).sum();
+        let absent: usize = (0..n)
+            .map(|i| candidates(&st.prepare(&upsert("x", &format!("other{i}"), 0))).len())
+            .sum();
         assert!(
             absent < n as usize / 5,
             "{absent} candidates for {n} absent keys"
