@@ -89,3 +89,63 @@ impl PartitionState {
         prepare(&self.rules, &self.hasher, ev)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Settings;
+    use crate::model::event::EventFields;
+
+    /// `n` rules on web page views, each 1 point; the odd ones only for pricing pages.
+    fn rules(n: usize) -> Arc<Ruleset> {
+        let mut toml = String::from("[scoring]\nhalf_life = \"14d\"\n");
+        for i in 0..n {
+            toml.push_str(&format!(
+                "[[scoring.engagement]]\nname = \"r{i}\"\nsource = \"web\"\ntype = \"page_view\"\npoints = 1\n"
+            ));
+            if i % 2 == 1 {
+                toml.push_str("where = { url = \"glob:*/pricing*\" }\n");
+            }
+        }
+        toml.push_str("[funnel]\nmql_threshold = 1000\n");
+        Settings::from_toml(&toml).expect("config").rules
+    }
+
+    fn view(url: &str) -> Event {
+        EventFields::from_parts("e1", "a@b.c", 1_000, "web", "page_view", &[("url", url)])
+            .validate()
+            .expect("valid")
+    }
+
+    /// The conditions come from the preparation up to 64 candidate rules and are checked
+    /// in the fold past that; the scores are the same either way (counted by hand: every
+    /// rule holds on a pricing page, the even half elsewhere).
+    #[test]
+    fn conditions_prepared_or_checked_in_the_fold_score_the_same() {
+        for n in [3usize, 64, 65, 130] {
+            let rules = rules(n);
+            for (url, holding) in [
+                ("https://x.io/pricing", n),
+                ("https://x.io/docs", n.div_ceil(2)),
+            ] {
+                let ev = view(url);
+                let mut st = PartitionState::new(Arc::clone(&rules));
+                let p = st.preparer().prepare(&ev);
+                assert_eq!(p.conditions.is_some(), n <= 64, "{n} rules");
+                if let Some(bits) = p.conditions {
+                    assert_eq!(bits.count_ones() as usize, holding, "{n} rules, {url}");
+                }
+                st.apply_prepared(&ev, &p, &mut Vec::new());
+                let score = st
+                    .lead("a@b.c")
+                    .expect("lead")
+                    .engagement
+                    .at_time(1_000, &rules.decay);
+                assert!(
+                    (score - holding as f64).abs() < 1e-9,
+                    "{n} rules, {url}: {score}"
+                );
+            }
+        }
+    }
+}
