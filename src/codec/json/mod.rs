@@ -630,6 +630,23 @@ mod tests {
     }
 
     /// An object of fields, each maybe repeated, with valid values mostly.
+    /// `text` cut at `at` (`edit` 0), with `byte` inserted there (1), or with the byte there
+    /// removed (2).
+    pub(super) fn damaged(text: String, at: prop::sample::Index, edit: u8, byte: u8) -> Vec<u8> {
+        let mut bytes = text.into_bytes();
+        let i = at.index(bytes.len() + 1);
+        match edit {
+            0 => bytes.truncate(i),
+            1 => bytes.insert(i, byte),
+            _ => {
+                if i < bytes.len() {
+                    bytes.remove(i);
+                }
+            }
+        }
+        bytes
+    }
+
     pub(super) fn event_like() -> impl Strategy<Value = String> {
         let field = prop_oneof![
             3 => Just(r#""event_id":"e1""#.to_string()),
@@ -667,18 +684,7 @@ mod tests {
             edit in 0..3u8,
             byte in prop::sample::select(b"{}[]\":,\\ 0e-.nutf\xff".to_vec()),
         ) {
-            let mut bytes = text.into_bytes();
-            let i = at.index(bytes.len() + 1);
-            match edit {
-                0 => bytes.truncate(i),
-                1 => bytes.insert(i, byte),
-                _ => {
-                    if i < bytes.len() {
-                        bytes.remove(i);
-                    }
-                }
-            }
-            same_as_the_model(&bytes)?;
+            same_as_the_model(&damaged(text, at, edit, byte))?;
         }
 
         #[test]

@@ -258,7 +258,7 @@ impl<'a> Scanner<'a> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{event_like, json_value, key};
+    use super::super::tests::{damaged, event_like, json_value, key};
     use super::*;
     use proptest::prelude::*;
 
@@ -316,18 +316,7 @@ mod tests {
             edit in 0..3u8,
             byte in prop::sample::select(b"{}[]\":,\\ 0e-.nutf\xff\x01".to_vec()),
         ) {
-            let mut bytes = text.into_bytes();
-            let i = at.index(bytes.len() + 1);
-            match edit {
-                0 => bytes.truncate(i),
-                1 => bytes.insert(i, byte),
-                _ => {
-                    if i < bytes.len() {
-                        bytes.remove(i);
-                    }
-                }
-            }
-            agrees(&bytes)?;
+            agrees(&damaged(text, at, edit, byte))?;
         }
 
         /// Every field with every kind of scalar (a string, `null`, `true`, integers of any
