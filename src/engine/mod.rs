@@ -192,7 +192,7 @@ impl PartitionState {
 
     /// All three hints for a stream of events, before applying the current one: `ahead(d)` is
     /// the preparation of the event `d` places ahead, `None` past the end or for a line that
-    /// is not an event. Changes no state or output.
+    /// is not an event or an event not prepared. Changes no state or output.
     #[inline]
     pub fn hint_ahead<'a>(&self, ahead: impl Fn(usize) -> Option<&'a Prepared>) {
         if let Some(p) = ahead(PREFETCH_FAR) {
@@ -404,8 +404,10 @@ impl PartitionState {
 
     /// [`Self::apply`] with the event's preparation `p`, made for this state (by
     /// [`Self::prepare`] or by its [`Self::preparer`]) from this very event: the output is
-    /// `apply`'s. A preparation of another event, or for another state, would find the wrong
-    /// lead (debug builds check it).
+    /// `apply`'s. A preparation of another event, or for another state, is wrong silently in
+    /// release builds (debug builds check it): a wrong key hash misses the lead and makes a
+    /// second one with the same key, a wrong id hash breaks the duplicate window, wrong
+    /// condition bits score the wrong rules.
     pub fn apply_prepared(&mut self, ev: &Event, p: &Prepared, out: &mut Vec<Output>) -> Applied {
         debug_assert_eq!(*p, self.prepare(ev), "prepared for another event or state");
         self.stats.events += 1;

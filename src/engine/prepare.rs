@@ -2,11 +2,13 @@
 //! the partition's index, the event id's hash for the duplicate window (SPEC §2), and which
 //! engagement rules' conditions hold (SPEC §4: conditions read only the event).
 //!
-//! Why: on two cores the fold is the longest of replay's threads. These three depend on the
-//! event and the config alone, so replay's reader thread computes them beside the decode
+//! Why: replay's fold has a core to itself, while the reader shares the other with the
+//! writer. These three read no lead (the key's hash depends on the event and the state's hash
+//! seed, the rest on the event and the config), so the reader computes them beside the decode
 //! ([`Preparer::prepare`]) and the fold only reads them ([`PartitionState::apply_prepared`]);
 //! the hints for the events ahead reuse the key's hash instead of hashing the key three more
-//! times. [`PartitionState::apply`] prepares on the spot, so both paths run the same code.
+//! times. That pays when the reader has room (docs/performance.md measures both cases).
+//! [`PartitionState::apply`] prepares on the spot, so both paths run the same code.
 
 use std::hash::BuildHasher;
 use std::sync::Arc;
@@ -41,7 +43,8 @@ pub struct Preparer {
 }
 
 impl Preparer {
-    /// The event's [`Prepared`]. Pure: the same event and config give the same result.
+    /// The event's [`Prepared`]. Pure: the same event gives the same result from the same
+    /// preparer (another state has another hash seed).
     pub fn prepare(&self, ev: &Event) -> Prepared {
         prepare(&self.rules, &self.hasher, ev)
     }

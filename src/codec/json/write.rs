@@ -5,9 +5,9 @@
 //! was most of its time. The layout is serde's for `Output` (the `"record"` tag first, then
 //! the fields in declaration order, `null` for `None`); strings are escaped as serde_json
 //! escapes them (`\"`, `\\`, `\b \f \n \r \t`, other control characters as `\u00xx`,
-//! everything else as is); numbers through `itoa` and `zmij`, the crates serde_json prints them with (a
-//! float that is not finite as `null`). `tests::the_writer_is_serde_json` compares the
-//! bytes with serde_json's on generated records.
+//! everything else as is); numbers through `itoa` and `zmij`, the crates serde_json prints
+//! them with (a float that is not finite as `null`). `tests::the_writer_is_serde_json`
+//! compares the bytes with serde_json's on generated records.
 
 use crate::model::records::{Output, SlaRecord, Transition};
 
@@ -229,7 +229,9 @@ mod tests {
             let mut ours = Vec::new();
             record(&mut ours, &rec);
             let serde = serde_json::to_vec(&rec).expect("serde_json");
-            prop_assert_eq!(
+            prop_assert!(
+                ours == serde,
+                "ours:  {}\nserde: {}",
                 String::from_utf8_lossy(&ours),
                 String::from_utf8_lossy(&serde)
             );
