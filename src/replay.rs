@@ -91,8 +91,8 @@ const BATCH_LINES: usize = 2048;
 /// Reading, JSON decoding and preparing each event for the state (`engine::Preparer`) run on a
 /// second thread, one batch of lines ahead of the fold, and writing the output records as
 /// JSON on a third: the fold is the longest of the three at scale, so it keeps a core to
-/// itself and the other two share the second. The fold stays on this thread,
-/// in input order, and the records are written in the order it made them.
+/// itself and the other two share the second. The fold stays on this thread, in input
+/// order, and the records are written in the order it made them.
 ///
 /// Errors: reading the input or writing the output (the first that happens).
 pub fn run<R: BufRead + Send, W: Write + Send>(
