@@ -10,6 +10,7 @@ mod lead;
 mod lists;
 mod prepare;
 mod snapshot;
+mod timer;
 
 pub use evict::{EvictReason, EvictedFilter};
 pub use explain::Explanation;
@@ -20,6 +21,7 @@ pub use lead::{
 };
 pub use prepare::{Prepared, Preparer};
 pub use snapshot::SnapshotError;
+use timer::{Timer, TimerKind};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::BuildHasher;
@@ -32,23 +34,6 @@ use crate::model::funnel::{crm_move, crm_outcome, CrmOutcome, Stage};
 use crate::model::records::{Output, SlaKind, SlaRecord, Transition};
 use crate::model::rules::{Ruleset, Until, MAX_COOLDOWN_KEYS};
 use crate::model::score::{round4, Engagement};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum TimerKind {
-    Warning,
-    Breach,
-}
-
-/// A pending warning or breach. Field order is the firing order of SPEC §6: time, lead key,
-/// policy name (rank), warning before breach.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct Timer {
-    due: i64,
-    lead: Arc<str>,
-    rank: u16,
-    kind: TimerKind,
-    policy: u16,
-}
 
 /// Counters kept by the engine (the replay summary and, later, metrics read them).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -665,7 +650,7 @@ fn transition(
     stats.transitions_to[to.index()] += 1;
     let now = eval_time(lead, t);
     out.push(Output::Transition(Transition {
-        transition_id: format!("{}/t/{}", lead.id_base(), lead.transitions),
+        transition_id: record_id(lead, &["t", itoa::Buffer::new().format(lead.transitions)]),
         lead_key: lead.key().to_string(),
         from_stage: from,
         to_stage: to,
@@ -732,13 +717,13 @@ fn start_clocks(
         // warning and breach share one.
         let key: Arc<str> = Arc::from(lead.key());
         for (due, kind) in timer_slots(&clock) {
-            timers.insert(Timer {
+            timers.insert(Timer::new(
                 due,
-                lead: Arc::clone(&key),
-                rank: rules.sla_rank[pi as usize],
+                Arc::clone(&key),
+                rules.sla_rank[pi as usize],
                 kind,
-                policy: pi,
-            });
+                pi,
+            ));
         }
         lead.extra_mut().lists_mut().push(clock);
     }
@@ -755,14 +740,29 @@ fn timer_slots(clock: &Clock) -> impl Iterator<Item = (i64, TimerKind)> {
 fn remove_timers(timers: &mut BTreeSet<Timer>, rules: &Ruleset, key: &str, clock: &Clock) {
     let key: Arc<str> = Arc::from(key);
     for (due, kind) in timer_slots(clock) {
-        timers.remove(&Timer {
+        timers.remove(&Timer::new(
             due,
-            lead: Arc::clone(&key),
-            rank: rules.sla_rank[clock.policy as usize],
+            Arc::clone(&key),
+            rules.sla_rank[clock.policy as usize],
             kind,
-            policy: clock.policy,
-        });
+            clock.policy,
+        ));
     }
+}
+
+/// A record id of SPEC §7: the lead's id base, then `parts`, each after a `/`
+/// (`key/t/3`, `key/s/first_touch/1/met`). Built in one exact allocation: through `format!`
+/// the ids took about 5% of the fold thread in a 3M-event replay.
+fn record_id(lead: &Lead, parts: &[&str]) -> String {
+    let base = lead.id_base();
+    let len = base.len() + parts.iter().map(|p| 1 + p.len()).sum::<usize>();
+    let mut id = String::with_capacity(len);
+    id.push_str(&base);
+    for part in parts {
+        id.push('/');
+        id.push_str(part);
+    }
+    id
 }
 
 fn met_record(rules: &Ruleset, lead: &Lead, clock: &Clock, t: i64, stats: &mut Stats) -> Output {
@@ -791,12 +791,14 @@ fn sla_record(
     let policy = &rules.sla[clock.policy as usize];
     stats.sla[kind as usize] += 1;
     Output::Sla(SlaRecord {
-        sla_event_id: format!(
-            "{}/s/{}/{}/{}",
-            lead.id_base(),
-            policy.name,
-            clock.k,
-            kind.as_str()
+        sla_event_id: record_id(
+            lead,
+            &[
+                "s",
+                &policy.name,
+                itoa::Buffer::new().format(clock.k),
+                kind.as_str(),
+            ],
         ),
         lead_key: lead.key().to_string(),
         policy: policy.name.clone(),
