@@ -8,8 +8,10 @@
 //! ([`Pending::touch`]), and its bytes wait for their turn. The result is byte for byte what
 //! [`PartitionState::encode_snapshot`] returns at the start (a test checks it under evictions).
 //!
-//! The output is a list of chunks of about 4 MiB, each allocated once: growing one buffer of
-//! hundreds of MB would copy it inside one step. The CRC is computed step by step too: one
+//! The output is a list of chunks of about 1 MiB, each allocated once (growing one buffer of
+//! hundreds of MB would copy it inside one step). The caller takes them as they fill
+//! ([`Pending::take_chunks`]) and writes them while the rest is encoded, so a checkpoint holds
+//! about one upload part, not the whole snapshot. The CRC is computed step by step too: one
 //! pass over hundreds of MB would be its own stall.
 
 use hashbrown::HashMap;
@@ -21,8 +23,9 @@ use crate::model::rules::Ruleset;
 /// The size at which the output moves on to a new chunk (the next lead still goes into the
 /// current one, which has room for it in nearly every case).
 /// (Small in unit tests, so they cross many chunks.)
-const CHUNK: usize = if cfg!(test) { 4096 } else { 4 << 20 };
-const CHUNK_SLACK: usize = if cfg!(test) { 512 } else { 64 << 10 };
+pub const CHUNK: usize = if cfg!(test) { 4096 } else { 1 << 20 };
+/// A chunk's room past [`CHUNK`]: a snapshot larger than both went in more than one chunk.
+pub const CHUNK_SLACK: usize = if cfg!(test) { 512 } else { 64 << 10 };
 
 pub(super) struct Pending {
     position: i64,
@@ -134,8 +137,13 @@ impl Pending {
         self.chunks.push(full.0);
     }
 
-    /// The snapshot, as chunks to be written one after the other (after [`Pending::step`]
-    /// returned true).
+    /// The full chunks so far, in order; later ones and [`Pending::finish`]'s follow them.
+    pub(super) fn take_chunks(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.chunks)
+    }
+
+    /// The rest of the snapshot (after the chunks taken by [`Pending::take_chunks`]), as
+    /// chunks to be written one after the other (after [`Pending::step`] returned true).
     pub(super) fn finish(mut self) -> Vec<Vec<u8>> {
         self.crc.update(&self.out.0[self.hashed..]);
         self.crc.update(&self.timers.0);
@@ -195,19 +203,32 @@ mod tests {
                 let expected = st.encode_snapshot(cut as i64);
                 st.begin_snapshot(cut as i64);
                 assert_eq!(st.snapshot_in_progress(), Some(cut as i64));
+                // Chunks taken as they fill (as the service streams them), then the rest.
+                let mut taken: Vec<Vec<u8>> = Vec::new();
                 let mut done = None;
                 for ev in &evs[cut..] {
                     st.apply(ev, &mut out);
                     if done.is_none() {
                         done = st.snapshot_step(step);
+                        if done.is_none() {
+                            taken.extend(st.take_snapshot_chunks());
+                        }
                     }
                 }
                 while done.is_none() {
                     done = st.snapshot_step(step);
+                    if done.is_none() {
+                        taken.extend(st.take_snapshot_chunks());
+                    }
                 }
                 let (pos, chunks) = done.expect("complete");
-                assert!(cut == 0 || chunks.len() > 2, "the test crosses chunks");
-                let bytes = chunks.concat();
+                assert!(
+                    cut == 0 || !taken.is_empty(),
+                    "chunks were taken on the way"
+                );
+                taken.extend(chunks);
+                assert!(cut == 0 || taken.len() > 2, "the test crosses chunks");
+                let bytes = taken.concat();
                 assert_eq!(pos, cut as i64);
                 assert!(
                     bytes == expected,

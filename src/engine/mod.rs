@@ -12,6 +12,7 @@ mod prepare;
 mod snapshot;
 mod timer;
 
+pub use checkpoint::{CHUNK as SNAPSHOT_CHUNK, CHUNK_SLACK as SNAPSHOT_CHUNK_SLACK};
 pub use evict::{EvictReason, EvictedFilter};
 pub use explain::Explanation;
 pub use footprint::{malloc_chunk, Footprint};
@@ -131,8 +132,9 @@ impl PartitionState {
     }
 
     /// Encodes up to `max_leads` more leads of the snapshot in progress; once all are, returns
-    /// its position and its bytes, as chunks of about 4 MiB to be written in order, and ends
-    /// it. `None` while it goes on, or when none is in progress.
+    /// its position and its bytes not yet taken by [`Self::take_snapshot_chunks`], as chunks
+    /// of about 1 MiB to be written in order, and ends it. `None` while it goes on, or when
+    /// none is in progress.
     pub fn snapshot_step(&mut self, max_leads: usize) -> Option<(i64, Vec<Vec<u8>>)> {
         let pending = self.pending.as_deref_mut()?;
         if !pending.step(&self.rules, &self.leads, max_leads) {
@@ -141,6 +143,16 @@ impl PartitionState {
         let pending = self.pending.take()?;
         let position = pending.position();
         Some((position, pending.finish()))
+    }
+
+    /// The chunks of the snapshot in progress completed since the last call (about 1 MiB
+    /// each, in order), to be written while the rest is encoded. What [`Self::snapshot_step`]
+    /// returns at the end follows them. Empty when none is in progress.
+    pub fn take_snapshot_chunks(&mut self) -> Vec<Vec<u8>> {
+        self.pending
+            .as_deref_mut()
+            .map(checkpoint::Pending::take_chunks)
+            .unwrap_or_default()
     }
 
     /// Before the lead at `i` changes, moves or goes: a snapshot in progress keeps it as it was.

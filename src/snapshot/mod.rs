@@ -6,5 +6,6 @@
 mod store;
 
 pub use store::{
-    check_url, Skipped, SnapshotStore, StoreConfig, StoreIo, Written, SCHEMES, SKIP_CODES,
+    check_url, Skipped, SnapshotStore, SnapshotStream, StoreConfig, StoreIo, Written, SCHEMES,
+    SKIP_CODES,
 };

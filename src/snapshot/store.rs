@@ -28,6 +28,62 @@ const SUFFIX: &str = ".lfsn";
 const PART_BYTES: usize = 16 << 20;
 const PARTS_IN_FLIGHT: usize = 4;
 
+/// What gets a streamed snapshot's outcome.
+type Report = Box<dyn FnOnce(anyhow::Result<Written>) + Send>;
+
+/// What a [`SnapshotStream`] hands its writer: the next chunk, or the end (with what gets the
+/// outcome).
+enum Piece {
+    Chunk(Vec<u8>),
+    End(Option<Report>),
+}
+
+/// A snapshot written while it is encoded ([`SnapshotStore::stream`]). Dropped before
+/// [`SnapshotStream::finish`], the snapshot is abandoned and never becomes visible.
+pub struct SnapshotStream {
+    tx: tokio::sync::mpsc::UnboundedSender<Piece>,
+    position: i64,
+}
+
+impl SnapshotStream {
+    /// The log position the snapshot covers (its name in the store).
+    pub fn position(&self) -> i64 {
+        self.position
+    }
+
+    /// Hands over the next chunk of the snapshot, in order. Never waits: a chunk the store
+    /// is not ready for waits in the channel (at worst the whole snapshot, as before
+    /// streaming).
+    pub fn send(&self, chunk: Vec<u8>) {
+        // The writer is gone only when the runtime stopped; `finish` reports that.
+        let _ = self.tx.send(Piece::Chunk(chunk));
+    }
+
+    /// Hands over the last chunks; `done` gets `(tag, outcome)` once the snapshot is
+    /// complete in the store and pruned, or failed.
+    pub fn finish<T: Send + 'static>(
+        self,
+        last: Vec<Vec<u8>>,
+        tag: T,
+        done: std::sync::mpsc::Sender<(T, anyhow::Result<Written>)>,
+    ) {
+        for chunk in last {
+            self.send(chunk);
+        }
+        let report: Report = Box::new(move |r| {
+            // The receiver is gone only when the stage ended; nothing to report then.
+            let _ = done.send((tag, r));
+        });
+        if let Err(tokio::sync::mpsc::error::SendError(Piece::End(Some(report)))) =
+            self.tx.send(Piece::End(Some(report)))
+        {
+            report(Err(anyhow::anyhow!(
+                "the snapshot store's runtime stopped before the snapshot was written"
+            )));
+        }
+    }
+}
+
 /// URL schemes accepted for `snapshots.url` (the ones `object_store` lists and leadflow tests:
 /// file and s3; gs and az go through the same code).
 pub const SCHEMES: [&str; 9] = [
@@ -297,48 +353,121 @@ impl StoreIo {
         position: i64,
         chunks: Vec<Vec<u8>>,
     ) -> anyhow::Result<Written> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        for chunk in chunks {
+            let _ = tx.send(Piece::Chunk(chunk));
+        }
+        let _ = tx.send(Piece::End(None));
+        drop(tx);
+        match self.put_pieces(topic, partition, position, rx).await {
+            Some((result, _)) => result,
+            None => Err(anyhow::anyhow!(
+                "the snapshot's chunks ended without their end"
+            )),
+        }
+    }
+
+    /// [`StoreIo::put`] of chunks as they arrive, until [`Piece::End`]. What is held at once
+    /// is at most one part being filled plus the parts in flight, not the whole snapshot.
+    /// Returns the outcome with the end's report, or `None` when the sender went away before
+    /// the end: the snapshot was abandoned, and nothing of it becomes visible (a multipart
+    /// upload is aborted; a local staging file is removed by the abort, or by
+    /// [`StoreIo::remove_leftovers`] after a crash).
+    async fn put_pieces(
+        &self,
+        topic: &str,
+        partition: i32,
+        position: i64,
+        mut rx: tokio::sync::mpsc::UnboundedReceiver<Piece>,
+    ) -> Option<(anyhow::Result<Written>, Option<Report>)> {
         let path = self.name(topic, partition, position);
-        let size: usize = chunks.iter().map(Vec::len).sum();
         let located = || format!("writing {}/{path}", self.scheme_host());
-        if size <= PART_BYTES {
-            let payload: object_store::PutPayload = chunks.into_iter().map(Bytes::from).collect();
-            self.store
-                .put(&path, payload)
-                .await
-                .map_err(|e| store_error(e, located()))?;
-        } else {
-            let upload = self
-                .store
-                .put_multipart(&path)
-                .await
-                .map_err(|e| store_error(e, located()))?;
-            let mut w = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
-            let mut sent = Ok(());
-            for chunk in chunks {
-                if let Err(e) = w.wait_for_capacity(PARTS_IN_FLIGHT).await {
-                    sent = Err(e);
-                    break;
-                }
-                w.put(Bytes::from(chunk));
-            }
-            match sent {
-                Ok(()) => {
-                    w.finish().await.map_err(|e| store_error(e, located()))?;
-                }
-                Err(e) => {
+        // Chunks wait here until they pass one part's size: a smaller snapshot is one PUT.
+        let mut held: Vec<Vec<u8>> = Vec::new();
+        let mut size = 0usize;
+        let mut upload: Option<WriteMultipart> = None;
+        // The first error; later chunks are dropped, and the end reports it.
+        let mut failed: Option<anyhow::Error> = None;
+        let report = loop {
+            let Some(piece) = rx.recv().await else {
+                if let Some(w) = upload {
                     // Parts of an unfinished upload are invisible but kept (and billed)
                     // until aborted.
                     let _ = w.abort().await;
-                    return Err(store_error(e, located()));
+                }
+                return None;
+            };
+            let chunk = match piece {
+                Piece::End(report) => break report,
+                Piece::Chunk(chunk) => chunk,
+            };
+            if failed.is_some() {
+                continue;
+            }
+            size += chunk.len();
+            held.push(chunk);
+            if upload.is_none() {
+                if size <= PART_BYTES {
+                    continue;
+                }
+                match self.store.put_multipart(&path).await {
+                    Ok(u) => upload = Some(WriteMultipart::new_with_chunk_size(u, PART_BYTES)),
+                    Err(e) => {
+                        failed = Some(store_error(e, located()));
+                        held = Vec::new();
+                        continue;
+                    }
                 }
             }
+            if let Some(w) = upload.as_mut() {
+                for chunk in held.drain(..) {
+                    if let Err(e) = w.wait_for_capacity(PARTS_IN_FLIGHT).await {
+                        failed = Some(store_error(e, located()));
+                        break;
+                    }
+                    w.put(Bytes::from(chunk));
+                }
+            }
+            if failed.is_some() {
+                held = Vec::new();
+                if let Some(w) = upload.take() {
+                    let _ = w.abort().await;
+                }
+            }
+        };
+        let stored = match (failed, upload) {
+            (Some(e), _) => Err(e),
+            (None, Some(w)) => w
+                .finish()
+                .await
+                .map(drop)
+                .map_err(|e| store_error(e, located())),
+            (None, None) => {
+                let payload: object_store::PutPayload = held.into_iter().map(Bytes::from).collect();
+                self.store
+                    .put(&path, payload)
+                    .await
+                    .map(drop)
+                    .map_err(|e| store_error(e, located()))
+            }
+        };
+        if stored.is_err() {
+            // A local multipart upload whose completion failed keeps its staging file (the
+            // snapshot's size) until recovery's cleanup: remove it now.
+            self.remove_staged(topic, partition, position);
         }
-        let above = self.prune(topic, partition, position).await?;
-        Ok(Written {
-            path: format!("{}/{path}", self.scheme_host()),
-            bytes: size as u64,
-            above,
-        })
+        let result = match stored {
+            Ok(()) => self
+                .prune(topic, partition, position)
+                .await
+                .map(|above| Written {
+                    path: format!("{}/{path}", self.scheme_host()),
+                    bytes: size as u64,
+                    above,
+                }),
+            Err(e) => Err(e),
+        };
+        Some((result, report))
     }
 
     /// `s3://bucket`, `file://`: the part of the URL a store path is relative to.
@@ -348,6 +477,21 @@ impl StoreIo {
             Ok(u) if u.scheme() == "file" => "file://".to_string(),
             Ok(u) => format!("{}://{}", u.scheme(), u.host_str().unwrap_or("")),
             Err(_) => self.url.clone(),
+        }
+    }
+
+    /// Removes the staging files of the snapshot at `position` in a local store (nothing for
+    /// object stores, where an unfinished upload is not an object).
+    fn remove_staged(&self, topic: &str, partition: i32, position: i64) {
+        let Some(dir) = &self.local else {
+            return;
+        };
+        let name = format!("{PREFIX}{position:020}{SUFFIX}#");
+        let dir = dir.join(format!("{topic}-{partition}"));
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if e.file_name().to_string_lossy().starts_with(&name) {
+                let _ = std::fs::remove_file(e.path());
+            }
         }
     }
 
@@ -454,6 +598,26 @@ impl SnapshotStore {
             .block_on(self.put(topic, partition, position, chunks))
     }
 
+    /// Starts writing the snapshot of `partition` at `position` while it is encoded: each
+    /// chunk given to [`SnapshotStream::send`] goes to the store's runtime at once, and is
+    /// uploaded as soon as a part (16 MiB) is full, so a checkpoint holds about one part and
+    /// the parts in flight, not the whole snapshot (hundreds of MB at a million leads). The
+    /// snapshot is visible only after [`SnapshotStream::finish`] and the store's completion,
+    /// as with [`StoreIo::put`].
+    pub fn stream(&self, topic: &str, partition: i32, position: i64) -> SnapshotStream {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let me = self.io.clone();
+        let topic = topic.to_string();
+        self.rt.spawn(async move {
+            if let Some((result, Some(report))) =
+                me.put_pieces(&topic, partition, position, rx).await
+            {
+                report(result);
+            }
+        });
+        SnapshotStream { tx, position }
+    }
+
     /// Starts [`SnapshotStore::put`] in the background; `done` gets the outcome.
     pub fn spawn_write<T: Send + 'static>(
         &self,
@@ -464,13 +628,8 @@ impl SnapshotStore {
         tag: T,
         done: std::sync::mpsc::Sender<(T, anyhow::Result<Written>)>,
     ) {
-        let me = self.io.clone();
-        let topic = topic.to_string();
-        self.rt.spawn(async move {
-            let r = me.put(&topic, partition, position, chunks).await;
-            // The receiver is gone only when the stage ended; nothing to report then.
-            let _ = done.send((tag, r));
-        });
+        self.stream(topic, partition, position)
+            .finish(chunks, tag, done);
     }
 
     /// The snapshots of a partition, newest (highest position) first.
@@ -641,6 +800,129 @@ mod tests {
         let on_disk =
             std::fs::read(dir.path().join("t-4/snapshot-00000000000000000099.lfsn")).expect("read");
         assert!(on_disk == bytes, "the parts join into the same bytes");
+    }
+
+    /// The staging files (`NAME#N`) in `dir` and their sizes.
+    fn staged(dir: &std::path::Path) -> Vec<u64> {
+        std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok())
+                    .filter(|e| e.file_name().to_string_lossy().contains('#'))
+                    .filter_map(|e| e.metadata().ok().map(|m| m.len()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Waits (up to 60 s) until `ok` holds; false if it never did.
+    fn wait_for(mut ok: impl FnMut() -> bool) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
+            if ok() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        ok()
+    }
+
+    /// 2.5 parts of arbitrary bytes (the store does not look inside), in uneven chunks as the
+    /// encoder hands them over.
+    fn two_and_a_half_parts() -> (Vec<u8>, Vec<Vec<u8>>) {
+        let bytes: Vec<u8> = (0..PART_BYTES * 5 / 2)
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
+        let chunks = bytes.chunks(3_000_001).map(<[u8]>::to_vec).collect();
+        (bytes, chunks)
+    }
+
+    /// Sends chunks until more than one part went, then waits for a full part in the staging
+    /// file: written before the snapshot's end, not held for it.
+    fn stream_past_one_part(
+        store: &SnapshotStore,
+        dir: &std::path::Path,
+        chunks: &mut std::vec::IntoIter<Vec<u8>>,
+    ) -> SnapshotStream {
+        let stream = store.stream("t", 4, 99);
+        let mut sent = 0;
+        while sent <= PART_BYTES {
+            let chunk = chunks.next().expect("more than a part");
+            sent += chunk.len();
+            stream.send(chunk);
+        }
+        let part = dir.join("t-4");
+        assert!(
+            wait_for(|| staged(&part).iter().any(|&n| n >= PART_BYTES as u64)),
+            "a full part reached the staging file before the end: {:?}",
+            staged(&part)
+        );
+        stream
+    }
+
+    #[test]
+    fn a_streamed_snapshot_is_written_as_it_comes_and_visible_only_at_its_end() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = local(dir.path(), 3);
+        let (bytes, chunks) = two_and_a_half_parts();
+        let mut chunks = chunks.into_iter();
+        let stream = stream_past_one_part(&store, dir.path(), &mut chunks);
+        assert_eq!(positions(&store, 4), Vec::<i64>::new(), "not visible yet");
+
+        let (tx, rx) = std::sync::mpsc::channel();
+        stream.finish(chunks.collect(), "tag", tx);
+        let (tag, written) = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the outcome is reported");
+        assert_eq!(tag, "tag");
+        let w = written.expect("written");
+        assert_eq!(w.bytes, bytes.len() as u64);
+        assert_eq!(positions(&store, 4), vec![99]);
+        let on_disk =
+            std::fs::read(dir.path().join("t-4/snapshot-00000000000000000099.lfsn")).expect("read");
+        assert!(
+            on_disk == bytes,
+            "the streamed parts join into the same bytes"
+        );
+        assert!(staged(&dir.path().join("t-4")).is_empty());
+    }
+
+    #[test]
+    fn an_abandoned_stream_leaves_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = local(dir.path(), 3);
+        let (_, chunks) = two_and_a_half_parts();
+        let mut chunks = chunks.into_iter();
+        let stream = stream_past_one_part(&store, dir.path(), &mut chunks);
+        drop(stream);
+        let part = dir.path().join("t-4");
+        assert!(
+            wait_for(|| staged(&part).is_empty()),
+            "the upload is aborted: {:?}",
+            staged(&part)
+        );
+        assert_eq!(positions(&store, 4), Vec::<i64>::new());
+    }
+
+    #[test]
+    fn a_streamed_snapshot_that_fails_reports_it_at_the_end() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = local(dir.path(), 3);
+        let part = dir.path().join("t-0");
+        std::fs::create_dir_all(&part).expect("mkdir");
+        // The target name is taken by a folder: completing the upload fails.
+        std::fs::create_dir(part.join("snapshot-00000000000000000005.lfsn")).expect("mkdir");
+        let (_, chunks) = two_and_a_half_parts();
+        let stream = store.stream("t", 0, 5);
+        let (tx, rx) = std::sync::mpsc::channel();
+        stream.finish(chunks, 7u32, tx);
+        let (tag, written) = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the outcome is reported");
+        assert_eq!(tag, 7);
+        let err = written.expect_err("the rename fails");
+        assert!(format!("{err:#}").contains("writing"), "{err:#}");
+        assert!(staged(&part).is_empty(), "{:?}", staged(&part));
     }
 
     /// A local store (keeping 3) with one snapshot of an empty state at position 10 of

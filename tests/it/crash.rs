@@ -99,6 +99,18 @@ fn kill_nine_five_times_loses_and_duplicates_nothing() {
     assert!(status.success(), "SIGTERM drains and exits 0");
 
     assert!(total(&expected) > 10_000, "a meaningful amount of output");
+    // Periodic snapshots larger than one encoder chunk: the service streamed their first
+    // chunks to the store while it encoded the rest, and the restarts above recovered from
+    // such snapshots. (The newest of each partition is the SIGTERM's final snapshot, written
+    // whole; the older ones kept are periodic.)
+    let periodic = periodic_sizes(&dir.path().join("snapshots"));
+    let one_chunk =
+        (leadflow::engine::SNAPSHOT_CHUNK + leadflow::engine::SNAPSHOT_CHUNK_SLACK) as u64;
+    eprintln!("periodic snapshots kept, bytes: {periodic:?}");
+    assert!(
+        periodic.iter().any(|&n| n > one_chunk),
+        "a periodic snapshot spans more than one chunk of {one_chunk} bytes: {periodic:?}"
+    );
     assert_same(&expected, &actual);
     let logs = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(
@@ -106,4 +118,25 @@ fn kill_nine_five_times_loses_and_duplicates_nothing() {
         "restarts recovered from snapshots\n{}",
         tail(&log)
     );
+}
+
+/// The sizes of the snapshots under `dir` (one folder per partition) but the newest of each.
+fn periodic_sizes(dir: &std::path::Path) -> Vec<u64> {
+    let mut sizes = Vec::new();
+    for folder in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let mut files: Vec<(String, u64)> = std::fs::read_dir(folder.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let len = e.metadata().ok()?.len();
+                name.ends_with(".lfsn").then_some((name, len))
+            })
+            .collect();
+        files.sort();
+        files.pop();
+        sizes.extend(files.into_iter().map(|(_, len)| len));
+    }
+    sizes
 }

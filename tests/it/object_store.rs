@@ -1,6 +1,7 @@
 //! The snapshot store on an S3-API server (moto; `LEADFLOW_TEST_S3` or `moto_server` on the
 //! PATH, else the test says so and returns): a snapshot larger than one part goes up as a
-//! multipart upload and reads back byte for byte, retention keeps the newest, and a store
+//! multipart upload and reads back byte for byte, also streamed while encoded (an abandoned
+//! stream's upload is aborted), retention keeps the newest, and a store
 //! that cannot be reached at recovery is an error, never "no snapshot".
 //!
 //! One test in its own binary: it sets the standard AWS variables, which the store reads from
@@ -92,6 +93,65 @@ fn snapshots_in_a_bucket_multipart_retention_and_an_unreachable_store() {
         .read_to_vec()
         .expect("body");
     assert!(read == big, "the multipart object equals what was written");
+
+    // Streamed while it is encoded (the service's checkpoints): the multipart upload starts
+    // before the snapshot's end, nothing is visible until the end, and an abandoned stream's
+    // upload is aborted (its parts are not kept, nor billed).
+    let uploads = || -> usize {
+        let mut resp = ureq::get(&format!("{}/{bucket}?uploads", s3.endpoint))
+            .call()
+            .expect("list the multipart uploads");
+        let xml = resp.body_mut().read_to_string().expect("body");
+        xml.matches("<Upload>").count()
+    };
+    let wait = |what: &str, ok: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !ok() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "waited 60 s for {what}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    assert_eq!(uploads(), 0);
+    let stream = store.stream("s", 0, 7);
+    for chunk in big.chunks(3_000_001) {
+        stream.send(chunk.to_vec());
+    }
+    wait("an upload started before the end", &|| uploads() == 1);
+    assert!(
+        client.list("lf/s-0/").is_empty(),
+        "not visible before the end"
+    );
+    drop(stream);
+    wait("the abandoned upload to be aborted", &|| uploads() == 0);
+    assert!(client.list("lf/s-0/").is_empty());
+
+    let stream = store.stream("s", 0, 8);
+    for chunk in big.chunks(3_000_001) {
+        stream.send(chunk.to_vec());
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    stream.finish(Vec::new(), (), tx);
+    let ((), written) = rx
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .expect("the outcome is reported");
+    assert_eq!(written.expect("streamed").bytes, big.len() as u64);
+    let url = format!(
+        "{}/{bucket}/lf/s-0/snapshot-00000000000000000008.lfsn",
+        s3.endpoint
+    );
+    let read = ureq::get(&url)
+        .call()
+        .expect("GET the streamed object")
+        .body_mut()
+        .with_config()
+        .limit(64 << 20)
+        .read_to_vec()
+        .expect("body");
+    assert!(read == big, "the streamed object equals what was sent");
+    assert_eq!(uploads(), 0);
 
     // A bucket that does not exist: one readable line, the server's answer once, a hint.
     let missing = SnapshotStore::open(&StoreConfig {

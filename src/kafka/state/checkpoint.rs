@@ -10,7 +10,9 @@
 //!
 //! Snapshots stay off the fold's critical path: one starts as a copy-on-write view of the
 //! state (`engine/checkpoint.rs`), is encoded in slices of about a millisecond between
-//! records, and is written by the store's I/O runtime while the fold goes on. Partitions
+//! records, and is written by the store's I/O runtime while the fold goes on: each full chunk
+//! is streamed to the store as the encoder fills it, so a checkpoint never holds the whole
+//! snapshot. Partitions
 //! are staggered across the interval.
 
 use std::sync::atomic::Ordering;
@@ -255,6 +257,11 @@ impl StateContext {
                 continue;
             };
             part.state.begin_snapshot(pos);
+            // Replaces (abandons) any stream left by a snapshot that did not finish.
+            part.stream = Some(
+                self.store
+                    .stream(&self.settings.service.topics.internal, p, pos),
+            );
             part.dirty = false;
             part.snapshot_started = Some((Instant::now(), wall));
             part.snapshot_due = now + interval;
@@ -279,6 +286,16 @@ impl StateContext {
                 if let Some((pos, chunks)) = part.state.snapshot_step(STEP_LEADS) {
                     self.hand_over(*p, part, pos, chunks);
                     break;
+                }
+                // Full chunks go to the store now, not at the end: a checkpoint then holds
+                // about one upload part, not the whole snapshot.
+                // (Only into this snapshot's stream: chunks taken elsewhere would be missing
+                // from the one written.)
+                let ours = part.state.snapshot_in_progress();
+                if let Some(stream) = part.stream.as_ref().filter(|s| Some(s.position()) == ours) {
+                    for chunk in part.state.take_snapshot_chunks() {
+                        stream.send(chunk);
+                    }
                 }
                 if started.elapsed() >= budget {
                     break;
@@ -313,14 +330,21 @@ impl StateContext {
             started_ms,
             leads: part.state.lead_count(),
         };
-        self.store.spawn_write(
-            &self.settings.service.topics.internal,
-            p,
-            pos,
-            chunks,
-            tag,
-            self.written_tx.clone(),
-        );
+        match part.stream.take() {
+            Some(stream) if stream.position() == pos => {
+                stream.finish(chunks, tag, self.written_tx.clone());
+            }
+            // No stream took chunks of this snapshot (a stale one is abandoned here):
+            // these are all of it.
+            _ => self.store.spawn_write(
+                &self.settings.service.topics.internal,
+                p,
+                pos,
+                chunks,
+                tag,
+                self.written_tx.clone(),
+            ),
+        }
     }
 
     /// Takes the outcomes of the background writes: metrics, readiness, and a retry with
@@ -443,6 +467,7 @@ impl StateContext {
         for (p, part) in shared.parts.iter_mut() {
             let interrupted = part.state.snapshot_in_progress().is_some();
             part.state.cancel_snapshot();
+            part.stream = None;
             part.snapshot_started = None;
             let Some(pos) = part.next_offset else {
                 continue;

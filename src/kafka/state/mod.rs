@@ -41,7 +41,7 @@ use crate::engine::{Explanation, PartitionState};
 use crate::metrics::Metrics;
 use crate::model::funnel::Stage;
 use crate::model::rules::Ruleset;
-use crate::snapshot::SnapshotStore;
+use crate::snapshot::{SnapshotStore, SnapshotStream};
 
 /// Counters of the state stage (read by metrics).
 #[derive(Default, Debug)]
@@ -83,6 +83,9 @@ struct Part {
     snapshot_started: Option<(Instant, i64)>,
     /// The position of this partition's snapshot being written in the background.
     writing: Option<i64>,
+    /// Where the snapshot being encoded goes, chunk by chunk as they fill. Dropped with the
+    /// snapshot (a revoke, a final checkpoint), the upload is abandoned.
+    stream: Option<SnapshotStream>,
     /// Why this partition is stopped (paused, never folded): its stored position disagrees
     /// with the log, and folding on would skip records or fold an incomplete history.
     stopped: Option<Stop>,
@@ -112,6 +115,7 @@ impl Part {
             snapshot_due: Instant::now(),
             snapshot_started: None,
             writing: None,
+            stream: None,
             stopped: None,
         }
     }
