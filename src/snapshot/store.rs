@@ -9,6 +9,7 @@
 //! snapshot's own checksum catches anything else (docs/snapshots.md).
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +28,9 @@ const SUFFIX: &str = ".lfsn";
 /// least 5 MiB, so up to 160 GiB), four at a time.
 const PART_BYTES: usize = 16 << 20;
 const PARTS_IN_FLIGHT: usize = 4;
+/// How far a [`SnapshotStream`] may run ahead of its upload (bytes sent, not yet handed to a
+/// part) before [`SnapshotStream::backed_up`] asks the encoder to wait.
+const STREAM_AHEAD_BYTES: usize = 2 * PART_BYTES;
 
 /// What gets a streamed snapshot's outcome.
 type Report = Box<dyn FnOnce(anyhow::Result<Written>) + Send>;
@@ -43,6 +47,8 @@ enum Piece {
 pub struct SnapshotStream {
     tx: tokio::sync::mpsc::UnboundedSender<Piece>,
     position: i64,
+    /// Bytes sent and not yet handed to an upload part (queued, or held below one part).
+    queued: Arc<AtomicUsize>,
 }
 
 impl SnapshotStream {
@@ -52,11 +58,24 @@ impl SnapshotStream {
     }
 
     /// Hands over the next chunk of the snapshot, in order. Never waits: a chunk the store
-    /// is not ready for waits in the channel (at worst the whole snapshot, as before
-    /// streaming).
+    /// is not ready for waits in the channel; the encoder asks [`Self::backed_up`] before it
+    /// makes more.
     pub fn send(&self, chunk: Vec<u8>) {
+        self.queued.fetch_add(chunk.len(), Ordering::SeqCst);
         // The writer is gone only when the runtime stopped; `finish` reports that.
         let _ = self.tx.send(Piece::Chunk(chunk));
+    }
+
+    /// Bytes sent and not yet handed to an upload part.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued.load(Ordering::SeqCst)
+    }
+
+    /// More than two parts (32 MiB) wait for the upload: the store does not keep up (a slow
+    /// or failing remote store), and the encoder should pause so the snapshot is not held
+    /// in memory after all. The fold goes on meanwhile; the snapshot just takes longer.
+    pub fn backed_up(&self) -> bool {
+        self.queued_bytes() > STREAM_AHEAD_BYTES
     }
 
     /// Hands over the last chunks; `done` gets `(tag, outcome)` once the snapshot is
@@ -359,7 +378,11 @@ impl StoreIo {
         }
         let _ = tx.send(Piece::End(None));
         drop(tx);
-        match self.put_pieces(topic, partition, position, rx).await {
+        let queued = AtomicUsize::new(0);
+        match self
+            .put_pieces(topic, partition, position, rx, &queued)
+            .await
+        {
             Some((result, _)) => result,
             None => Err(anyhow::anyhow!(
                 "the snapshot's chunks ended without their end"
@@ -379,7 +402,12 @@ impl StoreIo {
         partition: i32,
         position: i64,
         mut rx: tokio::sync::mpsc::UnboundedReceiver<Piece>,
+        queued: &AtomicUsize,
     ) -> Option<(anyhow::Result<Written>, Option<Report>)> {
+        // Every byte leaves `queued` once: handed to a part, or dropped after a failure.
+        let left = |n: usize| {
+            queued.fetch_sub(n, Ordering::SeqCst);
+        };
         let path = self.name(topic, partition, position);
         let located = || format!("writing {}/{path}", self.scheme_host());
         // Chunks wait here until they pass one part's size: a smaller snapshot is one PUT.
@@ -402,6 +430,7 @@ impl StoreIo {
                 Piece::Chunk(chunk) => chunk,
             };
             if failed.is_some() {
+                left(chunk.len());
                 continue;
             }
             size += chunk.len();
@@ -414,6 +443,7 @@ impl StoreIo {
                     Ok(u) => upload = Some(WriteMultipart::new_with_chunk_size(u, PART_BYTES)),
                     Err(e) => {
                         failed = Some(store_error(e, located()));
+                        left(held.iter().map(Vec::len).sum());
                         held = Vec::new();
                         continue;
                     }
@@ -421,15 +451,17 @@ impl StoreIo {
             }
             if let Some(w) = upload.as_mut() {
                 for chunk in held.drain(..) {
-                    if let Err(e) = w.wait_for_capacity(PARTS_IN_FLIGHT).await {
-                        failed = Some(store_error(e, located()));
-                        break;
+                    let n = chunk.len();
+                    if failed.is_none() {
+                        match w.wait_for_capacity(PARTS_IN_FLIGHT).await {
+                            Ok(()) => w.put(Bytes::from(chunk)),
+                            Err(e) => failed = Some(store_error(e, located())),
+                        }
                     }
-                    w.put(Bytes::from(chunk));
+                    left(n);
                 }
             }
             if failed.is_some() {
-                held = Vec::new();
                 if let Some(w) = upload.take() {
                     let _ = w.abort().await;
                 }
@@ -437,11 +469,15 @@ impl StoreIo {
         };
         let stored = match (failed, upload) {
             (Some(e), _) => Err(e),
-            (None, Some(w)) => w
-                .finish()
-                .await
-                .map(drop)
-                .map_err(|e| store_error(e, located())),
+            (None, Some(w)) => match w.finish().await {
+                Ok(_) => Ok(()),
+                Err(e) => {
+                    // A local multipart upload whose completion failed keeps its staging
+                    // file (the snapshot's size) until recovery's cleanup: remove it now.
+                    self.remove_staged(topic, partition, position).await;
+                    Err(store_error(e, located()))
+                }
+            },
             (None, None) => {
                 let payload: object_store::PutPayload = held.into_iter().map(Bytes::from).collect();
                 self.store
@@ -451,11 +487,6 @@ impl StoreIo {
                     .map_err(|e| store_error(e, located()))
             }
         };
-        if stored.is_err() {
-            // A local multipart upload whose completion failed keeps its staging file (the
-            // snapshot's size) until recovery's cleanup: remove it now.
-            self.remove_staged(topic, partition, position);
-        }
         let result = match stored {
             Ok(()) => self
                 .prune(topic, partition, position)
@@ -482,17 +513,21 @@ impl StoreIo {
 
     /// Removes the staging files of the snapshot at `position` in a local store (nothing for
     /// object stores, where an unfinished upload is not an object).
-    fn remove_staged(&self, topic: &str, partition: i32, position: i64) {
+    async fn remove_staged(&self, topic: &str, partition: i32, position: i64) {
         let Some(dir) = &self.local else {
             return;
         };
         let name = format!("{PREFIX}{position:020}{SUFFIX}#");
         let dir = dir.join(format!("{topic}-{partition}"));
-        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            if e.file_name().to_string_lossy().starts_with(&name) {
-                let _ = std::fs::remove_file(e.path());
+        // Off the runtime's one worker thread: file system calls block.
+        let _ = tokio::task::spawn_blocking(move || {
+            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                if e.file_name().to_string_lossy().starts_with(&name) {
+                    let _ = std::fs::remove_file(e.path());
+                }
             }
-        }
+        })
+        .await;
     }
 
     /// Removes the staging files a crash left in a local partition folder (a write is
@@ -608,14 +643,21 @@ impl SnapshotStore {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let me = self.io.clone();
         let topic = topic.to_string();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&queued);
         self.rt.spawn(async move {
-            if let Some((result, Some(report))) =
-                me.put_pieces(&topic, partition, position, rx).await
+            if let Some((result, Some(report))) = me
+                .put_pieces(&topic, partition, position, rx, &counted)
+                .await
             {
                 report(result);
             }
         });
-        SnapshotStream { tx, position }
+        SnapshotStream {
+            tx,
+            position,
+            queued,
+        }
     }
 
     /// Starts [`SnapshotStore::put`] in the background; `done` gets the outcome.
@@ -885,6 +927,31 @@ mod tests {
             "the streamed parts join into the same bytes"
         );
         assert!(staged(&dir.path().join("t-4")).is_empty());
+    }
+
+    #[test]
+    fn a_stream_counts_what_waits_for_the_upload() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = local(dir.path(), 3);
+        let (_, chunks) = two_and_a_half_parts();
+        let mut chunks = chunks.into_iter();
+        let stream = store.stream("t", 4, 99);
+        // Below one part the store holds what it got: all of it still waits.
+        let first = chunks.next().expect("a chunk");
+        let n = first.len();
+        stream.send(first);
+        assert_eq!(stream.queued_bytes(), n);
+        assert!(!stream.backed_up());
+        // Past one part the upload starts and takes everything sent.
+        for chunk in chunks.by_ref().take(6) {
+            stream.send(chunk);
+        }
+        assert!(
+            wait_for(|| stream.queued_bytes() == 0),
+            "handed to the upload: {} bytes still wait",
+            stream.queued_bytes()
+        );
+        drop(stream);
     }
 
     #[test]

@@ -24,6 +24,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::txn::{InFlight, Positions};
 use super::{lock, Part, Shared, StateContext};
+use crate::snapshot::SnapshotStream;
 
 /// The first retry after a failed snapshot; it doubles up to `snapshots.interval`.
 const SNAPSHOT_FIRST_BACKOFF: Duration = Duration::from_secs(1);
@@ -282,6 +283,10 @@ impl StateContext {
         let mut stepped = false;
         for (p, part) in shared.parts.iter_mut() {
             while part.state.snapshot_in_progress().is_some() {
+                // The store does not keep up: encode more later, rather than hold it all.
+                if part.stream.as_ref().is_some_and(SnapshotStream::backed_up) {
+                    break;
+                }
                 stepped = true;
                 if let Some((pos, chunks)) = part.state.snapshot_step(STEP_LEADS) {
                     self.hand_over(*p, part, pos, chunks);
