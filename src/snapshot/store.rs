@@ -971,14 +971,20 @@ mod tests {
         assert_eq!(positions(&store, 4), Vec::<i64>::new());
     }
 
-    #[test]
-    fn a_streamed_snapshot_that_fails_reports_it_at_the_end() {
+    /// A local store whose partition 0 of topic `t` cannot take a snapshot at position 5:
+    /// the name is taken by a folder, so the final rename fails after the data was written.
+    fn blocked_at_5() -> (tempfile::TempDir, SnapshotStore, std::path::PathBuf) {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = local(dir.path(), 3);
         let part = dir.path().join("t-0");
         std::fs::create_dir_all(&part).expect("mkdir");
-        // The target name is taken by a folder: completing the upload fails.
         std::fs::create_dir(part.join("snapshot-00000000000000000005.lfsn")).expect("mkdir");
+        (dir, store, part)
+    }
+
+    #[test]
+    fn a_streamed_snapshot_that_fails_reports_it_at_the_end() {
+        let (_dir, store, part) = blocked_at_5();
         let (_, chunks) = two_and_a_half_parts();
         let stream = store.stream("t", 0, 5);
         let (tx, rx) = std::sync::mpsc::channel();
@@ -1050,12 +1056,7 @@ mod tests {
 
     #[test]
     fn a_failed_write_leaves_no_staging_file_and_leftovers_are_removed() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = local(dir.path(), 3);
-        let part = dir.path().join("t-0");
-        std::fs::create_dir_all(&part).expect("mkdir");
-        // The target name is taken by a folder: the rename fails after the data was written.
-        std::fs::create_dir(part.join("snapshot-00000000000000000005.lfsn")).expect("mkdir");
+        let (_dir, store, part) = blocked_at_5();
         std::fs::write(part.join("x"), b"x").expect("file");
         let err = store
             .write("t", 0, 5, b"data".to_vec())

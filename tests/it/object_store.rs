@@ -81,17 +81,18 @@ fn snapshots_in_a_bucket_multipart_retention_and_an_unreachable_store() {
     let (found, skipped) = store.load_newest("t", 0, &rules).expect("load");
     assert_eq!(found.map(|(_, p)| p), Some(12));
     assert!(skipped.is_empty());
-    let url = format!(
-        "{}/{bucket}/lf/t-0/snapshot-00000000000000000009.lfsn",
-        s3.endpoint
-    );
-    let mut body = ureq::get(&url).call().expect("GET the object");
-    let read = body
-        .body_mut()
-        .with_config()
-        .limit(64 << 20)
-        .read_to_vec()
-        .expect("body");
+    // An object's bytes, read with a plain GET.
+    let object = |name: &str| -> Vec<u8> {
+        ureq::get(&format!("{}/{bucket}/{name}", s3.endpoint))
+            .call()
+            .expect("GET the object")
+            .body_mut()
+            .with_config()
+            .limit(64 << 20)
+            .read_to_vec()
+            .expect("body")
+    };
+    let read = object("lf/t-0/snapshot-00000000000000000009.lfsn");
     assert!(read == big, "the multipart object equals what was written");
 
     // Streamed while it is encoded (the service's checkpoints): the multipart upload starts
@@ -138,18 +139,7 @@ fn snapshots_in_a_bucket_multipart_retention_and_an_unreachable_store() {
         .recv_timeout(std::time::Duration::from_secs(120))
         .expect("the outcome is reported");
     assert_eq!(written.expect("streamed").bytes, big.len() as u64);
-    let url = format!(
-        "{}/{bucket}/lf/s-0/snapshot-00000000000000000008.lfsn",
-        s3.endpoint
-    );
-    let read = ureq::get(&url)
-        .call()
-        .expect("GET the streamed object")
-        .body_mut()
-        .with_config()
-        .limit(64 << 20)
-        .read_to_vec()
-        .expect("body");
+    let read = object("lf/s-0/snapshot-00000000000000000008.lfsn");
     assert!(read == big, "the streamed object equals what was sent");
     assert_eq!(uploads(), 0);
 
