@@ -729,13 +729,13 @@ fn start_clocks(
         // warning and breach share one.
         let key: Arc<str> = Arc::from(lead.key());
         for (due, kind) in timer_slots(&clock) {
-            timers.insert(Timer::new(
+            timers.insert(Timer {
                 due,
-                Arc::clone(&key),
-                rules.sla_rank[pi as usize],
+                lead: Arc::clone(&key),
+                rank: rules.sla_rank[pi as usize],
                 kind,
-                pi,
-            ));
+                policy: pi,
+            });
         }
         lead.extra_mut().lists_mut().push(clock);
     }
@@ -752,13 +752,13 @@ fn timer_slots(clock: &Clock) -> impl Iterator<Item = (i64, TimerKind)> {
 fn remove_timers(timers: &mut BTreeSet<Timer>, rules: &Ruleset, key: &str, clock: &Clock) {
     let key: Arc<str> = Arc::from(key);
     for (due, kind) in timer_slots(clock) {
-        timers.remove(&Timer::new(
+        timers.remove(&Timer {
             due,
-            Arc::clone(&key),
-            rules.sla_rank[clock.policy as usize],
+            lead: Arc::clone(&key),
+            rank: rules.sla_rank[clock.policy as usize],
             kind,
-            clock.policy,
-        ));
+            policy: clock.policy,
+        });
     }
 }
 

@@ -641,13 +641,13 @@ impl PartitionState {
             let (Some(li), Some(pi)) = (state.find(lead), policy_index(policy)) else {
                 continue; // its lead or policy is gone: nothing can fire for it
             };
-            state.timers.insert(Timer::new(
+            state.timers.insert(Timer {
                 due,
-                Arc::from(state.leads[li].key()),
-                rules.sla_rank[pi],
+                lead: Arc::from(state.leads[li].key()),
+                rank: rules.sla_rank[pi],
                 kind,
-                pi as u16,
-            ));
+                policy: pi as u16,
+            });
         }
         if !r.buf.is_empty() {
             return Err(SnapshotError::Corrupt(format!(

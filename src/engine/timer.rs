@@ -22,15 +22,3 @@ pub(super) struct Timer {
     pub kind: TimerKind,
     pub policy: u16,
 }
-
-impl Timer {
-    pub fn new(due: i64, lead: Arc<str>, rank: u16, kind: TimerKind, policy: u16) -> Timer {
-        Timer {
-            due,
-            lead,
-            rank,
-            kind,
-            policy,
-        }
-    }
-}
