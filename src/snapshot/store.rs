@@ -9,7 +9,6 @@
 //! snapshot's own checksum catches anything else (docs/snapshots.md).
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +18,7 @@ use futures_util::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, RetryConfig, WriteMultipart};
 
+use super::stream::{Gauge, Piece, Report, Running, SnapshotStream};
 use crate::engine::PartitionState;
 use crate::model::rules::Ruleset;
 
@@ -26,83 +26,11 @@ const PREFIX: &str = "snapshot-";
 const SUFFIX: &str = ".lfsn";
 /// Above this size a snapshot is uploaded in parts of this size (S3 allows 10,000 parts of at
 /// least 5 MiB, so up to 160 GiB), four at a time.
-const PART_BYTES: usize = 16 << 20;
+pub(super) const PART_BYTES: usize = 16 << 20;
 const PARTS_IN_FLIGHT: usize = 4;
-/// How far a [`SnapshotStream`] may run ahead of its upload (bytes sent, not yet handed to a
-/// part) before [`SnapshotStream::backed_up`] asks the encoder to wait.
-const STREAM_AHEAD_BYTES: usize = 2 * PART_BYTES;
-
-/// What gets a streamed snapshot's outcome.
-type Report = Box<dyn FnOnce(anyhow::Result<Written>) + Send>;
-
-/// What a [`SnapshotStream`] hands its writer: the next chunk, or the end (with what gets the
-/// outcome).
-enum Piece {
-    Chunk(Vec<u8>),
-    End(Option<Report>),
-}
-
-/// A snapshot written while it is encoded ([`SnapshotStore::stream`]). Dropped before
-/// [`SnapshotStream::finish`], the snapshot is abandoned and never becomes visible.
-pub struct SnapshotStream {
-    tx: tokio::sync::mpsc::UnboundedSender<Piece>,
-    position: i64,
-    /// Bytes sent and not yet handed to an upload part (queued, or held below one part).
-    queued: Arc<AtomicUsize>,
-}
-
-impl SnapshotStream {
-    /// The log position the snapshot covers (its name in the store).
-    pub fn position(&self) -> i64 {
-        self.position
-    }
-
-    /// Hands over the next chunk of the snapshot, in order. Never waits: a chunk the store
-    /// is not ready for waits in the channel; the encoder asks [`Self::backed_up`] before it
-    /// makes more.
-    pub fn send(&self, chunk: Vec<u8>) {
-        self.queued.fetch_add(chunk.len(), Ordering::SeqCst);
-        // The writer is gone only when the runtime stopped; `finish` reports that.
-        let _ = self.tx.send(Piece::Chunk(chunk));
-    }
-
-    /// Bytes sent and not yet handed to an upload part.
-    pub fn queued_bytes(&self) -> usize {
-        self.queued.load(Ordering::SeqCst)
-    }
-
-    /// More than two parts (32 MiB) wait for the upload: the store does not keep up (a slow
-    /// or failing remote store), and the encoder should pause so the snapshot is not held
-    /// in memory after all. The fold goes on meanwhile; the snapshot just takes longer.
-    pub fn backed_up(&self) -> bool {
-        self.queued_bytes() > STREAM_AHEAD_BYTES
-    }
-
-    /// Hands over the last chunks; `done` gets `(tag, outcome)` once the snapshot is
-    /// complete in the store and pruned, or failed.
-    pub fn finish<T: Send + 'static>(
-        self,
-        last: Vec<Vec<u8>>,
-        tag: T,
-        done: std::sync::mpsc::Sender<(T, anyhow::Result<Written>)>,
-    ) {
-        for chunk in last {
-            self.send(chunk);
-        }
-        let report: Report = Box::new(move |r| {
-            // The receiver is gone only when the stage ended; nothing to report then.
-            let _ = done.send((tag, r));
-        });
-        if let Err(tokio::sync::mpsc::error::SendError(Piece::End(Some(report)))) =
-            self.tx.send(Piece::End(Some(report)))
-        {
-            report(Err(anyhow::anyhow!(
-                "the snapshot store's runtime stopped before the snapshot was written"
-            )));
-        }
-    }
-}
-
+/// Leads encoded between two looks at the upload by [`SnapshotStore::write_state`]: about a
+/// chunk (1 MiB) at the example config's size per lead.
+const FINAL_STEP_LEADS: usize = 4096;
 /// URL schemes accepted for `snapshots.url` (the ones `object_store` lists and leadflow tests:
 /// file and s3; gs and az go through the same code).
 pub const SCHEMES: [&str; 9] = [
@@ -125,6 +53,8 @@ pub struct SnapshotStore {
     /// final (revoke or shutdown) snapshot. Background writes hold only the [`StoreIo`]: the
     /// runtime is dropped by its owner, never by one of its own tasks (tokio forbids that).
     rt: Arc<tokio::runtime::Runtime>,
+    /// Streamed uploads still running (finishing, or aborting after they were abandoned).
+    uploads: Arc<Gauge>,
 }
 
 /// What a write or a read needs: the store, where in it, how many snapshots to keep.
@@ -336,6 +266,7 @@ impl SnapshotStore {
                 retain: cfg.retain.max(1) as usize,
             },
             rt: Arc::new(rt),
+            uploads: Arc::default(),
         })
     }
 }
@@ -378,7 +309,7 @@ impl StoreIo {
         }
         let _ = tx.send(Piece::End(None));
         drop(tx);
-        let queued = AtomicUsize::new(0);
+        let queued = Gauge::default();
         match self
             .put_pieces(topic, partition, position, rx, &queued)
             .await
@@ -402,12 +333,10 @@ impl StoreIo {
         partition: i32,
         position: i64,
         mut rx: tokio::sync::mpsc::UnboundedReceiver<Piece>,
-        queued: &AtomicUsize,
+        queued: &Gauge,
     ) -> Option<(anyhow::Result<Written>, Option<Report>)> {
         // Every byte leaves `queued` once: handed to a part, or dropped after a failure.
-        let left = |n: usize| {
-            queued.fetch_sub(n, Ordering::SeqCst);
-        };
+        let left = |n: usize| queued.sub(n);
         let path = self.name(topic, partition, position);
         let located = || format!("writing {}/{path}", self.scheme_host());
         // Chunks wait here until they pass one part's size: a smaller snapshot is one PUT.
@@ -633,6 +562,49 @@ impl SnapshotStore {
             .block_on(self.put(topic, partition, position, chunks))
     }
 
+    /// Encodes the snapshot of `state` at `position` and writes it, waiting for it (the final
+    /// snapshot at a revoke or a shutdown). The chunks are streamed as they fill, and the
+    /// encoder waits while the upload is behind, so this holds about what a streamed
+    /// checkpoint holds (a few 16 MiB parts), not the whole snapshot. Replaces a snapshot in
+    /// progress.
+    ///
+    /// Errors: the store's, with the location; nothing becomes visible then.
+    pub fn write_state(
+        &self,
+        topic: &str,
+        partition: i32,
+        state: &mut PartitionState,
+        position: i64,
+    ) -> anyhow::Result<Written> {
+        state.begin_snapshot(position);
+        let stream = self.stream(topic, partition, position);
+        let (tx, rx) = std::sync::mpsc::channel();
+        loop {
+            if let Some((_, last)) = state.snapshot_step(FINAL_STEP_LEADS) {
+                stream.finish(last, (), tx);
+                break;
+            }
+            for chunk in state.take_snapshot_chunks() {
+                stream.send(chunk);
+            }
+            stream.wait_for_room();
+        }
+        match rx.recv() {
+            Ok(((), written)) => written,
+            // `finish` reports every end; this is a writer dropped with its runtime.
+            Err(_) => Err(anyhow::anyhow!(
+                "the snapshot store's runtime stopped before the snapshot was written"
+            )),
+        }
+    }
+
+    /// Waits until every streamed upload has ended (written, failed, or aborted after it was
+    /// abandoned), or `deadline`. Returns how many still run: an abort cut short by the
+    /// process's exit leaves its parts to the bucket's lifecycle rule (docs/snapshots.md).
+    pub fn wait_for_uploads(&self, deadline: std::time::Instant) -> usize {
+        self.uploads.wait_at_most(0, Some(deadline), || false)
+    }
+
     /// Starts writing the snapshot of `partition` at `position` while it is encoded: each
     /// chunk given to [`SnapshotStream::send`] goes to the store's runtime at once, and is
     /// uploaded as soon as a part (16 MiB) is full, so a checkpoint holds about one part and
@@ -643,9 +615,11 @@ impl SnapshotStore {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let me = self.io.clone();
         let topic = topic.to_string();
-        let queued = Arc::new(AtomicUsize::new(0));
+        let queued = Arc::new(Gauge::default());
         let counted = Arc::clone(&queued);
+        let running = Running::start(&self.uploads);
         self.rt.spawn(async move {
+            let _running = running;
             if let Some((result, Some(report))) = me
                 .put_pieces(&topic, partition, position, rx, &counted)
                 .await
@@ -969,6 +943,78 @@ mod tests {
             staged(&part)
         );
         assert_eq!(positions(&store, 4), Vec::<i64>::new());
+    }
+
+    /// A state whose snapshot is more than one upload part (generated traffic, about 150k
+    /// leads), so the final write goes through the multipart upload.
+    fn state_past_one_part() -> PartitionState {
+        let events = crate::gen::generate(&crate::gen::GenSpec {
+            seed: 11,
+            events: 300_000,
+            leads: 150_000,
+            start_ms: 1_767_225_600_000,
+            span_ms: 30 * 86_400_000,
+        });
+        let mut st = PartitionState::new(rules());
+        let mut out = Vec::new();
+        for ev in &events {
+            st.apply(ev, &mut out);
+            out.clear();
+        }
+        st
+    }
+
+    /// The final snapshot (revoke, shutdown) is streamed as it is encoded and waited for: it
+    /// reads back as the whole encode, and a failing one leaves nothing, reported.
+    #[test]
+    fn a_final_snapshot_is_streamed_and_waited_for() {
+        let (dir, store, part) = blocked_at_5();
+        let mut st = state_past_one_part();
+        let expected = st.encode_snapshot(9);
+        assert!(expected.len() > PART_BYTES, "{} bytes", expected.len());
+
+        let w = store.write_state("t", 0, &mut st, 9).expect("written");
+        assert_eq!(w.bytes, expected.len() as u64);
+        assert_eq!(st.snapshot_in_progress(), None);
+        let on_disk = std::fs::read(part.join("snapshot-00000000000000000009.lfsn")).expect("read");
+        assert!(
+            on_disk == expected,
+            "the streamed snapshot is the whole encode"
+        );
+        assert_eq!(positions(&store, 0), vec![9]);
+
+        // Position 5's name is taken: the upload's completion fails.
+        let err = store
+            .write_state("t", 0, &mut st, 5)
+            .expect_err("the rename fails");
+        assert!(format!("{err:#}").contains("writing"), "{err:#}");
+        assert_eq!(st.snapshot_in_progress(), None);
+        assert_eq!(positions(&store, 0), vec![9]);
+        assert!(staged(&part).is_empty(), "{:?}", staged(&part));
+        assert_eq!(store.wait_for_uploads(std::time::Instant::now()), 0);
+        drop(dir);
+    }
+
+    /// The shutdown's wait ends when the abandoned upload's abort has: no polling needed.
+    #[test]
+    fn waiting_for_uploads_covers_the_abort_of_an_abandoned_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = local(dir.path(), 3);
+        let (_, chunks) = two_and_a_half_parts();
+        let mut chunks = chunks.into_iter();
+        let stream = stream_past_one_part(&store, dir.path(), &mut chunks);
+        drop(stream);
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        assert_eq!(
+            store.wait_for_uploads(deadline),
+            0,
+            "the abort ended in time"
+        );
+        let staging = staged(&dir.path().join("t-4"));
+        assert!(
+            staging.is_empty(),
+            "aborted before the wait returned: {staging:?}"
+        );
     }
 
     /// A local store whose partition 0 of topic `t` cannot take a snapshot at position 5:

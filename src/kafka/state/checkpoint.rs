@@ -481,10 +481,6 @@ impl StateContext {
                 continue;
             }
             let started = Instant::now();
-            part.state.begin_snapshot(pos);
-            let Some((pos, chunks)) = part.state.snapshot_step(usize::MAX) else {
-                continue;
-            };
             let tag = WriteTag {
                 partition: *p,
                 position: pos,
@@ -492,7 +488,9 @@ impl StateContext {
                 started_ms: wall,
                 leads: part.state.lead_count(),
             };
-            match self.store.write_chunks(&internal, *p, pos, chunks) {
+            // Streamed as it is encoded, like a periodic checkpoint: the state is still
+            // whole in memory here, and a second copy of it would double the peak.
+            match self.store.write_state(&internal, *p, &mut part.state, pos) {
                 Ok(w) => {
                     part.dirty = false;
                     self.snapshot_ok(&tag, &w);
@@ -509,7 +507,24 @@ impl StateContext {
         Ok(Commit::Done)
     }
 
-    /// Waits (within `run.drain_timeout`) for the background writes in flight.
+    /// After a failure (no final snapshot): drops the snapshots in progress and waits
+    /// (within `run.drain_timeout`) for their uploads to be aborted, before the process's exit
+    /// would cut the aborts short.
+    pub(super) fn abandon_snapshots(&self, shared: &mut Shared) {
+        for part in shared.parts.values_mut() {
+            part.state.cancel_snapshot();
+            part.stream = None;
+        }
+        let deadline =
+            Instant::now() + Duration::from_millis(self.settings.service.drain_timeout_ms as u64);
+        let running = self.store.wait_for_uploads(deadline);
+        if running > 0 {
+            tracing::warn!(uploads = running, "snapshot uploads still running at exit");
+        }
+    }
+
+    /// Waits (within `run.drain_timeout`) for the background writes in flight, then for the
+    /// aborts of abandoned uploads.
     fn drain_writes(&self, shared: &mut Shared) {
         let deadline =
             Instant::now() + Duration::from_millis(self.settings.service.drain_timeout_ms as u64);
@@ -530,6 +545,17 @@ impl StateContext {
                     break;
                 }
             }
+        }
+        // Abandoned uploads (a snapshot a revoke or this checkpoint interrupted) abort in the
+        // background: give them the rest of the time, or their parts wait for the bucket's
+        // lifecycle rule.
+        let running = self.store.wait_for_uploads(deadline);
+        if running > 0 {
+            tracing::warn!(
+                uploads = running,
+                "snapshot uploads still running at the drain timeout; an unfinished multipart \
+                 upload stays in the bucket until its lifecycle rule removes it"
+            );
         }
     }
 

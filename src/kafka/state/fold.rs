@@ -458,6 +458,7 @@ pub fn run(
         ctx.failed.store(true, Ordering::SeqCst);
         tracing::error!(error = %format!("{e:#}"), "state stage failed; draining");
         let _ = ctx.abort();
+        ctx.abandon_snapshots(&mut lock(&ctx.shared));
         return Err(e);
     }
     let last = ctx.final_checkpoint(&mut lock(&ctx.shared), &consumer);
