@@ -18,7 +18,10 @@ use super::{lock, recovery, txn, Shared, StateContext};
 use crate::analytics::live::{self, WonAmount};
 use crate::codec::avro::{self, InternalRecord};
 use crate::config::{OutputFormat, Settings};
-use crate::engine::{Applied, EvictReason, PartitionState, Stats};
+use crate::engine::{
+    Applied, EvictReason, PartitionState, Prepared, Stats, PREFETCH_FAR, PREFETCH_LISTS,
+    PREFETCH_NEAR,
+};
 use crate::kafka::producer;
 use crate::kafka::{H_SRC_INDEX, H_SRC_OFFSET};
 use crate::model::event::{CrmType, Event};
@@ -38,11 +41,104 @@ const STEP_BUDGET: Duration = Duration::from_millis(2);
 /// How long a clock skew measurement is trusted; older, the next tick measures again first.
 const SKEW_FRESH: Duration = Duration::from_secs(60);
 
+/// Records the fold takes at once, at most: enough lookahead for the engine's cache hints
+/// (`engine::PREFETCH_FAR` records ahead), few enough that the maintenance between batches
+/// (ticks, commits, snapshot slices) stays on time.
+const FOLD_BATCH: usize = 64;
+
+/// Polls up to `max` records into `batch`: the first poll waits up to `wait`, the next ones
+/// take only what is already fetched. Stops at anything that is not a record (an end of
+/// partition, an error) and returns it, to be handled after the batch is folded, in order.
+///
+/// A rebalance runs inside a poll (the consumer's callbacks): when `epoch()` changed during
+/// one, the records polled before it are dropped. Their partitions were revoked, or
+/// assigned again and recovered to a snapshot's position, so folding them would fold records
+/// twice or out of order; the consumer delivers them again from the new position if they
+/// are still ours. The record that poll returned is already of the new assignment.
+fn poll_batch<M, E>(
+    mut poll: impl FnMut(Duration) -> Option<Result<M, E>>,
+    epoch: impl Fn() -> u64,
+    wait: Duration,
+    max: usize,
+    batch: &mut Vec<M>,
+) -> Option<E> {
+    let mut seen = epoch();
+    let mut wait = wait;
+    while batch.len() < max {
+        let polled = poll(wait);
+        wait = Duration::ZERO;
+        let now = epoch();
+        if now != seen {
+            seen = now;
+            batch.clear();
+        }
+        match polled? {
+            Ok(m) => batch.push(m),
+            Err(e) => return Some(e),
+        }
+    }
+    None
+}
+
+/// One of the engine's cache hints for a record ahead.
+type Hint = fn(&PartitionState, &Prepared);
+
+/// A polled record decoded, and its event's preparation for its partition's state (`None`
+/// for a tick, an undecodable record, or a partition not folded).
+type Decoded = (
+    Result<InternalRecord, crate::model::event::Invalid>,
+    Option<Prepared>,
+);
+
 impl StateContext {
+    /// Folds a batch of polled records in order. They are all decoded and prepared first,
+    /// so that before each record the engine can be told the leads of the records ahead (the
+    /// cache hints `leadflow replay` uses: at a million leads an event mostly waits on cold
+    /// memory, docs/performance.md). The hints change no state or output.
+    fn fold_batch(
+        &self,
+        shared: &mut Shared,
+        batch: &[BorrowedMessage<'_>],
+        out: &mut Vec<Output>,
+    ) -> anyhow::Result<()> {
+        let mut decoded: Vec<Option<Decoded>> = batch
+            .iter()
+            .map(|m| {
+                let record = avro::decode_internal(m.payload().unwrap_or(&[]));
+                let prepared = match (&record, shared.parts.get(&m.partition())) {
+                    (Ok(InternalRecord::Event(ev)), Some(part)) => Some(part.state.prepare(ev)),
+                    _ => None,
+                };
+                Some((record, prepared))
+            })
+            .collect();
+        let hints: [(usize, Hint); 3] = [
+            (PREFETCH_FAR, PartitionState::prefetch_lead),
+            (PREFETCH_NEAR, PartitionState::prefetch_state),
+            (PREFETCH_LISTS, PartitionState::prefetch_lists),
+        ];
+        for (i, m) in batch.iter().enumerate() {
+            for (d, hint) in hints {
+                if let (Some(Some((_, Some(p)))), Some(ahead)) =
+                    (decoded.get(i + d), batch.get(i + d))
+                {
+                    if let Some(part) = shared.parts.get(&ahead.partition()) {
+                        hint(&part.state, p);
+                    }
+                }
+            }
+            if let Some(this) = decoded[i].take() {
+                self.process(shared, m, this, out)?;
+            }
+        }
+        Ok(())
+    }
+
     fn process(
         &self,
         shared: &mut Shared,
         m: &BorrowedMessage<'_>,
+        (record, prepared): Decoded,
         out: &mut Vec<Output>,
     ) -> anyhow::Result<()> {
         let (p, off) = (m.partition(), m.offset());
@@ -61,13 +157,17 @@ impl StateContext {
         let before = limit_counts(part.state.stats());
         // A win's event, kept for its amount (the revenue counter).
         let mut won: Option<Event> = None;
-        match avro::decode_internal(m.payload().unwrap_or(&[])) {
+        match record {
             Ok(InternalRecord::Event(ev)) => {
                 let lag_ms = (crate::metrics::now_ms() - ev.occurred_at).max(0);
                 self.metrics
                     .event_time_lag_seconds
                     .observe(lag_ms as f64 / 1000.0);
-                if part.state.apply(&ev, out) == Applied::Duplicate {
+                let applied = match &prepared {
+                    Some(prepared) => part.state.apply_prepared(&ev, prepared, out),
+                    None => part.state.apply(&ev, out),
+                };
+                if applied == Applied::Duplicate {
                     self.metrics.duplicates.inc();
                 }
                 if ev.crm == Some(CrmType::OpportunityWon) {
@@ -365,6 +465,7 @@ pub fn run(
         writes_in_flight: std::sync::atomic::AtomicUsize::new(0),
         warned_above: Mutex::default(),
         failed: AtomicBool::new(false),
+        epoch: AtomicU64::new(0),
         stats,
     };
     let consumer: BaseConsumer<StateContext> = crate::kafka::client_config(svc)
@@ -389,6 +490,7 @@ pub fn run(
     let mut last_step = Instant::now();
     let mut encoding = false;
     let mut out = Vec::new();
+    let mut batch = Vec::with_capacity(FOLD_BATCH);
     let ctx = consumer.context();
     let result = (|| -> anyhow::Result<()> {
         while !stop.load(Ordering::Relaxed) {
@@ -396,23 +498,33 @@ pub fn run(
                 anyhow::bail!("state stage failed: {e}");
             }
             // While a snapshot is encoded, an idle moment goes to it rather than to waiting.
-            let wait = if encoding { 1 } else { 20 };
-            let mut idle = false;
-            match consumer.poll(Duration::from_millis(wait)) {
-                Some(Ok(m)) => ctx.process(&mut lock(&ctx.shared), &m, &mut out)?,
-                Some(Err(KafkaError::PartitionEOF(p))) => {
+            let wait = Duration::from_millis(if encoding { 1 } else { 20 });
+            let ended = poll_batch(
+                |wait| consumer.poll(wait),
+                || ctx.epoch.load(Ordering::SeqCst),
+                wait,
+                FOLD_BATCH,
+                &mut batch,
+            );
+            let idle = batch.is_empty() && ended.is_none();
+            if !batch.is_empty() {
+                ctx.fold_batch(&mut lock(&ctx.shared), &batch, &mut out)?;
+                batch.clear();
+            }
+            match ended {
+                Some(KafkaError::PartitionEOF(p)) => {
                     if let Some(part) = lock(&ctx.shared).parts.get_mut(&p) {
                         part.caught_up = true;
                         part.update_recovered();
                     }
                 }
-                Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset))) => {
+                Some(KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset)) => {
                     // A position fell outside the log (retention, DeleteRecords, a recreated
                     // topic): find which partitions, and stop them.
                     ctx.stop_out_of_range(&mut lock(&ctx.shared), &consumer)?;
                 }
-                Some(Err(e)) => tracing::warn!(error = %e, "state consumer error"),
-                None => idle = true,
+                Some(e) => tracing::warn!(error = %e, "state consumer error"),
+                None => {}
             }
             if encoding && (idle || last_step.elapsed() >= STEP_EVERY) {
                 // A slice of the snapshots in progress, between records.
@@ -501,4 +613,92 @@ fn transactional_id(svc: &crate::config::Service) -> String {
         std::process::id(),
         nanos & 0xffff_ffff
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::collections::VecDeque;
+    use std::time::Duration;
+
+    use super::poll_batch;
+
+    /// What a scripted poll does: return a record, an event, nothing, or run a rebalance
+    /// (as the consumer's callback does inside a poll) before returning a record or nothing.
+    enum Step {
+        Record(u32),
+        Rebalance(u32),
+        RebalanceOnly,
+        Eof,
+        Nothing,
+    }
+
+    /// Runs `poll_batch` over `script`; returns the batch, what ended it, and the waits the
+    /// polls were given.
+    fn run(script: Vec<Step>, max: usize) -> (Vec<u32>, Option<&'static str>, Vec<u64>) {
+        let epoch = Cell::new(0u64);
+        let waits = std::cell::RefCell::new(Vec::new());
+        let mut script: VecDeque<Step> = script.into();
+        let mut batch = Vec::new();
+        let ended = poll_batch(
+            |wait| {
+                waits.borrow_mut().push(wait.as_millis() as u64);
+                match script.pop_front()? {
+                    Step::Record(r) => Some(Ok(r)),
+                    Step::Rebalance(r) => {
+                        epoch.set(epoch.get() + 1);
+                        Some(Ok(r))
+                    }
+                    Step::RebalanceOnly => {
+                        epoch.set(epoch.get() + 1);
+                        None
+                    }
+                    Step::Eof => Some(Err("eof")),
+                    Step::Nothing => None,
+                }
+            },
+            || epoch.get(),
+            Duration::from_millis(20),
+            max,
+            &mut batch,
+        );
+        (batch, ended, waits.into_inner())
+    }
+
+    #[test]
+    fn a_batch_waits_once_then_takes_what_is_fetched() {
+        use Step::*;
+        let (batch, ended, waits) = run(vec![Record(1), Record(2), Nothing, Record(3)], 64);
+        assert_eq!(batch, vec![1, 2]);
+        assert_eq!(ended, None);
+        assert_eq!(waits, vec![20, 0, 0], "only the first poll waits");
+        let (batch, ended, _) = run(vec![Record(1), Record(2), Record(3)], 2);
+        assert_eq!((batch, ended), (vec![1, 2], None), "at most `max`");
+    }
+
+    #[test]
+    fn an_event_ends_the_batch_after_the_records_before_it() {
+        use Step::*;
+        let (batch, ended, _) = run(vec![Record(1), Record(2), Eof, Record(3)], 64);
+        assert_eq!((batch, ended), (vec![1, 2], Some("eof")));
+    }
+
+    /// Records polled before a rebalance are not folded: their partition may have been
+    /// recovered to an earlier position, and the consumer delivers it again from there.
+    #[test]
+    fn a_rebalance_inside_a_poll_drops_the_records_polled_before_it() {
+        use Step::*;
+        let script = vec![Record(1), Record(2), Rebalance(10), Record(11), Nothing];
+        let (batch, ended, _) = run(script, 64);
+        assert_eq!((batch, ended), (vec![10, 11], None));
+        let script = vec![Record(1), Rebalance(10), Rebalance(20), Eof];
+        let (batch, ended, _) = run(script, 64);
+        assert_eq!((batch, ended), (vec![20], Some("eof")));
+        let (batch, ended, _) = run(vec![Record(1), RebalanceOnly, Record(2)], 64);
+        assert_eq!(
+            (batch, ended),
+            (vec![], None),
+            "nothing after it in this batch"
+        );
+    }
 }

@@ -294,6 +294,9 @@ pub struct StateContext {
     /// Set on any error: from then on no snapshot may be written, because the state may hold
     /// effects whose outputs were not all produced.
     failed: AtomicBool,
+    /// Counts assignments, revokes and rewinds: records polled under an earlier count are not
+    /// folded (fold.rs, `poll_batch`).
+    epoch: AtomicU64,
     pub stats: Arc<StateStats>,
 }
 
@@ -325,6 +328,7 @@ impl ConsumerContext for StateContext {
         err: RDKafkaRespErr,
         tpl: &mut TopicPartitionList,
     ) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
         let result = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => self.on_assign(consumer, tpl),
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => self.on_revoke(consumer),

@@ -6,6 +6,7 @@
 //! is either committed (its outputs count as emitted) or aborted (they never happened) before
 //! the new owner decides where to resume.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -192,6 +193,7 @@ impl StateContext {
         shared: &mut Shared,
         consumer: &BaseConsumer<Self>,
     ) -> anyhow::Result<()> {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
         let internal = self.settings.service.topics.internal.clone();
         let partitions: Vec<i32> = shared.parts.keys().copied().collect();
         for p in partitions {
