@@ -86,7 +86,7 @@ fn main() -> anyhow::Result<()> {
         .create()?;
     let send = |i: u64| -> anyhow::Result<()> {
         let rec = mql(i);
-        let value = leadflow::codec::avro::encode_output(&rec)?;
+        let value = leadflow::codec::avro::encode_output(&rec);
         let key = format!("lead{i}@x.io");
         let p = leadflow::partition::partition_for(key.as_bytes(), partitions as u32) as i32;
         loop {

@@ -66,7 +66,7 @@ fn produce(broker: &TestBroker, partitions: i32, records: &[Output]) {
             Output::Transition(t) => (&broker.topics.transitions, &t.lead_key),
             Output::Sla(s) => (&broker.topics.sla, &s.lead_key),
         };
-        let value = leadflow::codec::avro::encode_output(rec).expect("encode");
+        let value = leadflow::codec::avro::encode_output(rec);
         let p = leadflow::partition::partition_for(key.as_bytes(), partitions as u32) as i32;
         producer
             .send(

@@ -212,7 +212,7 @@ impl StateContext {
             }
             self.begin()?;
             let value = match svc.output_format {
-                OutputFormat::Avro => avro::encode_output(&rec)?,
+                OutputFormat::Avro => avro::encode_output(&rec),
                 OutputFormat::Json => crate::codec::json::encode_record(&rec),
             };
             let (off_s, i_s) = (off.to_string(), i.to_string());
