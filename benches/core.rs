@@ -278,6 +278,33 @@ fn codecs(c: &mut Criterion) {
         });
     }
     g.finish();
+
+    // Output records as the fold makes them (transitions and SLA records, in the mix the
+    // example config gives), hand-written writer and apache-avro generic.
+    let rules = Settings::from_toml(CONFIG).expect("example config").rules;
+    let mut st = PartitionState::new(rules);
+    let mut outputs = Vec::new();
+    for e in events(50_000, 2_000) {
+        st.apply(&e, &mut outputs);
+    }
+    outputs.truncate(1_000);
+    let mut g = c.benchmark_group("avro_output");
+    g.throughput(Throughput::Elements(outputs.len() as u64));
+    g.bench_function(format!("encode_{}_records", outputs.len()), |b| {
+        b.iter(|| {
+            for rec in &outputs {
+                black_box(avro::encode_output(black_box(rec)));
+            }
+        })
+    });
+    g.bench_function(format!("encode_{}_records_generic", outputs.len()), |b| {
+        b.iter(|| {
+            for rec in &outputs {
+                let _ = black_box(avro::encode_output_generic(black_box(rec)));
+            }
+        })
+    });
+    g.finish();
 }
 
 /// Snapshot encode + restore of a partition with 1M leads (issue target: < 2 s together).
