@@ -928,6 +928,8 @@ mod tests {
         drop(stream);
     }
 
+    /// An abandoned stream's upload is aborted, and the shutdown's wait for uploads ends only
+    /// once the abort has (no polling needed).
     #[test]
     fn an_abandoned_stream_leaves_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -936,11 +938,12 @@ mod tests {
         let mut chunks = chunks.into_iter();
         let stream = stream_past_one_part(&store, dir.path(), &mut chunks);
         drop(stream);
-        let part = dir.path().join("t-4");
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        assert_eq!(store.wait_for_uploads(deadline), 0, "the abort ended");
+        let staging = staged(&dir.path().join("t-4"));
         assert!(
-            wait_for(|| staged(&part).is_empty()),
-            "the upload is aborted: {:?}",
-            staged(&part)
+            staging.is_empty(),
+            "aborted when the wait returned: {staging:?}"
         );
         assert_eq!(positions(&store, 4), Vec::<i64>::new());
     }
@@ -991,30 +994,10 @@ mod tests {
         assert_eq!(st.snapshot_in_progress(), None);
         assert_eq!(positions(&store, 0), vec![9]);
         assert!(staged(&part).is_empty(), "{:?}", staged(&part));
-        assert_eq!(store.wait_for_uploads(std::time::Instant::now()), 0);
-        drop(dir);
-    }
-
-    /// The shutdown's wait ends when the abandoned upload's abort has: no polling needed.
-    #[test]
-    fn waiting_for_uploads_covers_the_abort_of_an_abandoned_one() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = local(dir.path(), 3);
-        let (_, chunks) = two_and_a_half_parts();
-        let mut chunks = chunks.into_iter();
-        let stream = stream_past_one_part(&store, dir.path(), &mut chunks);
-        drop(stream);
+        // The upload's task ends just after it reported.
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        assert_eq!(
-            store.wait_for_uploads(deadline),
-            0,
-            "the abort ended in time"
-        );
-        let staging = staged(&dir.path().join("t-4"));
-        assert!(
-            staging.is_empty(),
-            "aborted before the wait returned: {staging:?}"
-        );
+        assert_eq!(store.wait_for_uploads(deadline), 0);
+        drop(dir);
     }
 
     /// A local store whose partition 0 of topic `t` cannot take a snapshot at position 5:

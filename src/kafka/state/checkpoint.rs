@@ -507,24 +507,32 @@ impl StateContext {
         Ok(Commit::Done)
     }
 
-    /// After a failure (no final snapshot): drops the snapshots in progress and waits
-    /// (within `run.drain_timeout`) for their uploads to be aborted, before the process's exit
-    /// would cut the aborts short.
-    pub(super) fn abandon_snapshots(&self, shared: &mut Shared) {
+    /// After a failure (no final snapshot): drops the snapshots in progress, then
+    /// [`Self::wait_for_aborts`].
+    pub(super) fn abandon_snapshots(&self, shared: &mut Shared, deadline: Instant) {
         for part in shared.parts.values_mut() {
             part.state.cancel_snapshot();
             part.stream = None;
         }
-        let deadline =
-            Instant::now() + Duration::from_millis(self.settings.service.drain_timeout_ms as u64);
+        self.wait_for_aborts(deadline);
+    }
+
+    /// Before the process exits: waits, until `deadline`, for the uploads that a revoke, the
+    /// final checkpoint or a failure abandoned to be aborted. They abort in the background,
+    /// and the exit would cut them short: their parts would wait for the bucket's lifecycle
+    /// rule. Not at a revoke: the process goes on, and so do the aborts.
+    pub(super) fn wait_for_aborts(&self, deadline: Instant) {
         let running = self.store.wait_for_uploads(deadline);
         if running > 0 {
-            tracing::warn!(uploads = running, "snapshot uploads still running at exit");
+            tracing::warn!(
+                uploads = running,
+                "snapshot uploads still running at the drain timeout; an unfinished multipart \
+                 upload stays in the bucket until its lifecycle rule removes it"
+            );
         }
     }
 
-    /// Waits (within `run.drain_timeout`) for the background writes in flight, then for the
-    /// aborts of abandoned uploads.
+    /// Waits (within `run.drain_timeout`) for the background writes in flight.
     fn drain_writes(&self, shared: &mut Shared) {
         let deadline =
             Instant::now() + Duration::from_millis(self.settings.service.drain_timeout_ms as u64);
@@ -545,17 +553,6 @@ impl StateContext {
                     break;
                 }
             }
-        }
-        // Abandoned uploads (a snapshot a revoke or this checkpoint interrupted) abort in the
-        // background: give them the rest of the time, or their parts wait for the bucket's
-        // lifecycle rule.
-        let running = self.store.wait_for_uploads(deadline);
-        if running > 0 {
-            tracing::warn!(
-                uploads = running,
-                "snapshot uploads still running at the drain timeout; an unfinished multipart \
-                 upload stays in the bucket until its lifecycle rule removes it"
-            );
         }
     }
 

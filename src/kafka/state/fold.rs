@@ -53,8 +53,9 @@ const FOLD_BATCH: usize = 64;
 /// A rebalance runs inside a poll (the consumer's callbacks): when `epoch()` changed during
 /// one, the records polled before it are dropped. Their partitions were revoked, or
 /// assigned again and recovered to a snapshot's position, so folding them would fold records
-/// twice or out of order; the consumer delivers them again from the new position if they
-/// are still ours. The record that poll returned is already of the new assignment.
+/// twice or out of order; the consumer (or the partition's new owner) delivers them again
+/// from the recovered position. (rdkafka's poll returns no record from the poll that ran
+/// the callback; a record after it would be of the new assignment, and is kept.)
 fn poll_batch<M, E>(
     mut poll: impl FnMut(Duration) -> Option<Result<M, E>>,
     epoch: impl Fn() -> u64,
@@ -564,13 +565,17 @@ pub fn run(
         }
         Ok(())
     })();
+    // The aborts of abandoned uploads get what is left of the drain (service.rs counts it
+    // from the stop).
+    let aborts_deadline =
+        Instant::now() + Duration::from_millis(settings.service.drain_timeout_ms as u64);
     if let Err(e) = result {
         // No snapshot after a failure (also not in the revoke that closing the consumer runs):
         // the outputs it would cover may be incomplete.
         ctx.failed.store(true, Ordering::SeqCst);
         tracing::error!(error = %format!("{e:#}"), "state stage failed; draining");
         let _ = ctx.abort();
-        ctx.abandon_snapshots(&mut lock(&ctx.shared));
+        ctx.abandon_snapshots(&mut lock(&ctx.shared), aborts_deadline);
         return Err(e);
     }
     let last = ctx.final_checkpoint(&mut lock(&ctx.shared), &consumer);
@@ -578,7 +583,9 @@ pub fn run(
         // Nothing open may be committed after this (closing the consumer runs the revoke).
         ctx.failed.store(true, Ordering::SeqCst);
         let _ = ctx.abort();
+        ctx.abandon_snapshots(&mut lock(&ctx.shared), aborts_deadline);
     })?;
+    ctx.wait_for_aborts(aborts_deadline);
     if last == Commit::Aborted {
         tracing::warn!("the last transaction was aborted at shutdown; the next owner re-folds it");
         ctx.failed.store(true, Ordering::SeqCst);
