@@ -550,7 +550,8 @@ impl SnapshotStore {
         self.write_chunks(topic, partition, position, vec![bytes])
     }
 
-    /// [`SnapshotStore::put`], waiting for it (revoke and shutdown).
+    /// [`SnapshotStore::put`] of chunks already encoded, waiting for it (tests and tools; the
+    /// final snapshot at a revoke or shutdown is streamed by [`SnapshotStore::write_state`]).
     pub fn write_chunks(
         &self,
         topic: &str,
