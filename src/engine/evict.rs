@@ -197,14 +197,20 @@ impl PartitionState {
         self.touch(i);
         self.touch(last);
         let h = self.hasher.hash_one(self.leads[i].key());
-        if let Ok(e) = self.index.find_entry(h, |&x| x as usize == i) {
-            e.remove();
-        }
+        let PartitionState {
+            leads,
+            index,
+            hasher,
+            ..
+        } = self;
+        index.remove(
+            h,
+            |x| x as usize == i,
+            |x| hasher.hash_one(leads[x as usize].key()),
+        );
         if i != last {
-            let hl = self.hasher.hash_one(self.leads[last].key());
-            if let Some(slot) = self.index.find_mut(hl, |&x| x as usize == last) {
-                *slot = i as u32;
-            }
+            let hl = hasher.hash_one(leads[last].key());
+            index.replace(hl, |x| x as usize == last, i as u32);
         }
         self.leads.swap_remove(i)
     }

@@ -110,15 +110,9 @@ impl PartitionState {
                 extra[6] += e.rare.as_deref().map_or(0, rare_bytes);
             }
         }
-        // hashbrown: a power-of-two bucket count at most 7/8 full, 4 bytes and one control
-        // byte per bucket (plus a group of control bytes).
-        let cap = self.index.capacity();
-        let buckets = if cap == 0 {
-            0
-        } else {
-            (cap * 8 / 7).next_power_of_two()
-        };
-        let index = malloc_chunk(buckets * 5 + 16);
+        // A power-of-two bucket count at most 7/8 full: a 4-byte slot and a tag byte per
+        // bucket, in one allocation (`index.rs`).
+        let index = malloc_chunk(self.index.buckets() * 5);
         // B-tree nodes hold up to 11 timers and are about two thirds full on average.
         let timers = (self.timers.len() * size_of::<Timer>() * 3 / 2) as u64;
         let evicted = self

@@ -6,6 +6,7 @@ mod checkpoint;
 mod evict;
 mod explain;
 mod footprint;
+mod index;
 mod lead;
 mod lists;
 mod prepare;
@@ -28,7 +29,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
-use hashbrown::{DefaultHashBuilder, HashTable};
+use hashbrown::DefaultHashBuilder;
+use index::LeadIndex;
 
 use crate::model::event::{CrmType, Event};
 use crate::model::funnel::{crm_move, crm_outcome, CrmOutcome, Stage};
@@ -65,10 +67,13 @@ pub enum Applied {
     Duplicate,
 }
 
-/// How many events ahead [`PartitionState::prefetch_lead`], [`PartitionState::prefetch_state`]
-/// and [`PartitionState::prefetch_lists`] run ([`PartitionState::hint_ahead`] uses them): far
-/// enough for a load from memory (about 100 ns) to finish under the events in between, near
-/// enough to stay in cache. Measured at 1M leads: 8/4/2 beat 6/3 and 12/6 (docs/performance.md).
+/// How many events ahead [`PartitionState::prefetch_index`], [`PartitionState::prefetch_lead`],
+/// [`PartitionState::prefetch_state`] and [`PartitionState::prefetch_lists`] run
+/// ([`PartitionState::hint_ahead`] uses them): far enough for a load from memory (about
+/// 100 ns) to finish under the events in between, near enough to stay in cache. Measured at
+/// 1M leads: 8/4/2 beat 6/3 and 12/6 (docs/performance.md); the index's 16 was not tuned,
+/// only put one step before the lead's. Each hint reads what the one before it loaded.
+pub const PREFETCH_INDEX: usize = 16;
 pub const PREFETCH_FAR: usize = 8;
 pub const PREFETCH_NEAR: usize = 4;
 pub const PREFETCH_LISTS: usize = 2;
@@ -79,7 +84,7 @@ pub struct PartitionState {
     /// table of 4-byte slots wastes far less than a map holding whole leads at its load
     /// factor.
     leads: Vec<Lead>,
-    index: HashTable<u32>,
+    index: LeadIndex,
     hasher: DefaultHashBuilder,
     timers: BTreeSet<Timer>,
     clock: Option<i64>,
@@ -100,7 +105,7 @@ impl PartitionState {
         PartitionState {
             rules,
             leads: Vec::new(),
-            index: HashTable::new(),
+            index: LeadIndex::default(),
             hasher: DefaultHashBuilder::default(),
             timers: BTreeSet::new(),
             clock: None,
@@ -187,11 +192,14 @@ impl PartitionState {
         &self.stats
     }
 
-    /// All three hints for a stream of events, before applying the current one: `ahead(d)` is
+    /// All four hints for a stream of events, before applying the current one: `ahead(d)` is
     /// the preparation of the event `d` places ahead, `None` past the end or for a line that
     /// is not an event or an event not prepared. Changes no state or output.
     #[inline]
     pub fn hint_ahead<'a>(&self, ahead: impl Fn(usize) -> Option<&'a Prepared>) {
+        if let Some(p) = ahead(PREFETCH_INDEX) {
+            self.prefetch_index(p);
+        }
         if let Some(p) = ahead(PREFETCH_FAR) {
             self.prefetch_lead(p);
         }
@@ -201,6 +209,14 @@ impl PartitionState {
         if let Some(p) = ahead(PREFETCH_LISTS) {
             self.prefetch_lists(p);
         }
+    }
+
+    /// Hint: the event prepared as `p` is about [`PREFETCH_INDEX`] events ahead. Starts loading
+    /// the index bucket where its key's lookup begins, which needs only the key's hash, so
+    /// that [`Self::prefetch_lead`] later reads it from cache. Changes no state or output.
+    #[inline]
+    pub fn prefetch_index(&self, p: &Prepared) {
+        self.index.prefetch(p.key_hash);
     }
 
     /// Hint: the event prepared as `p` is about [`PREFETCH_FAR`] events ahead. Starts loading
@@ -250,10 +266,7 @@ impl PartitionState {
     /// prefetch is meant to load.
     #[inline]
     fn walk_candidates(&self, h: u64, mut f: impl FnMut(usize)) {
-        let _ = self.index.find(h, |&i| {
-            f(i as usize);
-            false // keep walking: visit every candidate, find nothing
-        });
+        self.index.candidates(h, |i| f(i as usize));
     }
 
     pub fn lead(&self, key: &str) -> Option<&Lead> {
@@ -267,8 +280,8 @@ impl PartitionState {
     /// [`Self::find`] with the key's hash `h` already computed.
     fn find_hashed(&self, key: &str, h: u64) -> Option<usize> {
         self.index
-            .find(h, |&i| self.leads[i as usize].has_key(key))
-            .map(|&i| i as usize)
+            .find(h, |i| self.leads[i as usize].has_key(key))
+            .map(|i| i as usize)
     }
 
     /// The position of `key`'s lead, created (as of `t`) when it is new. A new lead may first
@@ -291,7 +304,7 @@ impl PartitionState {
             hasher,
             ..
         } = self;
-        index.insert_unique(h, i as u32, |&x| hasher.hash_one(leads[x as usize].key()));
+        index.insert_unique(h, i as u32, |x| hasher.hash_one(leads[x as usize].key()));
         leads.push(lead);
         self.stage_counts[Stage::New.index()] += 1;
         (i, true)
@@ -306,18 +319,17 @@ impl PartitionState {
             hasher,
             ..
         } = self;
-        match index.entry(
-            h,
-            |&i| leads[i as usize].key() == lead.key(),
-            |&i| hasher.hash_one(leads[i as usize].key()),
-        ) {
-            hashbrown::hash_table::Entry::Occupied(_) => false,
-            hashbrown::hash_table::Entry::Vacant(e) => {
-                e.insert(leads.len() as u32);
-                leads.push(lead);
-                true
-            }
+        if index
+            .find(h, |i| leads[i as usize].key() == lead.key())
+            .is_some()
+        {
+            return false;
         }
+        index.insert_unique(h, leads.len() as u32, |i| {
+            hasher.hash_one(leads[i as usize].key())
+        });
+        leads.push(lead);
+        true
     }
 
     pub fn lead_count(&self) -> usize {

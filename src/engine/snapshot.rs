@@ -411,7 +411,7 @@ impl PartitionState {
         let n_leads = r.count(40, "leads")?;
         let mut state = PartitionState::new(Arc::clone(&rules));
         state.leads.reserve_exact(n_leads);
-        state.index.reserve(n_leads, |_| 0);
+        state.index.reserve(n_leads, |_| 0); // empty: nothing to rehash
         let mut pairs: Vec<(&str, &str)> = Vec::new();
         for _ in 0..n_leads {
             let key = r.str("lead key")?;

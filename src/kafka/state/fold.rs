@@ -19,8 +19,8 @@ use crate::analytics::live::{self, WonAmount};
 use crate::codec::avro::{self, InternalRecord};
 use crate::config::{OutputFormat, Settings};
 use crate::engine::{
-    Applied, EvictReason, PartitionState, Prepared, Stats, PREFETCH_FAR, PREFETCH_LISTS,
-    PREFETCH_NEAR,
+    Applied, EvictReason, PartitionState, Prepared, Stats, PREFETCH_FAR, PREFETCH_INDEX,
+    PREFETCH_LISTS, PREFETCH_NEAR,
 };
 use crate::kafka::producer;
 use crate::kafka::{H_SRC_INDEX, H_SRC_OFFSET};
@@ -42,7 +42,7 @@ const STEP_BUDGET: Duration = Duration::from_millis(2);
 const SKEW_FRESH: Duration = Duration::from_secs(60);
 
 /// Records the fold takes at once, at most: enough lookahead for the engine's cache hints
-/// (`engine::PREFETCH_FAR` records ahead), few enough that the maintenance between batches
+/// (`engine::PREFETCH_INDEX` records ahead), few enough that the maintenance between batches
 /// (ticks, commits, snapshot slices) stays on time.
 const FOLD_BATCH: usize = 64;
 
@@ -113,7 +113,8 @@ impl StateContext {
                 Some((record, prepared))
             })
             .collect();
-        let hints: [(usize, Hint); 3] = [
+        let hints: [(usize, Hint); 4] = [
+            (PREFETCH_INDEX, PartitionState::prefetch_index),
             (PREFETCH_FAR, PartitionState::prefetch_lead),
             (PREFETCH_NEAR, PartitionState::prefetch_state),
             (PREFETCH_LISTS, PartitionState::prefetch_lists),
