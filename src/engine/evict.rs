@@ -197,20 +197,10 @@ impl PartitionState {
         self.touch(i);
         self.touch(last);
         let h = self.hasher.hash_one(self.leads[i].key());
-        let PartitionState {
-            leads,
-            index,
-            hasher,
-            ..
-        } = self;
-        index.remove(
-            h,
-            |x| x as usize == i,
-            |x| hasher.hash_one(leads[x as usize].key()),
-        );
+        self.index.remove(h, |x| x as usize == i);
         if i != last {
-            let hl = hasher.hash_one(leads[last].key());
-            index.replace(hl, |x| x as usize == last, i as u32);
+            let hl = self.hasher.hash_one(self.leads[last].key());
+            self.index.replace(hl, |x| x as usize == last, i as u32);
         }
         self.leads.swap_remove(i)
     }

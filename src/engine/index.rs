@@ -2,18 +2,24 @@
 //!
 //! An open-addressing table with linear probing, a one-byte tag and a 4-byte position per
 //! bucket, at most 7/8 full: the memory of the `hashbrown::HashTable<u32>` it replaces (5
-//! bytes a bucket in one allocation, the same power-of-two bucket counts). Why our own: a bucket's address
-//! follows from the hash alone, so [`LeadIndex::prefetch`] can start loading it several events
-//! ahead; hashbrown gives no way to, and at 1M leads its lookups inside the other hints waited
-//! on two cold lines (the control bytes, then the slot) per event (docs/performance.md).
+//! bytes a bucket in one allocation, the same power-of-two bucket counts from 8 entries on).
+//! Why our own: a bucket's address follows from the hash alone, so [`LeadIndex::prefetch`]
+//! can start loading it several events ahead; hashbrown gives no way to, and at 1M leads its
+//! lookups inside the other hints waited on two cold lines (the control bytes, then the slot)
+//! per event (docs/performance.md).
 //!
 //! Keys are not stored: callers compare a candidate position's lead key themselves (`eq`) and
-//! hash a position's key again when the table grows or an entry is removed (`rehash`).
+//! hash a position's key again when the table is rebuilt (`rehash`). A removal leaves a
+//! tombstone unless the bucket after it is empty: moving the run back instead would hash
+//! the key of every entry after it, each a cold lead and a cold key at 1M leads.
 
-/// Tag of an empty bucket; a used bucket's tag is never 0.
+/// Tag of an empty bucket: a probe stops here.
 const EMPTY: u8 = 0;
+/// Tag of a removed entry's bucket: a probe goes on past it, an insert may take it.
+const DELETED: u8 = 1;
 
-/// Buckets for `n` entries at most 7/8 full (hashbrown's rule, so the memory is the same).
+/// Buckets for `n` entries at most 7/8 full (hashbrown's rule from 8 entries on, so the
+/// memory is the same; at least 8 buckets).
 fn buckets_for(n: usize) -> usize {
     if n == 0 {
         return 0;
@@ -25,11 +31,16 @@ fn buckets_for(n: usize) -> usize {
     wanted.max(8).next_power_of_two()
 }
 
-/// The tag kept for hash `h`: its top byte, never [`EMPTY`]. The bucket comes from the low
-/// bits, so the two are independent.
+/// Entries and tombstones `buckets` may hold together (7/8 of them).
+fn limit(buckets: usize) -> usize {
+    buckets / 8 * 7
+}
+
+/// The tag kept for hash `h`: its top byte, never [`EMPTY`] or [`DELETED`]. The bucket comes
+/// from the low bits, so the two are independent.
 #[inline]
 fn tag(h: u64) -> u8 {
-    ((h >> 56) as u8).max(1)
+    ((h >> 56) as u8).max(2)
 }
 
 #[derive(Clone, Debug, Default)]
@@ -39,6 +50,8 @@ pub(super) struct LeadIndex {
     words: Box<[u32]>,
     buckets: usize,
     len: usize,
+    /// Entries plus tombstones: what [`limit`] bounds.
+    used: usize,
 }
 
 impl LeadIndex {
@@ -114,41 +127,58 @@ impl LeadIndex {
         });
     }
 
-    /// Makes room for `additional` more entries without growing again.
+    /// Makes room for `additional` more entries without growing or rebuilding again.
     pub(super) fn reserve(&mut self, additional: usize, rehash: impl Fn(u32) -> u64) {
-        let need = self.len.saturating_add(additional);
-        if buckets_for(need) > self.buckets {
-            self.resize(buckets_for(need), rehash);
+        if self.used.saturating_add(additional) > limit(self.buckets) {
+            let need = buckets_for(self.len.saturating_add(additional));
+            self.resize(need.max(self.buckets), rehash);
         }
     }
 
+    /// Rebuilds the table with `buckets` buckets (the same count drops the tombstones).
     fn resize(&mut self, buckets: usize, rehash: impl Fn(u32) -> u64) {
         // Buckets are a power of two, at least 8, so the tags fill whole words.
         let old = std::mem::replace(&mut self.words, vec![0; buckets + buckets / 4].into());
         let old_buckets = std::mem::replace(&mut self.buckets, buckets);
+        self.used = 0;
         for b in 0..old_buckets {
-            if (old[old_buckets + b / 4] >> (b % 4 * 8)) as u8 != EMPTY {
+            if (old[old_buckets + b / 4] >> (b % 4 * 8)) as u8 > DELETED {
                 self.place(rehash(old[b]), old[b]);
             }
         }
     }
 
-    /// Stores `x` under `h` in the first empty bucket of its probe (room is known).
+    /// Stores `x` under `h` in the first empty bucket or tombstone of its probe (room is
+    /// known).
     fn place(&mut self, h: u64, x: u32) {
         let mask = self.mask();
         let mut b = h as usize & mask;
-        while self.tag_at(b) != EMPTY {
-            b = (b + 1) & mask;
+        loop {
+            match self.tag_at(b) {
+                EMPTY => {
+                    self.used += 1;
+                    break;
+                }
+                DELETED => break,
+                _ => b = (b + 1) & mask,
+            }
         }
         self.set_tag(b, tag(h));
         self.words[b] = x;
     }
 
     /// Adds `x` under `h`; the caller knows no entry under `h` is equal to it. `rehash` gives
-    /// a stored position's hash when the table grows.
+    /// a stored position's hash when the table is rebuilt: grown, or at the same size when
+    /// tombstones fill it and the entries alone take at most half of it (hashbrown's rule).
     pub(super) fn insert_unique(&mut self, h: u64, x: u32, rehash: impl Fn(u32) -> u64) {
-        if self.len + 1 > self.buckets / 8 * 7 {
-            self.resize(buckets_for(self.len + 1).max(self.buckets * 2), rehash);
+        if self.used + 1 > limit(self.buckets) {
+            let n = self.len + 1;
+            let buckets = if n <= limit(self.buckets) / 2 {
+                self.buckets
+            } else {
+                buckets_for(n).max(self.buckets * 2)
+            };
+            self.resize(buckets, rehash);
         }
         self.place(h, x);
         self.len += 1;
@@ -165,35 +195,28 @@ impl LeadIndex {
         }
     }
 
-    /// Removes the position under `h` for which `eq` holds; false when none does. The entries
-    /// after it in its run move back (no tombstones), so `rehash` must give every stored
-    /// position's hash.
-    pub(super) fn remove(
-        &mut self,
-        h: u64,
-        eq: impl FnMut(u32) -> bool,
-        rehash: impl Fn(u32) -> u64,
-    ) -> bool {
-        let Some(mut hole) = self.find_bucket(h, eq) else {
+    /// Removes the position under `h` for which `eq` holds; false when none does. Reads no
+    /// other entry: the bucket becomes a tombstone, or empty when the next one is (then the
+    /// tombstones just before it become empty too: no probe needs to pass them).
+    pub(super) fn remove(&mut self, h: u64, eq: impl FnMut(u32) -> bool) -> bool {
+        let Some(b) = self.find_bucket(h, eq) else {
             return false;
         };
         let mask = self.mask();
-        let mut b = (hole + 1) & mask;
-        while self.tag_at(b) != EMPTY {
-            // The entry at `b` may fill the hole unless its home lies cyclically after the
-            // hole and at or before `b` (then the hole is not on its probe).
-            let home = rehash(self.words[b]) as usize & mask;
-            if (b.wrapping_sub(home) & mask) >= (b.wrapping_sub(hole) & mask) {
-                let t = self.tag_at(b);
-                self.set_tag(hole, t);
-                self.words[hole] = self.words[b];
-                hole = b;
-            }
-            b = (b + 1) & mask;
-        }
-        self.set_tag(hole, EMPTY);
         self.len -= 1;
-        true
+        if self.tag_at((b + 1) & mask) != EMPTY {
+            self.set_tag(b, DELETED);
+            return true;
+        }
+        let mut e = b;
+        loop {
+            self.set_tag(e, EMPTY);
+            self.used -= 1;
+            e = e.wrapping_sub(1) & mask;
+            if self.tag_at(e) != DELETED {
+                return true;
+            }
+        }
     }
 }
 
@@ -203,12 +226,28 @@ mod tests {
     use proptest::prelude::*;
     use std::collections::HashSet;
 
-    /// Hashes that collide often (keys equal modulo `spread` share the whole hash, others
-    /// often the tag), spread over 512 homes so runs wrap around the end in small and large
-    /// tables, and removals move entries.
+    /// Hashes that collide often: keys equal modulo `spread` share the whole hash, two
+    /// neighbours share a home, the tags take two values. Homes have 16 bits, so in any table
+    /// up to 65,536 buckets they fall anywhere, near the end too, and runs wrap around it.
     fn h(k: u32, spread: u32) -> u64 {
         let x = u64::from(k % spread.max(1));
-        x.wrapping_mul(0x9E37_79B9_7F4A_7C15) & 0x0300_0000_0000_01ff
+        let home = (x / 2).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 48;
+        (x % 4) << 56 | home
+    }
+
+    /// The table's own counts agree with its tags.
+    fn check_counts(index: &LeadIndex) {
+        let (mut full, mut deleted) = (0, 0);
+        for b in 0..index.buckets() {
+            match index.tag_at(b) {
+                EMPTY => {}
+                DELETED => deleted += 1,
+                _ => full += 1,
+            }
+        }
+        assert_eq!(full, index.len);
+        assert_eq!(full + deleted, index.used);
+        assert!(index.used <= limit(index.buckets()));
     }
 
     #[derive(Clone, Debug)]
@@ -222,7 +261,7 @@ mod tests {
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
             4 => (0u32..300).prop_map(Op::Insert),
-            2 => (0u32..300).prop_map(Op::Remove),
+            3 => (0u32..300).prop_map(Op::Remove),
             2 => (0u32..300).prop_map(Op::Find),
             1 => any::<u8>().prop_map(Op::Reserve),
         ]
@@ -233,7 +272,7 @@ mod tests {
 
         /// Against a `HashSet` model: keys are the stored values themselves, hashed by `h`.
         #[test]
-        fn matches_a_map(ops in proptest::collection::vec(op(), 0..400), spread in 1u32..400) {
+        fn matches_a_set(ops in proptest::collection::vec(op(), 0..600), spread in 1u32..400) {
             let mut index = LeadIndex::default();
             let mut model: HashSet<u32> = HashSet::new();
             let hash = |x: u32| h(x, spread);
@@ -245,7 +284,7 @@ mod tests {
                         }
                     }
                     Op::Remove(k) => {
-                        let removed = index.remove(hash(k), |x| x == k, hash);
+                        let removed = index.remove(hash(k), |x| x == k);
                         prop_assert_eq!(removed, model.remove(&k));
                     }
                     Op::Find(k) => {
@@ -253,8 +292,7 @@ mod tests {
                     }
                     Op::Reserve(n) => index.reserve(usize::from(n), hash),
                 }
-                prop_assert_eq!(index.len, model.len());
-                prop_assert!(index.len <= index.buckets() / 8 * 7 || index.buckets() == 0);
+                check_counts(&index);
             }
             for k in 0..300 {
                 prop_assert_eq!(index.find(hash(k), |x| x == k), model.contains(&k).then_some(k));
@@ -263,6 +301,90 @@ mod tests {
                 prop_assert_eq!(seen, model.contains(&k));
             }
         }
+    }
+
+    /// A run that wraps around the end of an 8-bucket table (homes 6 and 7, spilling into
+    /// 0–2), emptied in every order: after each removal every other key is still found, and
+    /// at the end no tombstone is left.
+    #[test]
+    fn a_wrapping_run_empties_in_any_order() {
+        let homes = [6u64, 6, 7, 7, 6];
+        let hash = |x: u32| 2u64 << 56 | homes[x as usize];
+        let mut orders: Vec<Vec<u32>> = vec![vec![]];
+        for _ in 0..homes.len() {
+            let mut longer = Vec::new();
+            for o in &orders {
+                for k in (0..homes.len() as u32).filter(|k| !o.contains(k)) {
+                    longer.push([o.as_slice(), &[k]].concat());
+                }
+            }
+            orders = longer;
+        }
+        assert_eq!(orders.len(), 120);
+        for order in orders {
+            let mut index = LeadIndex::default();
+            for k in 0..homes.len() as u32 {
+                index.insert_unique(hash(k), k, hash);
+            }
+            assert_eq!(index.buckets(), 8);
+            for (n, &k) in order.iter().enumerate() {
+                assert!(index.remove(hash(k), |x| x == k), "{order:?}");
+                for &other in &order[n + 1..] {
+                    assert_eq!(index.find(hash(other), |x| x == other), Some(other));
+                }
+                check_counts(&index);
+            }
+            assert_eq!(index.used, 0, "{order:?}: tombstones left");
+        }
+    }
+
+    /// Churn at a steady count: tombstones fill the table, which is then rebuilt at the same
+    /// size while the entries take at most half of its room; more entries grow it.
+    #[test]
+    fn tombstones_are_rebuilt_away_at_the_same_size() {
+        let hash = |x: u32| h(x, u32::MAX);
+        let mut index = LeadIndex::default();
+        for k in 0..3 {
+            index.insert_unique(hash(k), k, hash);
+        }
+        for k in 3..1000 {
+            assert!(index.remove(hash(k - 3), |x| x == k - 3));
+            index.insert_unique(hash(k), k, hash);
+            check_counts(&index);
+            assert_eq!(index.buckets(), 8, "3 entries in 8 buckets");
+        }
+        for k in 997..1000 {
+            assert_eq!(index.find(hash(k), |x| x == k), Some(k));
+        }
+        // Past half of the table's room, a full table grows instead.
+        for k in 1000..1030 {
+            index.insert_unique(hash(k), k, hash);
+            check_counts(&index);
+        }
+        assert_eq!(index.buckets(), 64, "33 entries need 64 buckets");
+        for k in 997..1030 {
+            assert_eq!(index.find(hash(k), |x| x == k), Some(k));
+        }
+    }
+
+    /// An insert takes the first tombstone on its probe rather than a new bucket.
+    #[test]
+    fn an_insert_takes_a_tombstone() {
+        let hash = |_: u32| 2u64 << 56 | 3;
+        let mut index = LeadIndex::default();
+        for k in 0..3 {
+            index.insert_unique(hash(k), k, hash);
+        }
+        assert!(index.remove(hash(1), |x| x == 1));
+        assert_eq!(
+            (index.len, index.used),
+            (2, 3),
+            "bucket 4 became a tombstone"
+        );
+        index.insert_unique(hash(9), 9, hash);
+        assert_eq!((index.len, index.used), (3, 3));
+        assert_eq!(index.tag_at(4), tag(hash(9)));
+        assert_eq!(index.words[4], 9);
     }
 
     #[test]
