@@ -338,10 +338,11 @@ mod tests {
         }
     }
 
-    /// Churn at a steady count: tombstones fill the table, which is then rebuilt at the same
-    /// size while the entries take at most half of its room; more entries grow it.
+    /// Churn at a steady count: inserts take the tombstones removals leave, or removals empty
+    /// the end of a run, so the table keeps its 8 buckets (no rebuild happens here; the
+    /// next test makes one); more entries grow it.
     #[test]
-    fn tombstones_are_rebuilt_away_at_the_same_size() {
+    fn churn_at_a_steady_count_keeps_the_table() {
         let hash = |x: u32| h(x, u32::MAX);
         let mut index = LeadIndex::default();
         for k in 0..3 {
@@ -365,6 +366,39 @@ mod tests {
         for k in 997..1030 {
             assert_eq!(index.find(hash(k), |x| x == k), Some(k));
         }
+    }
+
+    /// Tombstones left one after another fill an 8-bucket table's room (7) while one or two
+    /// entries live: the insert that finds no room rebuilds the table at the same size.
+    #[test]
+    fn a_table_full_of_tombstones_is_rebuilt_at_the_same_size() {
+        let homes = [0u64, 0, 2, 3, 4, 5, 6, 6];
+        let hash = |x: u32| 2u64 << 56 | homes[x as usize];
+        let mut index = LeadIndex::default();
+        index.insert_unique(hash(0), 0, hash);
+        index.insert_unique(hash(1), 1, hash);
+        // Each removal's next bucket holds the entry just inserted, so it leaves a tombstone.
+        for k in 0..5 {
+            assert!(index.remove(hash(k), |x| x == k));
+            index.insert_unique(hash(k + 2), k + 2, hash);
+            check_counts(&index);
+        }
+        assert_eq!(index.buckets(), 8);
+        assert!(index.remove(hash(5), |x| x == 5));
+        assert_eq!(
+            (index.len, index.used),
+            (1, 7),
+            "six tombstones and entry 6"
+        );
+        index.insert_unique(hash(7), 7, hash);
+        assert_eq!(
+            (index.len, index.used, index.buckets()),
+            (2, 2, 8),
+            "rebuilt in place"
+        );
+        check_counts(&index);
+        assert_eq!(index.find(hash(6), |x| x == 6), Some(6));
+        assert_eq!(index.find(hash(7), |x| x == 7), Some(7));
     }
 
     /// An insert takes the first tombstone on its probe rather than a new bucket.
