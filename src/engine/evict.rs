@@ -9,7 +9,7 @@
 
 use std::hash::BuildHasher;
 
-use super::{id_hash, remove_timers, Lead, PartitionState};
+use super::{id_hash, move_timers, remove_timers, Lead, PartitionState};
 use crate::model::funnel::Stage;
 use crate::model::rules::Limits;
 
@@ -176,13 +176,14 @@ impl PartitionState {
 
     /// Removes the lead at `i`: its timers, its gauges, and its key into the filter.
     fn evict(&mut self, i: usize, reason: EvictReason) {
+        // Its timers first, while they still name position `i`.
+        for clock in self.leads[i].clocks() {
+            remove_timers(&mut self.timers, i as u32, clock);
+        }
         let lead = self.remove_at(i);
         if !lead.clocks().is_empty() {
             self.stats.evicted_with_clocks += 1;
             self.open_clocks -= lead.clocks().len() as u64;
-            for clock in lead.clocks() {
-                remove_timers(&mut self.timers, &self.rules, lead.key(), clock);
-            }
         }
         self.stage_counts[lead.stage.index()] -= 1;
         self.stats.evicted[reason as usize] += 1;
@@ -191,7 +192,8 @@ impl PartitionState {
             .insert(lead.key());
     }
 
-    /// Takes the lead at `i` out of the vector and the index (the last lead moves to `i`).
+    /// Takes the lead at `i` out of the vector and the index (the last lead moves to `i`,
+    /// its timers with it). The timers of the lead at `i` must be gone already.
     fn remove_at(&mut self, i: usize) -> Lead {
         let last = self.leads.len() - 1;
         self.touch(i);
@@ -202,6 +204,149 @@ impl PartitionState {
             let hl = self.hasher.hash_one(self.leads[last].key());
             self.index.replace(hl, |x| x as usize == last, i as u32);
         }
-        self.leads.swap_remove(i)
+        let lead = self.leads.swap_remove(i);
+        if i != last {
+            move_timers(&mut self.timers, &self.leads[i], last as u32, i as u32);
+        }
+        lead
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use proptest::prelude::*;
+
+    use super::super::test_support::example_rules;
+    use super::super::timer::Timer;
+    use super::super::timer_slots;
+    use super::*;
+    use crate::model::event::{Event, EventFields};
+
+    /// Monday 2026-11-16 10:00 New York.
+    const T0: i64 = 1_763_305_200_000;
+    const MINUTE: i64 = 60_000;
+
+    impl PartitionState {
+        /// Every pending timer names the lead at its position and a clock of that lead, and
+        /// every timer of every clock not yet due is pending.
+        fn check_timers(&self) -> Result<(), String> {
+            let fire_before = self.clock.map_or(i64::MIN, |c| {
+                c.saturating_sub(self.rules.allowed_lateness_ms)
+            });
+            for t in &self.timers {
+                let lead = self
+                    .leads
+                    .get(t.slot as usize)
+                    .ok_or_else(|| format!("{t:?}: no lead at its position"))?;
+                let ours = lead.clocks().iter().any(|c| {
+                    c.policy == t.policy
+                        && timer_slots(c).any(|(due, kind)| (due, kind) == (t.due, t.kind))
+                });
+                if !ours {
+                    return Err(format!("{t:?}: lead {} has no such clock", lead.key()));
+                }
+            }
+            for (i, lead) in self.leads.iter().enumerate() {
+                for c in lead.clocks() {
+                    for (due, kind) in timer_slots(c).filter(|&(due, _)| due >= fire_before) {
+                        let t = Timer {
+                            due,
+                            slot: i as u32,
+                            policy: c.policy,
+                            kind,
+                        };
+                        if !self.timers.contains(&t) {
+                            return Err(format!("{}: {t:?} is not pending", lead.key()));
+                        }
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+
+    fn event(n: usize, lead: u8, what: u8, t: i64) -> Event {
+        let key = format!("lead-{lead:02}");
+        let (source, kind, attrs): (&str, &str, &[(&str, &str)]) = match what {
+            0 => (
+                "crm",
+                "lead_upsert",
+                &[
+                    ("title", "VP Sales"),
+                    ("country", "US"),
+                    ("employees", "500"),
+                ],
+            ),
+            1 => ("web", "demo_request", &[]),
+            2 => ("crm", "sales_accepted", &[]),
+            3 => ("crm", "sales_activity", &[]),
+            4 => ("crm", "recycled", &[]),
+            _ => ("web", "page_view", &[]),
+        };
+        EventFields::from_parts(&format!("e{n}"), &key, t, source, kind, attrs)
+            .validate()
+            .expect("valid")
+    }
+
+    /// The lead evicted and the lead moved into its place have timers alike but for the
+    /// position (the same due times, policy and kind): the evicted one's go, the moved one's
+    /// stay. Fails when `evict` removes the timers after the move (tried).
+    #[test]
+    fn an_eviction_keeps_the_moved_leads_identical_timers() {
+        let mut rules = (*example_rules()).clone();
+        rules.limits.max_leads = Some(8);
+        let mut st = PartitionState::new(Arc::new(rules));
+        let mut out = Vec::new();
+        for lead in 0..8 {
+            st.apply(&event(2 * lead as usize, lead, 0, T0), &mut out);
+            st.apply(&event(2 * lead as usize + 1, lead, 1, T0), &mut out);
+        }
+        assert_eq!(
+            st.pending_timers(),
+            16,
+            "eight MQL clocks, a warning and a breach each"
+        );
+        // A ninth lead: the first (all have clocks, ties by key) goes, the last moves.
+        st.apply(&event(16, 8, 5, T0 + MINUTE), &mut out);
+        assert_eq!(st.stats().evicted_with_clocks, 1);
+        assert_eq!(st.pending_timers(), 14);
+        st.check_timers().expect("timers");
+        out.clear();
+        st.advance(T0 + 30 * 24 * 60 * MINUTE, &mut out);
+        assert_eq!(out.len(), 14, "the seven leads left warn and breach");
+    }
+
+    proptest! {
+        /// Timers follow their leads when evictions (`max_leads`, inactivity) move leads in
+        /// the vector, and leave with evicted ones: after every event, the set holds exactly
+        /// the pending timers of the leads' clocks, each at its lead's position. Fails when
+        /// `remove_at` does not move the last lead's timers (tried).
+        #[test]
+        fn timers_follow_their_leads_through_evictions(
+            steps in proptest::collection::vec((0u8..24, 0u8..7, prop_oneof![0i64..90, Just(0), 600i64..1200]), 1..300),
+            inactive in proptest::bool::ANY,
+        ) {
+            let mut rules = (*example_rules()).clone();
+            rules.limits.max_leads = Some(8);
+            if inactive {
+                rules.limits.evict_inactive_after_ms = Some(6 * 60 * MINUTE);
+            }
+            let mut st = PartitionState::new(Arc::new(rules));
+            let mut out = Vec::new();
+            let mut t = T0;
+            for (n, (lead, what, dt)) in steps.into_iter().enumerate() {
+                t += dt * MINUTE;
+                st.apply(&event(n, lead, what, t), &mut out);
+                if let Err(e) = st.check_timers() {
+                    return Err(TestCaseError::fail(format!("after event {n}: {e}")));
+                }
+                prop_assert!(st.lead_count() <= 8);
+            }
+            // A month later every clock has fired its warning and breach.
+            st.advance(t + 30 * 24 * 60 * MINUTE, &mut out);
+            prop_assert!(st.timers.is_empty());
+        }
     }
 }

@@ -23,7 +23,7 @@ pub use lead::{
 };
 pub use prepare::{Prepared, Preparer};
 pub use snapshot::SnapshotError;
-use timer::{Timer, TimerKind};
+use timer::{fire_order, Timer, TimerKind};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::BuildHasher;
@@ -87,6 +87,8 @@ pub struct PartitionState {
     index: LeadIndex,
     hasher: DefaultHashBuilder,
     timers: BTreeSet<Timer>,
+    /// The timers due at one time, being fired (its allocation kept when small).
+    firing: Vec<Timer>,
     clock: Option<i64>,
     stats: Stats,
     /// Leads per stage (index = `Stage::index`) and running SLA clocks, kept incrementally.
@@ -108,6 +110,7 @@ impl PartitionState {
             index: LeadIndex::default(),
             hasher: DefaultHashBuilder::default(),
             timers: BTreeSet::new(),
+            firing: Vec::new(),
             clock: None,
             stats: Stats::default(),
             stage_counts: [0; 8],
@@ -370,11 +373,31 @@ impl PartitionState {
         let clock = self.clock.map_or(time, |c| c.max(time));
         self.clock = Some(clock);
         let fire_before = clock.saturating_sub(self.rules.allowed_lateness_ms);
-        while self.timers.first().is_some_and(|t| t.due < fire_before) {
-            let Some(timer) = self.timers.pop_first() else {
-                break;
-            };
-            self.fire(&timer, out);
+        while let Some(due) = self
+            .timers
+            .first()
+            .map(|t| t.due)
+            .filter(|&d| d < fire_before)
+        {
+            // Every timer due at `due`, in SPEC §6's tie order (the set holds lead positions,
+            // not keys). Firing one adds or removes none.
+            let mut group = std::mem::take(&mut self.firing);
+            while let Some(t) = self.timers.first().copied().filter(|t| t.due == due) {
+                self.timers.pop_first();
+                group.push(t);
+            }
+            if group.len() > 1 {
+                let (leads, rules) = (&self.leads, &*self.rules);
+                group.sort_unstable_by(|a, b| fire_order(leads, rules, a, b));
+            }
+            for timer in &group {
+                self.fire(timer, out);
+            }
+            group.clear();
+            // A large group's allocation is not kept (a whole opening hour's breaches).
+            if group.capacity() <= 1024 {
+                self.firing = group;
+            }
         }
         if self.rules.limits.evicts() {
             self.maybe_sweep(clock);
@@ -383,10 +406,9 @@ impl PartitionState {
 
     fn fire(&mut self, timer: &Timer, out: &mut Vec<Output>) {
         let rules = &*self.rules;
-        let Some(i) = self.find(&timer.lead) else {
+        let Some(lead) = self.leads.get(timer.slot as usize) else {
             return;
         };
-        let lead = &self.leads[i];
         let Some(clock) = lead.clocks().iter().find(|c| c.policy == timer.policy) else {
             return;
         };
@@ -440,7 +462,7 @@ impl PartitionState {
         // The lead enters `new` now: its clocks start before anything else of the event, so
         // the event itself may meet them (SPEC §3, v2).
         if created && !rules.policies_for(Stage::New).is_empty() {
-            start_clocks(rules, lead, timers, stats, Stage::New, t);
+            start_clocks(rules, lead, li as u32, timers, stats, Stage::New, t);
             *open_clocks += lead.clocks().len() as u64;
         }
 
@@ -470,7 +492,7 @@ impl PartitionState {
                 let clock: Clock = lead.extra_mut().lists_mut().remove(i);
                 *open_clocks -= 1;
                 out.push(met_record(rules, lead, &clock, t, stats));
-                remove_timers(timers, rules, lead.key(), &clock);
+                remove_timers(timers, li as u32, &clock);
             } else {
                 i += 1;
             }
@@ -491,7 +513,7 @@ impl PartitionState {
             let before = lead.clocks().len() as u64;
             stage_counts[lead.stage.index()] -= 1;
             stage_counts[to.index()] += 1;
-            transition(rules, lead, timers, stats, ev, to, reason, out);
+            transition(rules, lead, li as u32, timers, stats, ev, to, reason, out);
             *open_clocks = *open_clocks - before + lead.clocks().len() as u64;
         }
         Applied::Applied
@@ -638,6 +660,7 @@ fn mql_reason(rules: &Ruleset, lead: &Lead, ev: &Event) -> Option<&'static str> 
 fn transition(
     rules: &Ruleset,
     lead: &mut Lead,
+    slot: u32,
     timers: &mut BTreeSet<Timer>,
     stats: &mut Stats,
     ev: &Event,
@@ -694,17 +717,18 @@ fn transition(
         if matches!(rules.sla[clock.policy as usize].until, Until::StageExit) {
             out.push(met_record(rules, lead, clock, t, stats));
         }
-        remove_timers(timers, rules, lead.key(), clock);
+        remove_timers(timers, slot, clock);
     }
 
-    start_clocks(rules, lead, timers, stats, to, t);
+    start_clocks(rules, lead, slot, timers, stats, to, t);
 }
 
-/// Starts the clocks of every policy on `stage` at `t` (SPEC §6), within
-/// `limits.max_pending_timers`.
+/// Starts the clocks of every policy on `stage` at `t` (SPEC §6) for `lead`, at position
+/// `slot`, within `limits.max_pending_timers`.
 fn start_clocks(
     rules: &Ruleset,
     lead: &mut Lead,
+    slot: u32,
     timers: &mut BTreeSet<Timer>,
     stats: &mut Stats,
     stage: Stage,
@@ -737,16 +761,12 @@ fn start_clocks(
             .warn_before_ms
             .map(|wb| policy.offset(t, policy.within_ms - wb));
         let clock = Clock::new(pi, k, t, deadline, warn_at);
-        // Timers hold their own copy of the key (a lead has none to share); a clock's
-        // warning and breach share one.
-        let key: Arc<str> = Arc::from(lead.key());
         for (due, kind) in timer_slots(&clock) {
             timers.insert(Timer {
                 due,
-                lead: Arc::clone(&key),
-                rank: rules.sla_rank[pi as usize],
-                kind,
+                slot,
                 policy: pi,
+                kind,
             });
         }
         lead.extra_mut().lists_mut().push(clock);
@@ -761,16 +781,35 @@ fn timer_slots(clock: &Clock) -> impl Iterator<Item = (i64, TimerKind)> {
         .chain(std::iter::once((clock.deadline, TimerKind::Breach)))
 }
 
-fn remove_timers(timers: &mut BTreeSet<Timer>, rules: &Ruleset, key: &str, clock: &Clock) {
-    let key: Arc<str> = Arc::from(key);
+/// Removes the pending timers of `clock`, of the lead at position `slot` (those already fired
+/// are gone).
+fn remove_timers(timers: &mut BTreeSet<Timer>, slot: u32, clock: &Clock) {
     for (due, kind) in timer_slots(clock) {
         timers.remove(&Timer {
             due,
-            lead: Arc::clone(&key),
-            rank: rules.sla_rank[clock.policy as usize],
-            kind,
+            slot,
             policy: clock.policy,
+            kind,
         });
+    }
+}
+
+/// Moves the pending timers of `lead`'s clocks from position `from` to `to` (the lead moved
+/// in the vector).
+fn move_timers(timers: &mut BTreeSet<Timer>, lead: &Lead, from: u32, to: u32) {
+    for clock in lead.clocks() {
+        for (due, kind) in timer_slots(clock) {
+            let mut t = Timer {
+                due,
+                slot: from,
+                policy: clock.policy,
+                kind,
+            };
+            if timers.remove(&t) {
+                t.slot = to;
+                timers.insert(t);
+            }
+        }
     }
 }
 

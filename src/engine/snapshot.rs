@@ -244,8 +244,10 @@ impl PartitionState {
     pub(super) fn encode_timers(&self, w: &mut W) {
         let rules = &*self.rules;
         w.len(self.timers.len());
+        // In the set's order (due time, then lead position), which restores to the same
+        // positions: a restored state encodes to the same bytes.
         for t in &self.timers {
-            w.str(&t.lead);
+            w.str(self.leads[t.slot as usize].key());
             w.str(&rules.sla[t.policy as usize].name);
             w.u8(t.kind as u8);
             w.i64(t.due);
@@ -643,10 +645,9 @@ impl PartitionState {
             };
             state.timers.insert(Timer {
                 due,
-                lead: Arc::from(state.leads[li].key()),
-                rank: rules.sla_rank[pi],
-                kind,
+                slot: li as u32,
                 policy: pi as u16,
+                kind,
             });
         }
         if !r.buf.is_empty() {
