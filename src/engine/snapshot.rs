@@ -10,8 +10,9 @@ use std::sync::Arc;
 
 use super::checkpoint::Pending;
 use super::{
-    static_reason, Clock, Cooldown, EvictedFilter, Extra, Lead, Lists, MqlMark, PartitionState,
-    Rare, RecentTransition, SlaCount, Stats, Timer, TimerKind, RECENT_IDS, RECENT_TRANSITIONS,
+    static_reason, timer_slots, Clock, Cooldown, EvictedFilter, Extra, Lead, Lists, MqlMark,
+    PartitionState, Rare, RecentTransition, SlaCount, Stats, Timer, TimerKind, RECENT_IDS,
+    RECENT_TRANSITIONS,
 };
 use crate::model::funnel::Stage;
 use crate::model::rules::Ruleset;
@@ -643,6 +644,16 @@ impl PartitionState {
             let (Some(li), Some(pi)) = (state.find(lead), policy_index(policy)) else {
                 continue; // its lead or policy is gone: nothing can fire for it
             };
+            // Only a timer of one of its lead's clocks: any other could fire nothing, and
+            // would outlive its lead (an eviction removes the timers of the lead's clocks) to
+            // name whichever lead takes the position next.
+            let of_a_clock = state.leads[li]
+                .clocks()
+                .iter()
+                .any(|c| c.policy as usize == pi && timer_slots(c).any(|slot| slot == (due, kind)));
+            if !of_a_clock {
+                continue;
+            }
             state.timers.insert(Timer {
                 due,
                 slot: li as u32,
@@ -943,5 +954,30 @@ mod tests {
             "sal_first_touch stays"
         );
         assert_eq!(back.pending_timers(), 2);
+    }
+
+    /// A timer that belongs to none of its lead's clocks (a damaged or hand-made file) is
+    /// dropped on restore: it could fire nothing, and kept by position it would outlive its
+    /// lead's eviction and name the lead moved into its place.
+    #[test]
+    fn a_timer_of_no_clock_is_dropped_on_restore() {
+        let (rules, mut st) = sample();
+        let pending = st.pending_timers();
+        let i = st.find("bo").expect("bo");
+        let clocks: Vec<Clock> = st.leads[i].extra_mut().lists_mut().take();
+        assert_eq!(clocks.len(), 1, "bo's MQL clock");
+        let bytes = st.encode_snapshot(7);
+        let (back, _) =
+            PartitionState::decode_snapshot(Arc::clone(&rules), &bytes).expect("decodes");
+        assert_eq!(
+            back.pending_timers(),
+            pending - 2,
+            "bo's warning and breach are gone"
+        );
+        // With bo's clock back, the same timers restore.
+        st.leads[i].extra_mut().lists_mut().push(clocks[0]);
+        let (back, _) =
+            PartitionState::decode_snapshot(rules, &st.encode_snapshot(7)).expect("decodes");
+        assert_eq!(back.pending_timers(), pending);
     }
 }

@@ -68,6 +68,59 @@ fn transition_ids(out: &[Output]) -> Vec<String> {
         .collect()
 }
 
+/// An inactive lead whose breach is past due but not yet fired (`clock.allowed_lateness` delays
+/// it) is not evicted: its warning and breach still fire, and it goes at a later sweep.
+#[test]
+fn a_breach_held_by_allowed_lateness_keeps_its_lead_from_eviction() {
+    let example = std::fs::read_to_string(examples_dir().join("config.toml")).expect("example");
+    let late = example.replace(
+        "grace = \"30s\"",
+        "grace = \"30s\"\nallowed_lateness = \"5d\"",
+    );
+    assert_ne!(late, example, "the example config has its [clock] grace");
+    let rules = Settings::from_toml(&format!(
+        "{late}\n[limits]\nevict_inactive_after = \"2d\"\n"
+    ))
+    .expect("config")
+    .rules;
+    let mut st = PartitionState::new(Arc::clone(&rules));
+    apply_all(&mut st, &mql("ana", T0));
+    // Four days later: ana has been idle for more than 2 days and her MQL clock's deadline
+    // (4 business hours) has passed, but it fires only 5 days after it.
+    let out = apply_all(
+        &mut st,
+        &[ev("b1", "bo", T0 + 4 * DAY, "web", "page_view", &[])],
+    );
+    assert!(out.is_empty(), "{out:?}");
+    assert!(st.lead("ana").is_some(), "ana waits for her breach");
+    assert_eq!(st.stats().evicted[EvictReason::Inactive as usize], 0);
+    // Ten days after: her warning and breach fire, then the sweep evicts her.
+    let out = apply_all(
+        &mut st,
+        &[ev("b2", "bo", T0 + 10 * DAY, "web", "page_view", &[])],
+    );
+    let kinds: Vec<(String, String)> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Sla(s) => Some((s.lead_key.clone(), s.kind.as_str().to_string())),
+            Output::Transition(_) => None,
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("ana".to_string(), "warning".to_string()),
+            ("ana".to_string(), "breach".to_string())
+        ]
+    );
+    assert!(st.lead("ana").is_none(), "evicted once nothing is pending");
+    assert_eq!(
+        st.stats().evicted[EvictReason::Inactive as usize],
+        2,
+        "ana, and bo (idle since day 4) before his event brings him back"
+    );
+}
+
 #[test]
 fn inactive_leads_are_evicted_after_their_timers_and_return_with_fresh_ids() {
     let mut st = state(r#"evict_inactive_after = "2d""#);
