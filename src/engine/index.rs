@@ -9,7 +9,7 @@
 //! per event (docs/performance.md).
 //!
 //! Keys are not stored: callers compare a candidate position's lead key themselves (`eq`) and
-//! hash a position's key again when the table is rebuilt (`rehash`). A removal leaves a
+//! hash a position's key again when the table is rebuilt ([`Rehash`]). A removal leaves a
 //! tombstone unless the bucket after it is empty: moving the run back instead would hash
 //! the key of every entry after it, each a cold lead and a cold key at 1M leads.
 
@@ -29,6 +29,36 @@ fn buckets_for(n: usize) -> usize {
         .map(|x| x.div_ceil(7))
         .unwrap_or(usize::MAX);
     wanted.max(8).next_power_of_two()
+}
+
+/// How many entries ahead of its hash a rebuild hints an entry's first load
+/// ([`Rehash::prefetch_far`]).
+const REHASH_FAR: usize = 16;
+/// How many entries ahead of its hash a rebuild hints an entry's second load
+/// ([`Rehash::prefetch_near`]).
+const REHASH_NEAR: usize = 8;
+
+/// What a rebuild needs from the index's owner: a stored position's hash, and hints.
+///
+/// Why hints: a rebuild hashes every stored position's key, in bucket order, so at 1M leads
+/// each hash waits on a cold lead and then its cold key allocation (6.5% of the replay's fold
+/// thread at 466k leads, docs/performance.md). The hints start those loads
+/// [`REHASH_FAR`] and [`REHASH_NEAR`] entries ahead, so they overlap.
+pub(super) trait Rehash {
+    /// The hash of the key stored at position `x` (the one it was inserted under).
+    fn hash(&self, x: u32) -> u64;
+    /// Hint: starts loading what [`Rehash::hash`] reads first for `x`. Changes nothing.
+    fn prefetch_far(&self, _x: u32) {}
+    /// Hint: starts loading what [`Rehash::hash`] reads next for `x`, once the far hint's
+    /// memory has arrived. Changes nothing.
+    fn prefetch_near(&self, _x: u32) {}
+}
+
+/// A plain function of the position: no hints.
+impl<F: Fn(u32) -> u64> Rehash for F {
+    fn hash(&self, x: u32) -> u64 {
+        self(x)
+    }
 }
 
 /// Entries and tombstones `buckets` may hold together (7/8 of them).
@@ -128,7 +158,7 @@ impl LeadIndex {
     }
 
     /// Makes room for `additional` more entries without growing or rebuilding again.
-    pub(super) fn reserve(&mut self, additional: usize, rehash: impl Fn(u32) -> u64) {
+    pub(super) fn reserve(&mut self, additional: usize, rehash: impl Rehash) {
         if self.used.saturating_add(additional) > limit(self.buckets) {
             let need = buckets_for(self.len.saturating_add(additional));
             self.resize(need.max(self.buckets), rehash);
@@ -136,15 +166,34 @@ impl LeadIndex {
     }
 
     /// Rebuilds the table with `buckets` buckets (the same count drops the tombstones).
-    fn resize(&mut self, buckets: usize, rehash: impl Fn(u32) -> u64) {
+    fn resize(&mut self, buckets: usize, rehash: impl Rehash) {
         // Buckets are a power of two, at least 8, so the tags fill whole words.
         let old = std::mem::replace(&mut self.words, vec![0; buckets + buckets / 4].into());
         let old_buckets = std::mem::replace(&mut self.buckets, buckets);
         self.used = 0;
-        for b in 0..old_buckets {
-            if (old[old_buckets + b / 4] >> (b % 4 * 8)) as u8 > DELETED {
-                self.place(rehash(old[b]), old[b]);
+        let stored = (0..old_buckets)
+            .filter(|&b| (old[old_buckets + b / 4] >> (b % 4 * 8)) as u8 > DELETED)
+            .map(|b| old[b]);
+        // The last REHASH_FAR entries read, hinted and not yet placed: entry k sits at
+        // k % REHASH_FAR until entry k + REHASH_FAR takes its place.
+        let mut ahead = [0u32; REHASH_FAR];
+        let mut read = 0;
+        for x in stored {
+            let slot = read % REHASH_FAR;
+            if read >= REHASH_FAR {
+                let due = ahead[slot];
+                self.place(rehash.hash(due), due);
             }
+            ahead[slot] = x;
+            rehash.prefetch_far(x);
+            if let Some(k) = read.checked_sub(REHASH_FAR - REHASH_NEAR) {
+                rehash.prefetch_near(ahead[k % REHASH_FAR]);
+            }
+            read += 1;
+        }
+        for k in read.saturating_sub(REHASH_FAR)..read {
+            let due = ahead[k % REHASH_FAR];
+            self.place(rehash.hash(due), due);
         }
     }
 
@@ -170,7 +219,7 @@ impl LeadIndex {
     /// Adds `x` under `h`; the caller knows no entry under `h` is equal to it. `rehash` gives
     /// a stored position's hash when the table is rebuilt: grown, or at the same size when
     /// tombstones fill it and the entries alone take at most half of it (hashbrown's rule).
-    pub(super) fn insert_unique(&mut self, h: u64, x: u32, rehash: impl Fn(u32) -> u64) {
+    pub(super) fn insert_unique(&mut self, h: u64, x: u32, rehash: impl Rehash) {
         if self.used + 1 > limit(self.buckets) {
             let n = self.len + 1;
             let buckets = if n <= limit(self.buckets) / 2 {
@@ -300,6 +349,94 @@ mod tests {
                 index.candidates(hash(k), |x| seen |= x == k);
                 prop_assert_eq!(seen, model.contains(&k));
             }
+        }
+    }
+
+    /// Logs what a rebuild asks of its owner, in order: `('f', x)` far hint, `('n', x)` near
+    /// hint, `('h', x)` hash.
+    struct Logged<'a, F> {
+        hash: F,
+        log: &'a std::cell::RefCell<Vec<(char, u32)>>,
+    }
+
+    impl<F: Fn(u32) -> u64> Rehash for Logged<'_, F> {
+        fn hash(&self, x: u32) -> u64 {
+            self.log.borrow_mut().push(('h', x));
+            (self.hash)(x)
+        }
+        fn prefetch_far(&self, x: u32) {
+            self.log.borrow_mut().push(('f', x));
+        }
+        fn prefetch_near(&self, x: u32) {
+            self.log.borrow_mut().push(('n', x));
+        }
+    }
+
+    /// The model of a rebuild: every stored entry placed in bucket order, nothing hinted.
+    fn rebuilt_plainly(index: &LeadIndex, buckets: usize, hash: impl Fn(u32) -> u64) -> LeadIndex {
+        let mut out = LeadIndex {
+            words: vec![0; buckets + buckets / 4].into(),
+            buckets,
+            len: index.len,
+            used: 0,
+        };
+        for b in (0..index.buckets).filter(|&b| index.tag_at(b) > DELETED) {
+            let x = index.words[b];
+            out.place(hash(x), x);
+        }
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        /// A rebuild with hints leaves the table the model's, bucket for bucket, and hints
+        /// every entry ahead of its hash: far `REHASH_FAR - 1` hashes before it, near
+        /// `REHASH_NEAR - 1` before it (fewer for the first entries; the last ones get no near
+        /// hint, their hashes being due sooner).
+        #[test]
+        fn a_rebuild_hints_ahead_and_places_as_the_model(
+            ops in proptest::collection::vec((any::<bool>(), 0u32..300), 0..600),
+            spread in 1u32..400,
+            grow in any::<bool>(),
+        ) {
+            let hash = |x: u32| h(x, spread);
+            let mut index = LeadIndex::default();
+            for (insert, k) in ops {
+                if insert {
+                    if index.find(hash(k), |x| x == k).is_none() {
+                        index.insert_unique(hash(k), k, hash);
+                    }
+                } else {
+                    index.remove(hash(k), |x| x == k);
+                }
+            }
+            let buckets = if grow { (index.buckets() * 2).max(8) } else { index.buckets().max(8) };
+            let model = rebuilt_plainly(&index, buckets, hash);
+            let log = std::cell::RefCell::default();
+            index.resize(buckets, Logged { hash, log: &log });
+            prop_assert_eq!(&index.words, &model.words);
+            prop_assert_eq!((index.buckets, index.len, index.used), (model.buckets, model.len, model.used));
+            check_counts(&index);
+
+            let log: Vec<(char, u32)> = log.into_inner();
+            let hashed: Vec<u32> = log.iter().filter(|e| e.0 == 'h').map(|e| e.1).collect();
+            prop_assert_eq!(hashed.len(), index.len);
+            for (j, &x) in hashed.iter().enumerate() {
+                let at = |kind: char| log.iter().position(|&e| e == (kind, x));
+                let hashes_between = |from: usize| log[from..].iter().take_while(|&&e| e != ('h', x)).filter(|e| e.0 == 'h').count();
+                let far = at('f');
+                prop_assert!(far.is_some(), "entry {} got no far hint", j);
+                prop_assert_eq!(hashes_between(far.unwrap_or(0)), j.min(REHASH_FAR - 1));
+                match at('n') {
+                    Some(near) => {
+                        prop_assert!(near > far.unwrap_or(0));
+                        prop_assert_eq!(hashes_between(near), j.min(REHASH_NEAR - 1));
+                    }
+                    None => prop_assert!(j + REHASH_FAR - REHASH_NEAR >= hashed.len(), "entry {} got no near hint", j),
+                }
+            }
+            prop_assert_eq!(log.len(), 3 * hashed.len() - hashed.len().min(REHASH_FAR - REHASH_NEAR));
         }
     }
 

@@ -904,6 +904,13 @@ impl Lead {
         self.extra.as_deref().unwrap_or(&NO_EXTRA)
     }
 
+    /// Starts loading the first line of the lead's key allocation (its key, nearly always),
+    /// without waiting; reads only this lead's own fields.
+    #[inline]
+    pub(super) fn prefetch_key(&self) {
+        prefetch_bytes(self.ident.0.as_ptr(), 1);
+    }
+
     /// Starts loading the lead's key allocation (key, profile, contributions) and its
     /// out-of-line state into the CPU caches, without waiting; reads only this lead's own
     /// fields. See `PartitionState::prefetch_state`.
