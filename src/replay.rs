@@ -109,8 +109,9 @@ pub fn run<R: BufRead + Send, W: Write + Send>(
     let mut consumed = 0u64;
     std::thread::scope(|scope| -> anyhow::Result<()> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<anyhow::Result<Batch>>(4);
-        // Parsed batches go back to the reader to be freed there: glibc frees memory fastest
-        // on the thread (arena) that allocated it.
+        // Parsed batches go back to the reader to be freed there: the allocator frees fastest
+        // on the thread that allocated (mimalloc hands a free from another thread back to
+        // the owner, which collects it later).
         let (back_tx, back_rx) = std::sync::mpsc::channel::<Vec<Parsed>>();
         let limits = state.rules().limits.clone();
         // The reader prepares each event for the state (the key's and the id's hashes, the
@@ -118,11 +119,23 @@ pub fn run<R: BufRead + Send, W: Write + Send>(
         let preparer = state.preparer();
         scope.spawn(move || read_batches(input, &limits, now, Some(&preparer), tx, back_rx));
         let (out_tx, out_rx) = std::sync::mpsc::sync_channel::<Vec<Output>>(8);
-        let writer = scope.spawn(move || write_records(out_rx, output));
+        // Written batches come back to be freed here, on the thread that allocated their
+        // records, for the same reason: freed by the writer, each block came back to this
+        // thread to be collected, which took more of the fold's time than the frees do
+        // (docs/performance.md, "Output batches freed where they were made").
+        let (spent_tx, spent_rx) = std::sync::mpsc::channel::<Vec<Output>>();
+        let writer = scope.spawn(move || write_records(out_rx, output, spent_tx));
         // Hands the records made so far to the writer; false once it has stopped (an error
         // it returns at the join below).
         let send = |records: &mut Vec<Output>| {
-            let full = std::mem::replace(records, Vec::with_capacity(RECORDS_PER_SEND));
+            let empty = match spent_rx.try_recv() {
+                Ok(mut spent) => {
+                    spent.clear();
+                    spent
+                }
+                Err(_) => Vec::with_capacity(RECORDS_PER_SEND),
+            };
+            let full = std::mem::replace(records, empty);
             out_tx.send(full).is_ok()
         };
         let mut writing = true;
@@ -187,6 +200,7 @@ const RECORDS_PER_SEND: usize = 1024;
 fn write_records<W: Write>(
     batches: std::sync::mpsc::Receiver<Vec<Output>>,
     output: &mut W,
+    spent: std::sync::mpsc::Sender<Vec<Output>>,
 ) -> anyhow::Result<u64> {
     let mut buf = Vec::with_capacity(72 * 1024);
     let mut written = 0u64;
@@ -199,6 +213,7 @@ fn write_records<W: Write>(
                 buf.clear();
             }
         }
+        let _ = spent.send(batch); // to be freed by the fold; gone if it has finished
     }
     output.write_all(&buf).context("writing the output")?;
     output.flush().context("flushing the output")?;
