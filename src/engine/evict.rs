@@ -119,7 +119,7 @@ impl PartitionState {
         }
         self.last_sweep = Some(grid);
         let limits = self.rules.limits.clone();
-        let fire_before = clock.saturating_sub(self.rules.allowed_lateness_ms);
+        let fire_before = self.fire_before(clock);
         // Downwards, so `swap_remove` only moves leads already looked at.
         for i in (0..self.leads.len()).rev() {
             let lead = &self.leads[i];
@@ -151,9 +151,7 @@ impl PartitionState {
             return;
         }
         let n = (max / 100).max(1) as usize;
-        let fire_before = self.clock.map_or(i64::MIN, |c| {
-            c.saturating_sub(self.rules.allowed_lateness_ms)
-        });
+        let fire_before = self.clock.map_or(i64::MIN, |c| self.fire_before(c));
         let mut order: Vec<(bool, i64, u32)> = self
             .leads
             .iter()
@@ -237,9 +235,7 @@ mod tests {
         /// every timer of every clock not yet fired (due at or after the stream clock less
         /// `clock.allowed_lateness`) is pending.
         fn check_timers(&self) -> Result<(), String> {
-            let fire_before = self.clock.map_or(i64::MIN, |c| {
-                c.saturating_sub(self.rules.allowed_lateness_ms)
-            });
+            let fire_before = self.clock.map_or(i64::MIN, |c| self.fire_before(c));
             for t in &self.timers {
                 let lead = self
                     .leads

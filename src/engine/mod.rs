@@ -364,13 +364,20 @@ impl PartitionState {
         *self.stats.invalid_by_reason.entry(code).or_insert(0) += 1;
     }
 
+    /// At stream clock `clock`, the warnings and breaches due strictly before the returned
+    /// time have fired: the clock less `clock.allowed_lateness` (SPEC §6). [`Self::advance`]
+    /// fires by it, and eviction keeps a lead whose timers it has not reached.
+    pub(super) fn fire_before(&self, clock: i64) -> i64 {
+        clock.saturating_sub(self.rules.allowed_lateness_ms)
+    }
+
     /// Moves the stream clock to `time` (if later) and fires every warning and breach due
     /// strictly before it less `clock.allowed_lateness` (SPEC §6). Used for ticks and for
     /// replay's `--until`.
     pub fn advance(&mut self, time: i64, out: &mut Vec<Output>) {
         let clock = self.clock.map_or(time, |c| c.max(time));
         self.clock = Some(clock);
-        let fire_before = clock.saturating_sub(self.rules.allowed_lateness_ms);
+        let fire_before = self.fire_before(clock);
         while let Some(due) = self
             .timers
             .first()
