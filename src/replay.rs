@@ -196,7 +196,8 @@ pub fn run<R: BufRead + Send, W: Write + Send>(
 const RECORDS_PER_SEND: usize = 1024;
 
 /// The writer thread: records to JSON lines in 64 KiB writes, until the fold is done; then a
-/// flush. Returns the number of records written.
+/// flush. Each written batch goes back on `spent`, to be freed by the fold thread that made
+/// it. Returns the number of records written.
 fn write_records<W: Write>(
     batches: std::sync::mpsc::Receiver<Vec<Output>>,
     output: &mut W,

@@ -904,8 +904,18 @@ impl Lead {
         self.extra.as_deref().unwrap_or(&NO_EXTRA)
     }
 
-    /// Starts loading the first line of the lead's key allocation (its key, nearly always),
-    /// without waiting; reads only this lead's own fields.
+    /// Starts loading the lead's own field that points to its key allocation, wherever the
+    /// compiler placed it in the struct (both ends: it may cross a cache line). Reads nothing.
+    #[inline]
+    pub(super) fn prefetch_ident_field(&self) {
+        let field = (&self.ident as *const Ident).cast::<u8>();
+        prefetch_bytes(field, 1);
+        prefetch_bytes(field.wrapping_add(std::mem::size_of::<Ident>() - 1), 1);
+    }
+
+    /// Starts loading the first line of the lead's key allocation, without waiting: it holds
+    /// the key's length and the key, unless the key crosses into the next line. Reads only
+    /// this lead's own fields.
     #[inline]
     pub(super) fn prefetch_key(&self) {
         prefetch_bytes(self.ident.0.as_ptr(), 1);

@@ -897,7 +897,7 @@ impl index::Rehash for KeyHashes<'_> {
 
     fn prefetch_far(&self, x: u32) {
         if let Some(lead) = self.leads.get(x as usize) {
-            lead::prefetch_bytes((lead as *const Lead).cast(), std::mem::size_of::<Lead>());
+            lead.prefetch_ident_field();
         }
     }
 
