@@ -465,8 +465,9 @@ mod tests {
 
     /// Tables of the counts around the ring's size, every entry under one home at bucket 0,
     /// so that the order of placement is the order of the buckets: a rebuild keeps the
-    /// entries in their order (the property test above cannot see the order of 8 entries or fewer unless
-    /// they collide), whether the table stays or doubles, and hints as `check_hints` says.
+    /// entries in their order (the property test above cannot see the order of 8 entries or
+    /// fewer unless they collide), whether the table stays or doubles, and hints as
+    /// `check_hints` says.
     #[test]
     fn a_rebuild_keeps_the_order_of_colliding_entries_at_any_count() {
         // Home 0: the run never wraps, so bucket order is insertion order.
