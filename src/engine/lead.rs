@@ -884,6 +884,13 @@ impl Lead {
         self.ident.key()
     }
 
+    /// This lead's key against `other`'s, in the order of `str` (the order of their bytes),
+    /// without a UTF-8 check: timers due at the same time are ordered by it (SPEC §6).
+    #[inline]
+    pub fn cmp_key(&self, other: &Lead) -> std::cmp::Ordering {
+        self.ident.key_bytes().cmp(other.ident.key_bytes())
+    }
+
     /// Whether this is the lead of `key` (the lookup's comparison, without a UTF-8 check).
     #[inline]
     pub fn has_key(&self, key: &str) -> bool {
@@ -1152,6 +1159,14 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Keys compare as their `str`s do: shared prefixes, two-byte characters, keys past
+        /// 127 bytes (two length bytes), equal keys.
+        #[test]
+        fn keys_compare_as_their_text(a in "[aé]{0,3}|[aé]{60,70}", b in "[aé]{0,3}|[aé]{60,70}") {
+            let (la, lb) = (Lead::new(&a, 0), Lead::new(&b, 0));
+            prop_assert_eq!(la.cmp_key(&lb), a.cmp(&b));
+        }
 
         /// The slot table finds exactly what a search of the list finds, for common names,
         /// names one byte off them, and any short name.

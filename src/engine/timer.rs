@@ -36,9 +36,7 @@ pub(super) fn fire_order(leads: &[Lead], rules: &Ruleset, a: &Timer, b: &Timer) 
             if a.slot == b.slot {
                 Ordering::Equal
             } else {
-                leads[a.slot as usize]
-                    .key()
-                    .cmp(leads[b.slot as usize].key())
+                leads[a.slot as usize].cmp_key(&leads[b.slot as usize])
             }
         })
         .then_with(|| rules.sla_rank[a.policy as usize].cmp(&rules.sla_rank[b.policy as usize]))
