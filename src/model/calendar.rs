@@ -88,12 +88,13 @@ impl Calendar {
             if !self.holidays.contains(&date) {
                 let day = &self.week[date.weekday().num_days_from_monday() as usize];
                 for r in day {
-                    let open = self.local_ms(date, r.open)?;
+                    // The closing time first: ranges over before `start` (the day before's,
+                    // always) need no opening time, a time zone lookup of its own.
                     let close = self.local_ms(date, r.close)?;
                     if close <= start {
                         continue;
                     }
-                    let from = open.max(start);
+                    let from = self.local_ms(date, r.open)?.max(start);
                     let available = close - from;
                     if remaining <= available {
                         return Some(from + remaining);
@@ -126,8 +127,12 @@ impl Calendar {
             }
             if !self.holidays.contains(&date) {
                 for r in &self.week[date.weekday().num_days_from_monday() as usize] {
-                    let open = self.local_ms(date, r.open)?.max(start);
+                    // As in `add_business`: a range over before `start` adds nothing.
                     let close = self.local_ms(date, r.close)?.min(end);
+                    if close <= start {
+                        continue;
+                    }
+                    let open = self.local_ms(date, r.open)?.max(start);
                     total += (close - open).max(0);
                 }
             }
