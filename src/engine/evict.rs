@@ -162,7 +162,7 @@ impl PartitionState {
         let cmp = |a: &(bool, i64, u32), b: &(bool, i64, u32)| {
             (a.0, a.1)
                 .cmp(&(b.0, b.1))
-                .then_with(|| leads[a.2 as usize].key().cmp(leads[b.2 as usize].key()))
+                .then_with(|| leads[a.2 as usize].cmp_key(&leads[b.2 as usize]))
         };
         let n = n.min(order.len());
         if n < order.len() {
