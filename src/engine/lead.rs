@@ -885,7 +885,8 @@ impl Lead {
     }
 
     /// This lead's key against `other`'s, in the order of `str` (the order of their bytes),
-    /// without a UTF-8 check: timers due at the same time are ordered by it (SPEC §6).
+    /// without a UTF-8 check: the tie order of timers due at the same time (SPEC §6) and of
+    /// eviction's candidates.
     #[inline]
     pub fn cmp_key(&self, other: &Lead) -> std::cmp::Ordering {
         self.ident.key_bytes().cmp(other.ident.key_bytes())
