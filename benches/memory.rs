@@ -22,7 +22,7 @@ const CONFIG: &str = include_str!("../examples/config.toml");
 
 /// The allocator the `leadflow` binary uses.
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOC: leadflow::allocator::MiMalloc = leadflow::allocator::MiMalloc;
 
 fn rss_bytes() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");

@@ -3,6 +3,7 @@
 //! `model` and `engine` are pure and deterministic; `config`, `codec` and `replay` are the
 //! adapters that feed them.
 
+pub mod allocator;
 pub mod analytics;
 pub mod codec;
 pub mod config;

@@ -15,7 +15,7 @@ use leadflow::kafka::dev::DevBroker;
 use leadflow::replay;
 
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOC: leadflow::allocator::MiMalloc = leadflow::allocator::MiMalloc;
 
 #[derive(Parser)]
 #[command(

@@ -2,8 +2,8 @@
 //! from the structures themselves, so a bench can print it beside the process's RSS.
 //!
 //! Each heap allocation is counted at the size class mimalloc (the binary's allocator) serves
-//! it from: multiples of 8 bytes up to 64, then four classes per doubling, no header. What
-//! RSS holds beyond the sum is the allocator's free space and fragmentation.
+//! it from: 8 bytes, then multiples of 16 up to 64, then four classes per doubling, no header.
+//! What RSS holds beyond the sum is the allocator's free space and fragmentation.
 
 use std::mem::{size_of, size_of_val};
 
@@ -11,13 +11,20 @@ use super::lead::{Extra, Lead, Rare};
 use super::{PartitionState, Timer};
 
 /// Bytes mimalloc takes for a request of `n` bytes (0: no allocation): its size class, after
-/// mimalloc's `_mi_bin` (words of 8 bytes; up to 8 words exact, then 4 classes per doubling).
+/// mimalloc's `mi_bin` on a 64-bit machine, where blocks are aligned to two words (its
+/// `MI_ALIGN2W`): one word, then an even number of words up to 8, then 4 classes per
+/// doubling. Held to mimalloc's own `mi_good_size` by the tests.
 pub fn malloc_chunk(n: usize) -> u64 {
     if n == 0 {
         return 0;
     }
     let words = n.div_ceil(8);
     if words <= 8 {
+        let words = if words == 1 {
+            1
+        } else {
+            words.next_multiple_of(2)
+        };
         return (words * 8) as u64;
     }
     let b = usize::BITS - 1 - (words - 1).leading_zeros(); // floor(log2(words - 1)) >= 3
@@ -156,15 +163,29 @@ mod tests {
     fn malloc_chunks_follow_mimalloc_size_classes() {
         assert_eq!(malloc_chunk(0), 0);
         assert_eq!(malloc_chunk(1), 8);
-        assert_eq!(malloc_chunk(24), 24);
-        assert_eq!(malloc_chunk(25), 32);
-        assert_eq!(malloc_chunk(64), 64, "the last exact class");
+        assert_eq!(malloc_chunk(9), 16);
+        assert_eq!(
+            malloc_chunk(17),
+            32,
+            "no 24-byte class: blocks are 16-aligned"
+        );
+        assert_eq!(malloc_chunk(40), 48);
+        assert_eq!(malloc_chunk(64), 64);
         // Then 80, 96, 112, 128, 160, 192, 224, 256, 320, ...
         let classes: Vec<u64> = (65..=320).map(malloc_chunk).collect();
         let mut distinct = classes.clone();
         distinct.dedup();
         assert_eq!(distinct, vec![80, 96, 112, 128, 160, 192, 224, 256, 320]);
         assert_eq!(malloc_chunk(104), 112, "the out-of-line box");
+    }
+
+    #[test]
+    fn malloc_chunks_are_mimallocs_own_size_classes() {
+        for n in (1..=20_000).chain([65_536, 100_000, 262_144]) {
+            // SAFETY: mi_good_size only computes; it allocates nothing.
+            let good = unsafe { libmimalloc_sys::mi_good_size(n) } as u64;
+            assert_eq!(malloc_chunk(n), good, "a request of {n} bytes");
+        }
     }
 
     #[test]
