@@ -19,7 +19,7 @@ const CONFIG: &str = include_str!("../examples/config.toml");
 
 /// The allocator the `leadflow` binary uses, so these figures are the binary's.
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOC: leadflow::allocator::MiMalloc = leadflow::allocator::MiMalloc;
 
 /// `LEADFLOW_BENCH_GUARD=1` (benches/guard.sh, run by CI): only the groups that set up in
 /// well under a second (engine on 10k leads, decoders, replay), so the suite fits CI's two
@@ -302,6 +302,17 @@ fn codecs(c: &mut Criterion) {
             for rec in &outputs {
                 let _ = black_box(avro::encode_output_generic(black_box(rec)));
             }
+        })
+    });
+    // The same records as replay's JSON Lines (its writer thread's work).
+    g.bench_function(format!("json_{}_records", outputs.len()), |b| {
+        let mut buf = Vec::with_capacity(512 * 1024);
+        b.iter(|| {
+            buf.clear();
+            for rec in &outputs {
+                json::write_record(&mut buf, black_box(rec));
+            }
+            black_box(buf.len())
         })
     });
     g.finish();

@@ -93,8 +93,10 @@ impl Scalar {
 /// The high bit of each byte of `word` (little-endian) that is a quote, a backslash or a
 /// control character (below 0x20), and maybe of bytes above the lowest such byte: the
 /// classic "has a zero byte" bit trick (Hacker's Delight, 6-1) marks every byte it should,
-/// and a false mark only ever follows a true one, so the lowest mark is exact.
-fn special_bytes(word: u64) -> u64 {
+/// and a false mark only ever follows a true one, so the lowest mark is exact. The bytes a
+/// JSON string cannot hold as they are: the scanner falls back on them, the writer escapes
+/// them.
+pub(super) fn special_bytes(word: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let zero_in = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
