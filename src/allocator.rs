@@ -1,8 +1,9 @@
 //! The process's allocator: mimalloc, asked through its plain entry points where they serve.
 //!
 //! The `mimalloc` crate's `GlobalAlloc` hands every request to `mi_malloc_aligned`, even a
-//! string's (alignment 1). That function's fast path serves a request only while its size
-//! class's free list has a block; when the list is empty (one allocation in nine in the
+//! string's (alignment 1). That function's fast path serves a small request (up to 1 KiB, no
+//! larger alignment than size) only while its size class's free list has a block; when the
+//! list is empty (one allocation in nine in the
 //! replay measured: mimalloc refills it from the blocks freed since, on the slow path) it
 //! takes the generic aligned path, which for a size class that is not a power of two
 //! over-allocates by `alignment - 1` bytes (`mi_theap_malloc_zero_aligned_at_generic`, then
@@ -13,10 +14,12 @@
 //! (purpleprotocol/mimalloc_rust#170) is not released.
 //!
 //! `mi_malloc` returns blocks aligned to the machine word at least: every size class is a
-//! multiple of the word (of two words on x86-64 and aarch64, where `MI_MAX_ALIGN_SIZE` is 16)
-//! and the first block of a page is 16-aligned. So a request whose alignment is at most a word
-//! goes to `mi_malloc` / `mi_zalloc` / `mi_realloc`, and any other to the aligned functions,
-//! as before. `mi_free` frees either. docs/performance.md, "The allocator's aligned path".
+//! whole number of words (one word, then multiples of 16 bytes on x86-64 and aarch64, where
+//! `MI_MAX_ALIGN_SIZE` is 16), and every block starts a whole number of words into a page
+//! that starts on a 64 KiB boundary. mimalloc relies on it itself: its aligned `realloc`
+//! hands alignments up to a word to the plain one. So a request whose alignment is at most a
+//! word goes to `mi_malloc` / `mi_zalloc` / `mi_realloc`, and any other to the aligned
+//! functions, as before. `mi_free` frees either. docs/performance.md, "The allocator's aligned path".
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::ffi::c_void;
@@ -73,8 +76,8 @@ unsafe impl GlobalAlloc for MiMalloc {
 mod tests {
     use super::*;
 
-    /// Sizes across mimalloc's small, medium and large classes, both sides of each class
-    /// boundary up to 320 bytes.
+    /// Sizes across mimalloc's small, medium, large (to 512 KiB) and huge classes, both sides
+    /// of each class boundary up to 320 bytes.
     fn sizes() -> impl Iterator<Item = usize> {
         (1..=320).chain([
             511,
@@ -85,6 +88,8 @@ mod tests {
             8191,
             65_536,
             65_537,
+            100_000,
+            300_000,
             1 << 20,
             (5 << 20) + 3,
         ])
@@ -130,15 +135,21 @@ mod tests {
     #[test]
     fn realloc_keeps_the_bytes_and_the_alignment() {
         let a = MiMalloc;
-        for align in [1, 8, 16, 64] {
-            for (from, to) in [
-                (1, 9),
-                (24, 25),
-                (40, 48),
-                (100, 30),
-                (300, 5000),
-                (5000, 17),
-            ] {
+        // Within a class, across classes, into and out of large and huge blocks.
+        let moves = [
+            (1, 9),
+            (24, 25),
+            (40, 48),
+            (100, 30),
+            (300, 5000),
+            (5000, 17),
+            (300, 1 << 20),
+            ((1 << 20) + 3, 100),
+            (5000, 300_000),
+            (300_000, 310_000),
+        ];
+        for align in [1, 8, 16, 64, 4096] {
+            for (from, to) in moves {
                 let layout = Layout::from_size_align(from, align).expect("layout");
                 let p = unsafe { a.alloc(layout) };
                 check_block(p, from, align, "alloc");

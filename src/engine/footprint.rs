@@ -13,10 +13,14 @@ use super::{PartitionState, Timer};
 /// Bytes mimalloc takes for a request of `n` bytes (0: no allocation): its size class, after
 /// mimalloc's `mi_bin` on a 64-bit machine, where blocks are aligned to two words (its
 /// `MI_ALIGN2W`): one word, then an even number of words up to 8, then 4 classes per
-/// doubling. Held to mimalloc's own `mi_good_size` by the tests.
+/// doubling; above 512 KiB (its `MI_LARGE_MAX_OBJ_SIZE`), whole 4 KiB pages. Held to
+/// mimalloc's own `mi_good_size` by the tests.
 pub fn malloc_chunk(n: usize) -> u64 {
     if n == 0 {
         return 0;
+    }
+    if n > 512 << 10 {
+        return n.next_multiple_of(4096) as u64;
     }
     let words = n.div_ceil(8);
     if words <= 8 {
@@ -167,7 +171,7 @@ mod tests {
         assert_eq!(
             malloc_chunk(17),
             32,
-            "no 24-byte class: blocks are 16-aligned"
+            "no 24-byte class: above 8, multiples of 16"
         );
         assert_eq!(malloc_chunk(40), 48);
         assert_eq!(malloc_chunk(64), 64);
@@ -181,7 +185,16 @@ mod tests {
 
     #[test]
     fn malloc_chunks_are_mimallocs_own_size_classes() {
-        for n in (1..=20_000).chain([65_536, 100_000, 262_144]) {
+        let large = [
+            65_536,
+            100_000,
+            262_144,
+            524_288,
+            524_289,
+            600_000,
+            (1 << 20) + 1,
+        ];
+        for n in (1..=20_000).chain(large) {
             // SAFETY: mi_good_size only computes; it allocates nothing.
             let good = unsafe { libmimalloc_sys::mi_good_size(n) } as u64;
             assert_eq!(malloc_chunk(n), good, "a request of {n} bytes");
