@@ -2,14 +2,14 @@
 //!
 //! The `mimalloc` crate's `GlobalAlloc` hands every request to `mi_malloc_aligned`, even a
 //! string's (alignment 1). That function's fast path serves a small request (up to 1 KiB, no
-//! larger alignment than size) only while its size class's free list has a block; when the
-//! list is empty (one allocation in six in the replay measured: mimalloc refills it from
-//! the blocks freed since, on the slow path) it takes the generic aligned path, which for a
-//! size class that is not a power of two over-allocates by `alignment - 1` bytes (`mi_theap_malloc_zero_aligned_at_generic`, then
-//! `_overalloc`: about 170 instructions more than `mi_malloc`'s own slow path, and for
-//! alignment 8 often a block one class larger). mimalloc's author on Rust's use of it: "it
-//! would indeed be much better to use `malloc` directly for performance"
-//! (microsoft/mimalloc#314); the wrapper crate's change to do so
+//! larger alignment than size) only while its size class's free list has a block. When the
+//! list is empty (one allocation in six in the replay measured: mimalloc refills it from the
+//! blocks freed since, on the slow path) it takes the generic aligned path, which for a size
+//! class that is not a power of two over-allocates by `alignment - 1` bytes
+//! (`mi_theap_malloc_zero_aligned_at_generic`, then `_overalloc`): about 170 instructions
+//! more than `mi_malloc`'s own slow path, and for alignment 8 often a block one class larger.
+//! mimalloc's author on Rust's use of it: "it would indeed be much better to use `malloc`
+//! directly for performance" (microsoft/mimalloc#314); the wrapper crate's change to do so
 //! (purpleprotocol/mimalloc_rust#170) is not released.
 //!
 //! `mi_malloc` returns blocks aligned to the machine word at least: every size class is a
