@@ -18,7 +18,8 @@
 //! that starts on a 64 KiB boundary. mimalloc relies on it itself: its aligned `realloc`
 //! hands alignments up to a word to the plain one. So a request whose alignment is at most a
 //! word goes to `mi_malloc` / `mi_zalloc` / `mi_realloc`, and any other to the aligned
-//! functions, as before. `mi_free` frees either. docs/performance.md, "The allocator's aligned path".
+//! functions, as before. `mi_free` frees either. docs/performance.md, "The allocator's
+//! aligned path".
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::ffi::c_void;
@@ -29,7 +30,8 @@ use libmimalloc_sys as mi;
 const PLAIN_ALIGN: usize = std::mem::size_of::<usize>();
 
 /// mimalloc as the global allocator; declare it in a binary with
-/// `#[global_allocator] static ALLOC: leadflow::allocator::MiMalloc = leadflow::allocator::MiMalloc;`.
+/// `#[global_allocator] static ALLOC: leadflow::allocator::MiMalloc = MiMalloc;` (the type
+/// imported).
 pub struct MiMalloc;
 
 // SAFETY: every block comes from mimalloc, aligned as the layout asks (plain blocks are
