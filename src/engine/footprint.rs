@@ -11,8 +11,8 @@ use super::lead::{Extra, Lead, Rare};
 use super::{PartitionState, Timer};
 
 /// Bytes mimalloc takes for a request of `n` bytes (0: no allocation): its size class, after
-/// mimalloc's `mi_bin` on a 64-bit machine, where blocks are aligned to two words (its
-/// `MI_ALIGN2W`): one word, then an even number of words up to 8, then 4 classes per
+/// mimalloc's `mi_bin` on a 64-bit machine, where size classes above one word are whole
+/// double words (its `MI_ALIGN2W`): one word, then an even number of words up to 8, then 4 classes per
 /// doubling; above 512 KiB (its `MI_LARGE_MAX_OBJ_SIZE`), whole 4 KiB pages. Held to
 /// mimalloc's own `mi_good_size` by the tests.
 pub fn malloc_chunk(n: usize) -> u64 {
