@@ -543,6 +543,27 @@ impl<'a> Profile<'a> {
         }
         None
     }
+
+    /// The value of each of `names`, which must be sorted (byte order; repeats allowed), as
+    /// `get` gives it, in one walk of the profile (it is sorted too): `f(k, value)` for the
+    /// `k`-th name, in turn. Names out of order are not found after a larger one.
+    pub fn get_sorted<'n>(
+        &self,
+        names: impl IntoIterator<Item = &'n str>,
+        mut f: impl FnMut(usize, Option<&'a str>),
+    ) {
+        let mut r = Reader { rest: self.packed };
+        let mut cur = r.raw_entry();
+        for (k, name) in names.into_iter().enumerate() {
+            while cur.is_some_and(|e| e.name < name.as_bytes()) {
+                cur = r.raw_entry();
+            }
+            let value = cur
+                .filter(|e| e.name == name.as_bytes())
+                .and_then(|e| std::str::from_utf8(e.value).ok());
+            f(k, value);
+        }
+    }
 }
 
 impl PartialEq for Profile<'_> {

@@ -539,14 +539,41 @@ fn update_profile(rules: &Ruleset, lead: &mut Lead, ev: &Event) {
         _ => false,
     };
     if changed {
-        lead.fit = rules
-            .fit
-            .iter()
-            .filter(|r| r.matches(lead.attribute(&r.attribute)))
-            .map(|r| r.points)
-            .sum();
+        lead.fit = fit_score(rules, lead.profile());
         lead.grade = rules.grade_for(lead.fit);
     }
+}
+
+/// The fit score of a profile (SPEC §4): the points of the fit rules whose attribute's value
+/// matches, summed in config order (so the float sum is the same whatever the walk's order).
+/// Up to 64 rules, one walk of the profile in name order finds every value; more fall back
+/// to one lookup per rule.
+fn fit_score(rules: &Ruleset, profile: Profile<'_>) -> f64 {
+    let fit = &rules.fit;
+    if fit.len() > 64 {
+        return fit
+            .iter()
+            .filter(|r| r.matches(profile.get(&r.attribute)))
+            .map(|r| r.points)
+            .sum();
+    }
+    let order = rules.fit_by_attribute();
+    // Bit i: rule i matches.
+    let mut matched = 0u64;
+    profile.get_sorted(
+        order.iter().map(|&i| fit[i].attribute.as_str()),
+        |k, value| {
+            let i = order[k];
+            if fit[i].matches(value) {
+                matched |= 1 << i;
+            }
+        },
+    );
+    fit.iter()
+        .enumerate()
+        .filter(|&(i, _)| matched >> i & 1 == 1)
+        .map(|(_, r)| r.points)
+        .sum()
 }
 
 fn score_engagement(rules: &Ruleset, lead: &mut Lead, ev: &Event, p: &Prepared) {
@@ -936,6 +963,8 @@ mod tests {
     use super::lists::KEYED_INLINE_MAX;
     use super::test_support::{example_rules, upsert};
     use super::*;
+    use crate::model::matcher::Matcher;
+    use crate::model::rules::{FitRule, FitTest};
 
     /// The keyed cooldowns before they moved into `Lists`: a list of `(rule, value, t_last)`
     /// (the model for the test below).
@@ -1025,6 +1054,100 @@ mod tests {
             }
         }
     }
+
+    proptest::proptest! {
+        /// The fit score from one walk of the profile is the score of one lookup per rule,
+        /// summed in config order, to the bit (SPEC §4): rules on names before, between and
+        /// after the profile's, several rules on one name, names the packing codes in one
+        /// byte and others, numbers and matchers; more than 64 rules take the lookup path.
+        #[test]
+        fn fit_score_is_the_sum_over_rules_in_config_order(
+            profile in proptest::collection::btree_map(
+                proptest::sample::select(FIT_NAMES.to_vec()),
+                proptest::sample::select(FIT_VALUES.to_vec()),
+                0..8,
+            ),
+            fit in proptest::collection::vec(
+                (
+                    proptest::sample::select(FIT_NAMES.to_vec()),
+                    0..FIT_TESTS.len(),
+                    -40i32..40,
+                ),
+                0..70,
+            ),
+        ) {
+            let tests: Vec<FitTest> = FIT_TESTS
+                .iter()
+                .map(|t| match t.strip_prefix(">=") {
+                    Some(n) => FitTest::Range { gte: n.parse().ok(), lt: None },
+                    None => FitTest::Match(Matcher::parse(t).expect("a matcher")),
+                })
+                .collect();
+            let fit: Vec<FitRule> = fit
+                .into_iter()
+                .enumerate()
+                .map(|(i, (attribute, test, points))| FitRule {
+                    name: format!("r{i}"),
+                    attribute: attribute.to_string(),
+                    test: tests[test].clone(),
+                    // Thirds, so the order of the float sum shows in its last bits.
+                    points: f64::from(points) / 3.0,
+                })
+                .collect();
+            let base = example_rules();
+            let rules = Ruleset::new(
+                Vec::new(),
+                base.decay,
+                fit,
+                Vec::new(),
+                base.funnel.clone(),
+                Vec::new(),
+            );
+            let mut lead = Lead::new("lead@x.io", 0);
+            let attrs: Vec<(&str, &str)> = profile.iter().map(|(k, v)| (*k, *v)).collect();
+            lead.set_attributes(&attrs);
+            let want: f64 = rules
+                .fit
+                .iter()
+                .filter(|r| r.matches(profile.get(r.attribute.as_str()).copied()))
+                .map(|r| r.points)
+                .sum();
+            let got = fit_score(&rules, lead.profile());
+            proptest::prop_assert_eq!(got.to_bits(), want.to_bits(), "{} vs {}", got, want);
+        }
+    }
+
+    /// Attribute names for `fit_score`'s test: packed as common names (`country`, `title`,
+    /// `employees`) and spelled out, sorting before, between and after them.
+    const FIT_NAMES: [&str; 8] = [
+        "a",
+        "country",
+        "custom",
+        "employees",
+        "f",
+        "title",
+        "zz",
+        "é",
+    ];
+    const FIT_VALUES: [&str; 8] = [
+        "US",
+        "UK",
+        "200",
+        "1999.5",
+        "Director of IT",
+        "cto",
+        "x",
+        "é",
+    ];
+    const FIT_TESTS: [&str; 7] = [
+        "US",
+        "glob:U?",
+        "regex:(?i)\\bcto\\b",
+        "regex:.",
+        ">=200",
+        ">=2000",
+        "é",
+    ];
 
     /// The recent stage changes keep the newest `RECENT_TRANSITIONS`, oldest first, once the
     /// ring is full and wraps (in place).

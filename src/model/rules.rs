@@ -141,6 +141,10 @@ pub struct Ruleset {
     pub engagement: Vec<EngagementRule>,
     pub decay: Decay,
     pub fit: Vec<FitRule>,
+    /// Indices into `fit` sorted by attribute name (as bytes; config order among rules on one
+    /// attribute): a lead's profile is sorted by name too, so one walk of it finds every
+    /// value the fit rules read (`engine::fit_score`).
+    fit_by_attribute: Vec<usize>,
     /// Highest minimum first.
     pub grades: Vec<Grade>,
     pub funnel: Funnel,
@@ -213,10 +217,13 @@ impl Ruleset {
         for (i, p) in sla.iter().enumerate() {
             sla_by_stage[p.stage.index()].push(i as u16);
         }
+        let mut fit_by_attribute: Vec<usize> = (0..fit.len()).collect();
+        fit_by_attribute.sort_by(|&a, &b| fit[a].attribute.cmp(&fit[b].attribute));
         Ruleset {
             engagement,
             decay,
             fit,
+            fit_by_attribute,
             grades,
             funnel,
             sla,
@@ -237,6 +244,11 @@ impl Ruleset {
             Some(list) => list,
             None => &self.wildcard[src],
         }
+    }
+
+    /// Indices into `fit`, sorted by the attribute each rule reads (byte order; stable).
+    pub fn fit_by_attribute(&self) -> &[usize] {
+        &self.fit_by_attribute
     }
 
     pub fn policies_for(&self, stage: Stage) -> &[u16] {
