@@ -87,18 +87,18 @@ fn decode(bytes: &[u8], default_source: Option<Source>) -> Result<Event, Invalid
             attrs.reverse();
             attrs.dedup_by(|later, kept| later.0 == kept.0);
             attrs.reverse();
-            fields.attributes.reserve(attrs.len());
-            for (k, v) in attrs {
-                match v {
-                    Some(v) => fields.attributes.push((k, v)),
-                    None => {
-                        return Err(Invalid::WrongType {
-                            field: format!("attributes.{k}"),
-                            expected: "a string",
-                        })
-                    }
-                }
-            }
+            // Collected in place: `(String, Option<String>)` and `(String, String)` have one
+            // layout, so the list keeps its allocation (std's in-place `collect`).
+            fields.attributes = attrs
+                .into_iter()
+                .map(|(k, v)| match v {
+                    Some(v) => Ok((k, v)),
+                    None => Err(Invalid::WrongType {
+                        field: format!("attributes.{k}"),
+                        expected: "a string",
+                    }),
+                })
+                .collect::<Result<_, _>>()?;
         }
     }
     fields.validate()

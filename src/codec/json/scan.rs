@@ -232,11 +232,12 @@ impl<'a> Scanner<'a> {
                 _ => Attributes::NotObject,
             });
         }
-        let mut attrs = Vec::with_capacity(4);
         self.ws();
         if self.take(b'}') {
-            return Some(Attributes::Object(attrs));
+            // Most events have none: no allocation for them.
+            return Some(Attributes::Object(Vec::new()));
         }
+        let mut attrs = Vec::with_capacity(4);
         loop {
             self.ws();
             let name = self.string()?;
