@@ -356,7 +356,7 @@ fn measure(
             let now = Instant::now();
             if let Ok(Output::Transition(t)) = avro::decode_output(true, m.payload().unwrap_or(&[]))
             {
-                if let Some((s, sent_ms)) = sent_at.get(&t.trigger_event_id) {
+                if let Some((s, sent_ms)) = sent_at.get(t.trigger_event_id.as_str()) {
                     let ms = now.duration_since(*s).as_secs_f64() * 1000.0;
                     let written = m.timestamp().to_millis().map(|w| (w - sent_ms) as f64);
                     if ms > 200.0 && std::env::var_os("E2E_DEBUG").is_some() {

@@ -23,17 +23,17 @@ use support::env_u64;
 
 fn mql(i: u64) -> Output {
     Output::Transition(Transition {
-        transition_id: format!("lead{i}@x.io/t/1"),
-        lead_key: format!("lead{i}@x.io"),
+        transition_id: format!("lead{i}@x.io/t/1").into(),
+        lead_key: format!("lead{i}@x.io").into(),
         from_stage: Stage::New,
         to_stage: Stage::Mql,
         reason: "score".into(),
         occurred_at: leadflow::metrics::now_ms(),
-        trigger_event_id: format!("e{i}"),
+        trigger_event_id: format!("e{i}").into(),
         engagement: 120.0,
         fit: 40.0,
         grade: "A".into(),
-        owner_id: Some(format!("rep-{}", i % 50)),
+        owner_id: Some(format!("rep-{}", i % 50).into()),
     })
 }
 

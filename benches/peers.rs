@@ -396,7 +396,7 @@ fn expected_mqls(config: &str, events: &[Event]) -> anyhow::Result<HashSet<Strin
         for o in out.drain(..) {
             if let Output::Transition(t) = o {
                 if t.to_stage == Stage::Mql {
-                    mqls.insert(t.trigger_event_id);
+                    mqls.insert(t.trigger_event_id.to_string());
                 }
             }
         }
@@ -449,7 +449,9 @@ fn leadflow_processor(
                 return Some(j.get("trigger_event_id")?.as_str()?.to_string());
             }
             match avro::decode_output(true, v) {
-                Ok(Output::Transition(t)) if t.to_stage == Stage::Mql => Some(t.trigger_event_id),
+                Ok(Output::Transition(t)) if t.to_stage == Stage::Mql => {
+                    Some(t.trigger_event_id.into())
+                }
                 _ => None,
             }
         },

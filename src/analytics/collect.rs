@@ -153,7 +153,7 @@ impl Collector {
                     }
                 }
                 Output::Sla(s) => {
-                    let Some(&policy) = self.policy_ids.get(&s.policy) else {
+                    let Some(&policy) = self.policy_ids.get(s.policy.as_str()) else {
                         continue;
                     };
                     let owner = self.owner(s.owner_id.as_deref());

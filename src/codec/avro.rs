@@ -408,29 +408,32 @@ pub fn encode_output_generic(rec: &Output) -> anyhow::Result<Vec<u8>> {
             Value::Record(vec![
                 (
                     "transition_id".into(),
-                    Value::String(t.transition_id.clone()),
+                    Value::String(t.transition_id.to_string()),
                 ),
-                ("lead_key".into(), Value::String(t.lead_key.clone())),
+                ("lead_key".into(), Value::String(t.lead_key.to_string())),
                 ("from_stage".into(), stage_value(t.from_stage)),
                 ("to_stage".into(), stage_value(t.to_stage)),
-                ("reason".into(), Value::String(t.reason.clone())),
+                ("reason".into(), Value::String(t.reason.to_string())),
                 ("occurred_at".into(), Value::TimestampMillis(t.occurred_at)),
                 (
                     "trigger_event_id".into(),
-                    Value::String(t.trigger_event_id.clone()),
+                    Value::String(t.trigger_event_id.to_string()),
                 ),
                 ("engagement".into(), Value::Double(t.engagement)),
                 ("fit".into(), Value::Double(t.fit)),
-                ("grade".into(), Value::String(t.grade.clone())),
+                ("grade".into(), Value::String(t.grade.to_string())),
                 ("owner_id".into(), opt_string(t.owner_id.as_deref())),
             ]),
         )?,
         Output::Sla(s) => apache_avro::to_avro_datum(
             &SCHEMAS.sla,
             Value::Record(vec![
-                ("sla_event_id".into(), Value::String(s.sla_event_id.clone())),
-                ("lead_key".into(), Value::String(s.lead_key.clone())),
-                ("policy".into(), Value::String(s.policy.clone())),
+                (
+                    "sla_event_id".into(),
+                    Value::String(s.sla_event_id.to_string()),
+                ),
+                ("lead_key".into(), Value::String(s.lead_key.to_string())),
+                ("policy".into(), Value::String(s.policy.to_string())),
                 (
                     "kind".into(),
                     Value::Enum(s.kind as u32, s.kind.as_str().into()),
@@ -514,21 +517,21 @@ pub fn decode_output(is_transition: bool, bytes: &[u8]) -> anyhow::Result<Output
     };
     let mut f = Fields(fields);
     let owner_id = match f.optional("owner_id")? {
-        Some(Value::String(s)) => Some(s),
+        Some(Value::String(s)) => Some(s.into()),
         _ => None,
     };
     if is_transition {
         return Ok(Output::Transition(Transition {
-            transition_id: f.string("transition_id")?,
-            lead_key: f.string("lead_key")?,
+            transition_id: f.string("transition_id")?.into(),
+            lead_key: f.string("lead_key")?.into(),
             from_stage: f.stage("from_stage")?,
             to_stage: f.stage("to_stage")?,
-            reason: f.string("reason")?,
+            reason: f.string("reason")?.into(),
             occurred_at: f.long("occurred_at")?,
-            trigger_event_id: f.string("trigger_event_id")?,
+            trigger_event_id: f.string("trigger_event_id")?.into(),
             engagement: f.double("engagement")?,
             fit: f.double("fit")?,
-            grade: f.string("grade")?,
+            grade: f.string("grade")?.into(),
             owner_id,
         }));
     }
@@ -539,9 +542,9 @@ pub fn decode_output(is_transition: bool, bytes: &[u8]) -> anyhow::Result<Output
         other => anyhow::bail!("unknown SLA kind {other}"),
     };
     Ok(Output::Sla(SlaRecord {
-        sla_event_id: f.string("sla_event_id")?,
-        lead_key: f.string("lead_key")?,
-        policy: f.string("policy")?,
+        sla_event_id: f.string("sla_event_id")?.into(),
+        lead_key: f.string("lead_key")?.into(),
+        policy: f.string("policy")?.into(),
         kind,
         stage: f.stage("stage")?,
         started_at: f.long("started_at")?,

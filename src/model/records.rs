@@ -1,22 +1,29 @@
 //! Output records (SPEC §7).
+//!
+//! Text fields are `CompactString`s (the `compact_str` crate): up to 24 bytes live inside the
+//! 24-byte field, so a record's grade, reason, policy, owner and (most) event ids cost no
+//! allocation; longer text (lead keys, record ids) is on the heap as in a `String`. The fold
+//! makes about one record per three events, each with four to six such fields
+//! (docs/performance.md, "Records without an allocation per field").
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 use super::funnel::Stage;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Transition {
-    pub transition_id: String,
-    pub lead_key: String,
+    pub transition_id: CompactString,
+    pub lead_key: CompactString,
     pub from_stage: Stage,
     pub to_stage: Stage,
-    pub reason: String,
+    pub reason: CompactString,
     pub occurred_at: i64,
-    pub trigger_event_id: String,
+    pub trigger_event_id: CompactString,
     pub engagement: f64,
     pub fit: f64,
-    pub grade: String,
-    pub owner_id: Option<String>,
+    pub grade: CompactString,
+    pub owner_id: Option<CompactString>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -39,9 +46,9 @@ impl SlaKind {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SlaRecord {
-    pub sla_event_id: String,
-    pub lead_key: String,
-    pub policy: String,
+    pub sla_event_id: CompactString,
+    pub lead_key: CompactString,
+    pub policy: CompactString,
     pub kind: SlaKind,
     pub stage: Stage,
     pub started_at: i64,
@@ -52,7 +59,7 @@ pub struct SlaRecord {
     /// equal to `response_ms` for a policy without a calendar.
     pub response_business_ms: Option<i64>,
     pub on_time: Option<bool>,
-    pub owner_id: Option<String>,
+    pub owner_id: Option<CompactString>,
 }
 
 /// One output record; serialized with a `"record"` field naming its kind (replay's JSONL).

@@ -34,7 +34,10 @@ pub fn targets_for(cfg: &NotifyConfig, rec: &Output) -> Vec<usize> {
                 .is_none_or(|s| s.contains(&t.to_stage)),
             (RecordKind::Sla, Output::Sla(s)) => {
                 route.sla_kind.as_ref().is_none_or(|k| k.contains(&s.kind))
-                    && route.policy.as_ref().is_none_or(|p| p.contains(&s.policy))
+                    && route
+                        .policy
+                        .as_ref()
+                        .is_none_or(|p| p.iter().any(|name| *name == s.policy))
             }
             _ => false,
         };

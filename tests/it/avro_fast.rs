@@ -167,17 +167,17 @@ fn output() -> impl Strategy<Value = Output> {
         .prop_map(
             |((id, key, from, to, reason, at), (trigger, e, fit, grade, owner))| {
                 Output::Transition(Transition {
-                    transition_id: id,
-                    lead_key: key,
+                    transition_id: id.into(),
+                    lead_key: key.into(),
                     from_stage: from,
                     to_stage: to,
-                    reason,
+                    reason: reason.into(),
                     occurred_at: at,
-                    trigger_event_id: trigger,
+                    trigger_event_id: trigger.into(),
                     engagement: e,
                     fit,
-                    grade,
-                    owner_id: owner,
+                    grade: grade.into(),
+                    owner_id: owner.map(Into::into),
                 })
             },
         );
@@ -203,9 +203,9 @@ fn output() -> impl Strategy<Value = Output> {
         .prop_map(
             |((id, key, policy, kind, stage, started, deadline, at), (r, on, owner, rb))| {
                 Output::Sla(SlaRecord {
-                    sla_event_id: id,
-                    lead_key: key,
-                    policy,
+                    sla_event_id: id.into(),
+                    lead_key: key.into(),
+                    policy: policy.into(),
                     kind,
                     stage,
                     started_at: started,
@@ -214,7 +214,7 @@ fn output() -> impl Strategy<Value = Output> {
                     response_ms: r,
                     response_business_ms: rb,
                     on_time: on,
-                    owner_id: owner,
+                    owner_id: owner.map(Into::into),
                 })
             },
         );

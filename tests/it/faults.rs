@@ -655,9 +655,10 @@ fn sla_with_a_fast_clock(
             .iter()
             .filter_map(
                 |r| match decode_output(false, &r.value).expect("sla record") {
-                    Output::Sla(s) => {
-                        Some((s.lead_key, format!("{}:{}", s.policy, s.kind.as_str())))
-                    }
+                    Output::Sla(s) => Some((
+                        s.lead_key.to_string(),
+                        format!("{}:{}", s.policy, s.kind.as_str()),
+                    )),
                     Output::Transition(_) => None,
                 },
             )

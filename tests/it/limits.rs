@@ -62,7 +62,7 @@ fn mql(lead: &str, t: i64) -> Vec<Event> {
 fn transition_ids(out: &[Output]) -> Vec<String> {
     out.iter()
         .filter_map(|o| match o {
-            Output::Transition(t) => Some(t.transition_id.clone()),
+            Output::Transition(t) => Some(t.transition_id.to_string()),
             Output::Sla(_) => None,
         })
         .collect()
@@ -102,7 +102,7 @@ fn a_breach_held_by_allowed_lateness_keeps_its_lead_from_eviction() {
     let kinds: Vec<(String, String)> = out
         .iter()
         .filter_map(|o| match o {
-            Output::Sla(s) => Some((s.lead_key.clone(), s.kind.as_str().to_string())),
+            Output::Sla(s) => Some((s.lead_key.to_string(), s.kind.as_str().to_string())),
             Output::Transition(_) => None,
         })
         .collect();

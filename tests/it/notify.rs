@@ -22,7 +22,7 @@ const T0: i64 = 1_796_151_600_000; // 2026-12-01T19:00:00Z, 14:00 in New York
 
 fn transition(n: u32, lead: &str, from: Stage, to: Stage, owner: Option<&str>) -> Output {
     Output::Transition(Transition {
-        transition_id: format!("{lead}/t/{n}"),
+        transition_id: format!("{lead}/t/{n}").into(),
         lead_key: lead.into(),
         from_stage: from,
         to_stage: to,
@@ -32,17 +32,17 @@ fn transition(n: u32, lead: &str, from: Stage, to: Stage, owner: Option<&str>) -
             "crm".into()
         },
         occurred_at: T0 - 3_600_000,
-        trigger_event_id: format!("e-{lead}-{n}"),
+        trigger_event_id: format!("e-{lead}-{n}").into(),
         engagement: 112.5,
         fit: 40.0,
         grade: "A".into(),
-        owner_id: owner.map(str::to_string),
+        owner_id: owner.map(Into::into),
     })
 }
 
 fn sla(lead: &str, policy: &str, kind: SlaKind, owner: Option<&str>) -> Output {
     Output::Sla(SlaRecord {
-        sla_event_id: format!("{lead}/s/{policy}/1/{}", kind.as_str()),
+        sla_event_id: format!("{lead}/s/{policy}/1/{}", kind.as_str()).into(),
         lead_key: lead.into(),
         policy: policy.into(),
         kind,
@@ -53,7 +53,7 @@ fn sla(lead: &str, policy: &str, kind: SlaKind, owner: Option<&str>) -> Output {
         response_ms: (kind == SlaKind::Met).then_some(3_600_000),
         response_business_ms: (kind == SlaKind::Met).then_some(3_600_000),
         on_time: (kind == SlaKind::Met).then_some(true),
-        owner_id: owner.map(str::to_string),
+        owner_id: owner.map(Into::into),
     })
 }
 

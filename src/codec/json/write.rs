@@ -206,17 +206,17 @@ mod tests {
             owner in prop::option::of(text()),
         ) -> Output {
             Output::Transition(Transition {
-                transition_id: ids.0,
-                lead_key: ids.1,
+                transition_id: ids.0.into(),
+                lead_key: ids.1.into(),
                 from_stage: from,
                 to_stage: to,
-                reason: ids.2,
+                reason: ids.2.into(),
                 occurred_at,
-                trigger_event_id: ids.3,
+                trigger_event_id: ids.3.into(),
                 engagement,
                 fit,
-                grade: ids.4,
-                owner_id: owner,
+                grade: ids.4.into(),
+                owner_id: owner.map(Into::into),
             })
         }
     }
@@ -232,9 +232,9 @@ mod tests {
             owner in prop::option::of(text()),
         ) -> Output {
             Output::Sla(SlaRecord {
-                sla_event_id: ids.0,
-                lead_key: ids.1,
-                policy: ids.2,
+                sla_event_id: ids.0.into(),
+                lead_key: ids.1.into(),
+                policy: ids.2.into(),
                 kind,
                 stage,
                 started_at: times.0,
@@ -243,7 +243,7 @@ mod tests {
                 response_ms: response.0,
                 response_business_ms: response.1,
                 on_time,
-                owner_id: owner,
+                owner_id: owner.map(Into::into),
             })
         }
     }
