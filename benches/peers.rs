@@ -396,7 +396,7 @@ fn expected_mqls(config: &str, events: &[Event]) -> anyhow::Result<HashSet<Strin
         for o in out.drain(..) {
             if let Output::Transition(t) = o {
                 if t.to_stage == Stage::Mql {
-                    mqls.insert(t.trigger_event_id.to_string());
+                    mqls.insert(t.trigger_event_id.into());
                 }
             }
         }

@@ -408,20 +408,23 @@ pub fn encode_output_generic(rec: &Output) -> anyhow::Result<Vec<u8>> {
             Value::Record(vec![
                 (
                     "transition_id".into(),
-                    Value::String(t.transition_id.to_string()),
+                    Value::String(t.transition_id.as_str().to_owned()),
                 ),
-                ("lead_key".into(), Value::String(t.lead_key.to_string())),
+                (
+                    "lead_key".into(),
+                    Value::String(t.lead_key.as_str().to_owned()),
+                ),
                 ("from_stage".into(), stage_value(t.from_stage)),
                 ("to_stage".into(), stage_value(t.to_stage)),
-                ("reason".into(), Value::String(t.reason.to_string())),
+                ("reason".into(), Value::String(t.reason.as_str().to_owned())),
                 ("occurred_at".into(), Value::TimestampMillis(t.occurred_at)),
                 (
                     "trigger_event_id".into(),
-                    Value::String(t.trigger_event_id.to_string()),
+                    Value::String(t.trigger_event_id.as_str().to_owned()),
                 ),
                 ("engagement".into(), Value::Double(t.engagement)),
                 ("fit".into(), Value::Double(t.fit)),
-                ("grade".into(), Value::String(t.grade.to_string())),
+                ("grade".into(), Value::String(t.grade.as_str().to_owned())),
                 ("owner_id".into(), opt_string(t.owner_id.as_deref())),
             ]),
         )?,
@@ -430,10 +433,13 @@ pub fn encode_output_generic(rec: &Output) -> anyhow::Result<Vec<u8>> {
             Value::Record(vec![
                 (
                     "sla_event_id".into(),
-                    Value::String(s.sla_event_id.to_string()),
+                    Value::String(s.sla_event_id.as_str().to_owned()),
                 ),
-                ("lead_key".into(), Value::String(s.lead_key.to_string())),
-                ("policy".into(), Value::String(s.policy.to_string())),
+                (
+                    "lead_key".into(),
+                    Value::String(s.lead_key.as_str().to_owned()),
+                ),
+                ("policy".into(), Value::String(s.policy.as_str().to_owned())),
                 (
                     "kind".into(),
                     Value::Enum(s.kind as u32, s.kind.as_str().into()),

@@ -1,10 +1,12 @@
 //! Output records (SPEC §7).
 //!
-//! Text fields are `CompactString`s (the `compact_str` crate): up to 24 bytes live inside the
-//! 24-byte field, so a record's grade, reason, policy, owner and (most) event ids cost no
-//! allocation; longer text (lead keys, record ids) is on the heap as in a `String`. The fold
-//! makes about one record per three events, each with four to six such fields
-//! (docs/performance.md, "Records without an allocation per field").
+//! Text fields are `CompactString`s (the `compact_str` crate): on 64-bit targets up to 24 bytes
+//! live inside the 24-byte field, so a record's grade, reason, policy, and a short lead key,
+//! trigger event id or owner cost no allocation; longer text is on the heap as in a `String`.
+//! Record ids (`transition_id`, `sla_event_id`) over 24 bytes are built as a `String` and keep
+//! its buffer (`engine::record_id`). The fold makes about one record per three events, each
+//! with four to six such fields (docs/performance.md, "Records without an allocation per
+//! field").
 
 use compact_str::CompactString;
 use serde::{Deserialize, Serialize};

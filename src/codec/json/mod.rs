@@ -87,8 +87,8 @@ fn decode(bytes: &[u8], default_source: Option<Source>) -> Result<Event, Invalid
             attrs.reverse();
             attrs.dedup_by(|later, kept| later.0 == kept.0);
             attrs.reverse();
-            // Collected in place: `(String, Option<String>)` and `(String, String)` have one
-            // layout, so the list keeps its allocation (std's in-place `collect`).
+            // `(String, Option<String>)` and `(String, String)` have one layout, so std
+            // currently collects this in place: the list keeps its allocation.
             fields.attributes = attrs
                 .into_iter()
                 .map(|(k, v)| match v {
