@@ -591,11 +591,7 @@ fn score_engagement(rules: &Ruleset, lead: &mut Lead, ev: &Event, p: &Prepared) 
     if lead.extra().rare().reset_at.is_some_and(|r| t < r) {
         return;
     }
-    for (j, &ri) in rules
-        .candidate_rules(ev.source, &ev.event_type)
-        .iter()
-        .enumerate()
-    {
+    for (j, &ri) in p.candidate_rules(rules, ev).iter().enumerate() {
         let rule = &rules.engagement[ri as usize];
         if !p.conditions_hold(rules, j, ri, ev) {
             continue;

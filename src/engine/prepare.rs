@@ -28,6 +28,8 @@ pub struct Prepared {
     pub(super) key_hash: u64,
     /// [`event_id_hash`] of the event id.
     pub(super) id_hash: u64,
+    /// The id of the event's candidate rules' list (`Ruleset::candidate_list_id`).
+    pub(super) candidates: u32,
     /// Bit `j` set: the conditions of the `j`-th of the event's candidate rules
     /// (`Ruleset::candidate_rules`) hold. `None` when there are more than 64 candidates: the
     /// fold then checks them itself.
@@ -51,7 +53,9 @@ impl Preparer {
 }
 
 pub(super) fn prepare(rules: &Ruleset, hasher: &DefaultHashBuilder, ev: &Event) -> Prepared {
-    let candidates = rules.candidate_rules(ev.source, &ev.event_type);
+    let list = rules.candidate_list_id(ev.source, &ev.event_type);
+    // An id from this ruleset: always found.
+    let candidates = rules.candidate_list(list).unwrap_or_default();
     let conditions = (candidates.len() <= 64).then(|| {
         candidates
             .iter()
@@ -62,11 +66,24 @@ pub(super) fn prepare(rules: &Ruleset, hasher: &DefaultHashBuilder, ev: &Event) 
     Prepared {
         key_hash: hasher.hash_one(ev.lead_key.as_str()),
         id_hash: event_id_hash(&ev.event_id),
+        candidates: list,
         conditions,
     }
 }
 
 impl Prepared {
+    /// The event's candidate rules (`Ruleset::candidate_rules`), by the list id worked out
+    /// in preparation: no hashing of the type on the fold's thread. `rules` must be the
+    /// ruleset it was prepared for (as `conditions` already requires); an id it never gave
+    /// falls back to the lookup.
+    #[inline]
+    pub(super) fn candidate_rules<'r>(&self, rules: &'r Ruleset, ev: &Event) -> &'r [u16] {
+        match rules.candidate_list(self.candidates) {
+            Some(list) => list,
+            None => rules.candidate_rules(ev.source, &ev.event_type),
+        }
+    }
+
     /// Whether the conditions of the `j`-th candidate rule hold: from the preparation, or,
     /// past 64 candidates, checked now.
     #[inline]

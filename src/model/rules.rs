@@ -153,10 +153,14 @@ pub struct Ruleset {
     pub sla_rank: Vec<u16>,
     /// Policies by the stage they start on.
     sla_by_stage: [Vec<u16>; 8],
-    /// Per source: type -> rule indices (ascending, wildcards merged in).
-    by_type: [HashMap<String, Vec<u16>>; 3],
-    /// Per source: rules with type `*`, for types no rule names.
-    wildcard: [Vec<u16>; 3],
+    /// Per source: type -> its list in `candidates` (rule indices ascending, wildcards merged
+    /// in).
+    by_type: [HashMap<String, u32>; 3],
+    /// The candidate lists: first, per source, the rules with type `*` (for types no rule
+    /// names), then one list per (source, type) some rule names. An event's list id
+    /// ([`Ruleset::candidate_list_id`]) is worked out with the rest of its preparation, so the
+    /// fold reads the list without hashing the type again.
+    candidates: Vec<Vec<u16>>,
     pub limits: Limits,
     /// `dedupe.recent_ids`: how many of a lead's last event ids count as duplicates (SPEC §2).
     pub dedupe_ids: usize,
@@ -207,6 +211,16 @@ impl Ruleset {
             list.sort_unstable();
             list.dedup();
         }
+        let mut candidates: Vec<Vec<u16>> = wildcard.into_iter().collect();
+        let by_type = by_type.map(|lists| {
+            lists
+                .into_iter()
+                .map(|(event_type, list)| {
+                    candidates.push(list);
+                    (event_type, (candidates.len() - 1) as u32)
+                })
+                .collect::<HashMap<String, u32>>()
+        });
         let mut order: Vec<usize> = (0..sla.len()).collect();
         order.sort_by(|&a, &b| sla[a].name.cmp(&sla[b].name));
         let mut sla_rank = vec![0u16; sla.len()];
@@ -230,7 +244,7 @@ impl Ruleset {
             sla_rank,
             sla_by_stage,
             by_type,
-            wildcard,
+            candidates,
             limits: Limits::default(),
             dedupe_ids: DEFAULT_DEDUPE_IDS,
             allowed_lateness_ms: 0,
@@ -239,11 +253,23 @@ impl Ruleset {
 
     /// Indices of the engagement rules whose source and type fit, in config order.
     pub fn candidate_rules(&self, source: Source, event_type: &str) -> &[u16] {
+        &self.candidates[self.candidate_list_id(source, event_type) as usize]
+    }
+
+    /// The id of the list [`Ruleset::candidate_rules`] gives for `source` and `event_type`,
+    /// for [`Ruleset::candidate_list`].
+    pub fn candidate_list_id(&self, source: Source, event_type: &str) -> u32 {
         let src = source.index();
         match self.by_type[src].get(event_type) {
-            Some(list) => list,
-            None => &self.wildcard[src],
+            Some(&id) => id,
+            None => src as u32,
         }
+    }
+
+    /// The candidate list with id `id` (from this ruleset's [`Ruleset::candidate_list_id`]);
+    /// `None` for an id it never gave.
+    pub fn candidate_list(&self, id: u32) -> Option<&[u16]> {
+        self.candidates.get(id as usize).map(Vec::as_slice)
     }
 
     /// Indices into `fit`, sorted by the attribute each rule reads (byte order; stable).
@@ -273,6 +299,57 @@ impl Ruleset {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The candidate rules of a (source, type) are the engagement rules of that source
+        /// whose type is that one or `*`, in config order, each once; the list found by id
+        /// (what a prepared event carries) is the same list; an id never given finds none.
+        #[test]
+        fn candidate_rules_are_the_matching_rules_in_config_order(
+            rules in prop::collection::vec((0..3usize, prop::option::of(0..4usize)), 0..24),
+        ) {
+            const TYPES: [&str; 5] = ["page_view", "open", "form_submit", "x", "other"];
+            let engagement: Vec<EngagementRule> = rules
+                .iter()
+                .enumerate()
+                .map(|(i, &(src, ty))| EngagementRule {
+                    name: format!("r{i}"),
+                    source: Source::ALL[src],
+                    event_type: ty.map(|t| TYPES[t].to_string()),
+                    conditions: Vec::new(),
+                    points: 1.0,
+                    cooldown_ms: None,
+                    cooldown_key: None,
+                })
+                .collect();
+            let decay = Decay { half_life_ms: None, min: None, max: None };
+            let funnel = Funnel {
+                mql_threshold: 1.0,
+                mql_min_fit: 0.0,
+                recycle_reset: false,
+                fast_track: Vec::new(),
+            };
+            let set = Ruleset::new(engagement, decay, Vec::new(), Vec::new(), funnel, Vec::new());
+            for source in Source::ALL {
+                // "other" is named by no rule: the wildcards' list.
+                for ty in TYPES {
+                    let want: Vec<u16> = rules
+                        .iter()
+                        .enumerate()
+                        .filter(|&(_, &(src, t))| {
+                            Source::ALL[src] == source && t.is_none_or(|t| TYPES[t] == ty)
+                        })
+                        .map(|(i, _)| i as u16)
+                        .collect();
+                    prop_assert_eq!(set.candidate_rules(source, ty), want.as_slice());
+                    let id = set.candidate_list_id(source, ty);
+                    prop_assert_eq!(set.candidate_list(id), Some(want.as_slice()));
+                }
+            }
+            prop_assert_eq!(set.candidate_list(u32::MAX), None);
+        }
+    }
 
     #[test]
     fn decimals_parse_strictly() {
