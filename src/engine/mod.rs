@@ -443,8 +443,8 @@ impl PartitionState {
     /// [`Self::prepare`] or by its [`Self::preparer`]) from this very event: the output is
     /// `apply`'s. A preparation of another event, or for another state, is wrong silently in
     /// release builds (debug builds check it): a wrong key hash misses the lead and makes a
-    /// second one with the same key, a wrong id hash breaks the duplicate window, wrong
-    /// condition bits score the wrong rules.
+    /// second one with the same key, a wrong id hash breaks the duplicate window, a wrong
+    /// candidate list or wrong condition bits score the wrong rules.
     pub fn apply_prepared(&mut self, ev: &Event, p: &Prepared, out: &mut Vec<Output>) -> Applied {
         debug_assert_eq!(*p, self.prepare(ev), "prepared for another event or state");
         self.stats.events += 1;

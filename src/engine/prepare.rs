@@ -1,9 +1,10 @@
 //! What the fold of an event can work out before it touches any lead: the lead key's hash in
-//! the partition's index, the event id's hash for the duplicate window (SPEC §2), and which
-//! engagement rules' conditions hold (SPEC §4: conditions read only the event).
+//! the partition's index, the event id's hash for the duplicate window (SPEC §2), which of
+//! the ruleset's candidate lists holds the event's engagement rules, and which of those rules'
+//! conditions hold (SPEC §4: both read only the event).
 //!
 //! Why: replay's fold has a core to itself, while the reader shares the other with the
-//! writer. These three read no lead (the key's hash depends on the event and the state's hash
+//! writer. These read no lead (the key's hash depends on the event and the state's hash
 //! seed, the rest on the event and the config), so the reader computes them beside the decode
 //! ([`Preparer::prepare`]) and the fold only reads them ([`PartitionState::apply_prepared`]);
 //! the hints for the events ahead reuse the key's hash instead of hashing the key three more
@@ -54,8 +55,12 @@ impl Preparer {
 
 pub(super) fn prepare(rules: &Ruleset, hasher: &DefaultHashBuilder, ev: &Event) -> Prepared {
     let list = rules.candidate_list_id(ev.source, &ev.event_type);
-    // An id from this ruleset: always found.
-    let candidates = rules.candidate_list(list).unwrap_or_default();
+    let found = rules.candidate_list(list);
+    debug_assert!(
+        found.is_some(),
+        "an id from this ruleset is one of its lists"
+    );
+    let candidates = found.unwrap_or_default();
     let conditions = (candidates.len() <= 64).then(|| {
         candidates
             .iter()
@@ -73,9 +78,10 @@ pub(super) fn prepare(rules: &Ruleset, hasher: &DefaultHashBuilder, ev: &Event) 
 
 impl Prepared {
     /// The event's candidate rules (`Ruleset::candidate_rules`), by the list id worked out
-    /// in preparation: no hashing of the type on the fold's thread. `rules` must be the
-    /// ruleset it was prepared for (as `conditions` already requires); an id it never gave
-    /// falls back to the lookup.
+    /// in preparation (in replay, on the reader's thread: the fold does not hash the type).
+    /// `rules` must be the very ruleset it was prepared with, as for `conditions` (two
+    /// rulesets built from one config number their lists differently); an id past its lists
+    /// falls back to the lookup, an id within them is taken as it is.
     #[inline]
     pub(super) fn candidate_rules<'r>(&self, rules: &'r Ruleset, ev: &Event) -> &'r [u16] {
         match rules.candidate_list(self.candidates) {
@@ -167,5 +173,37 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The prepared list is the event's candidate list; an id past the ruleset's lists (a
+    /// preparation that went wrong) falls back to the lookup, not to another list or none.
+    #[test]
+    fn the_prepared_candidate_list_is_the_events() {
+        let rules = rules(4);
+        let st = PartitionState::new(Arc::clone(&rules));
+        for (source, ty) in [
+            ("web", "page_view"),
+            ("web", "form_submit"),
+            ("email", "open"),
+        ] {
+            let ev = EventFields::from_parts("e1", "a@b.c", 1_000, source, ty, &[])
+                .validate()
+                .expect("valid");
+            let want = rules.candidate_rules(ev.source, &ev.event_type);
+            let mut p = st.prepare(&ev);
+            assert_eq!(p.candidate_rules(&rules, &ev), want, "{source}/{ty}");
+            p.candidates = u32::MAX;
+            assert_eq!(
+                p.candidate_rules(&rules, &ev),
+                want,
+                "{source}/{ty}, fallback"
+            );
+        }
+        assert_eq!(
+            rules
+                .candidate_rules(crate::model::event::Source::Web, "page_view")
+                .len(),
+            4
+        );
     }
 }

@@ -267,7 +267,7 @@ impl Ruleset {
     }
 
     /// The candidate list with id `id` (from this ruleset's [`Ruleset::candidate_list_id`]);
-    /// `None` for an id it never gave.
+    /// `None` for an id past its lists.
     pub fn candidate_list(&self, id: u32) -> Option<&[u16]> {
         self.candidates.get(id as usize).map(Vec::as_slice)
     }
@@ -347,6 +347,12 @@ mod tests {
                     prop_assert_eq!(set.candidate_list(id), Some(want.as_slice()));
                 }
             }
+            // Ids are 0..lists: the three sources' wildcard lists, then one per named type.
+            let named: std::collections::BTreeSet<(usize, usize)> =
+                rules.iter().filter_map(|&(src, t)| Some((src, t?))).collect();
+            let lists = (3 + named.len()) as u32;
+            prop_assert!(set.candidate_list(lists - 1).is_some());
+            prop_assert_eq!(set.candidate_list(lists), None);
             prop_assert_eq!(set.candidate_list(u32::MAX), None);
         }
     }
