@@ -232,9 +232,17 @@ impl PartitionState {
     /// overlap the events in between. Pair with [`Self::prefetch_state`] nearer.
     #[inline]
     pub fn prefetch_lead(&self, p: &Prepared) {
-        self.each_candidate(p.key_hash, |lead| {
-            lead::prefetch_bytes((lead as *const Lead).cast(), std::mem::size_of::<Lead>())
+        let mut first = prepare::NO_LEAD;
+        self.walk_candidates(p.key_hash, |i| {
+            if let Some(lead) = self.leads.get(i) {
+                if first == prepare::NO_LEAD {
+                    first = i as u32;
+                }
+                lead::prefetch_bytes((lead as *const Lead).cast(), std::mem::size_of::<Lead>());
+            }
         });
+        // The nearer hints and the apply start from here rather than walk the index again.
+        p.set_lead_at(first);
     }
 
     /// Hint: the event prepared as `p` is about [`PREFETCH_NEAR`] events ahead. Starts
@@ -242,7 +250,7 @@ impl PartitionState {
     /// (loaded by [`Self::prefetch_lead`] by now). Changes no state or output.
     #[inline]
     pub fn prefetch_state(&self, p: &Prepared) {
-        self.each_candidate(p.key_hash, Lead::prefetch_parts);
+        self.each_candidate(p, Lead::prefetch_parts);
     }
 
     /// Hint: the event prepared as `p` is about [`PREFETCH_LISTS`] events ahead. Starts
@@ -251,14 +259,18 @@ impl PartitionState {
     /// output.
     #[inline]
     pub fn prefetch_lists(&self, p: &Prepared) {
-        self.each_candidate(p.key_hash, Lead::prefetch_lists);
+        self.each_candidate(p, Lead::prefetch_lists);
     }
 
-    /// Calls `f` with every lead `walk_candidates` finds under the key hash `h` that still
-    /// exists.
+    /// Calls `f` with the lead [`Self::prefetch_lead`] found for `p` (`Prepared::lead_at`),
+    /// if it still exists; else with every lead `walk_candidates` finds under `p`'s key hash
+    /// that does.
     #[inline]
-    fn each_candidate(&self, h: u64, f: impl Fn(&Lead)) {
-        self.walk_candidates(h, |i| {
+    fn each_candidate(&self, p: &Prepared, f: impl Fn(&Lead)) {
+        if let Some(lead) = self.leads.get(p.lead_at() as usize) {
+            return f(lead);
+        }
+        self.walk_candidates(p.key_hash, |i| {
             if let Some(lead) = self.leads.get(i) {
                 f(lead);
             }
@@ -291,8 +303,14 @@ impl PartitionState {
     /// The position of `key`'s lead, created (as of `t`) when it is new. A new lead may first
     /// make room under `limits.max_leads`; one whose key was evicted before is marked as
     /// returning (its record ids get a prefix, so they never repeat its earlier ones).
-    /// `h` is the key's hash.
-    fn find_or_insert(&mut self, key: &str, h: u64, t: i64) -> (usize, bool) {
+    /// `h` is the key's hash; `guess` a position to try first (`Prepared::lead_at`; any
+    /// value will do: it is taken only when the lead there has `key`, which is then the one
+    /// the index would find, keys being unique).
+    fn find_or_insert(&mut self, key: &str, h: u64, guess: u32, t: i64) -> (usize, bool) {
+        let guess = guess as usize;
+        if self.leads.get(guess).is_some_and(|l| l.has_key(key)) {
+            return (guess, false);
+        }
         if let Some(i) = self.find_hashed(key, h) {
             return (i, false);
         }
@@ -450,7 +468,7 @@ impl PartitionState {
         self.stats.events += 1;
         let t = ev.occurred_at;
         self.advance(t, out);
-        let (li, created) = self.find_or_insert(&ev.lead_key, p.key_hash, t);
+        let (li, created) = self.find_or_insert(&ev.lead_key, p.key_hash, p.lead_at(), t);
         self.touch(li);
 
         let PartitionState {

@@ -12,6 +12,7 @@
 //! [`PartitionState::apply`] prepares on the spot, so both paths run the same code.
 
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use hashbrown::DefaultHashBuilder;
@@ -23,7 +24,10 @@ use crate::model::rules::Ruleset;
 
 /// An event's preparation: computed by [`Preparer::prepare`] (or by
 /// [`PartitionState::prepare`]) for the partition state that will apply it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+///
+/// Equality leaves out `lead_at`, a memo the hints write: two preparations of one event are
+/// equal whatever the hints found.
+#[derive(Debug)]
 pub struct Prepared {
     /// The lead key's hash under the state's index hasher.
     pub(super) key_hash: u64,
@@ -31,6 +35,16 @@ pub struct Prepared {
     pub(super) id_hash: u64,
     /// The id of the event's candidate rules' list (`Ruleset::candidate_list_id`).
     pub(super) candidates: u32,
+    /// Where [`PartitionState::prefetch_lead`] found a lead under the key's hash: a position
+    /// in the state's lead vector, or [`NO_LEAD`]. The nearer hints and the apply try it
+    /// first instead of walking the index again; it is only a guess (another key's lead on
+    /// the same tag, or a lead moved since), so the apply takes it only when that lead's key
+    /// is the event's. Written through `&self` because the hints read the events ahead while
+    /// the fold holds the batch, and atomic (relaxed: a plain load and store on x86-64) because
+    /// a batch may be shared between threads (`leadflow report` folds one batch per definition;
+    /// a memo from another state is only a wrong guess). It sits in the padding after
+    /// `candidates`: 40 bytes either way.
+    pub(super) lead_at: AtomicU32,
     /// Bit `j` set: the conditions of the `j`-th of the event's candidate rules
     /// (`Ruleset::candidate_rules`) hold. `None` when there are more than 64 candidates: the
     /// fold then checks them itself.
@@ -72,9 +86,55 @@ pub(super) fn prepare(rules: &Ruleset, hasher: &DefaultHashBuilder, ev: &Event) 
         key_hash: hasher.hash_one(ev.lead_key.as_str()),
         id_hash: event_id_hash(&ev.event_id),
         candidates: list,
+        lead_at: AtomicU32::new(NO_LEAD),
         conditions,
     }
 }
+
+/// [`Prepared::lead_at`] when no hint has found a lead.
+pub(super) const NO_LEAD: u32 = u32::MAX;
+
+impl Prepared {
+    /// [`Prepared::lead_at`]'s value.
+    #[inline]
+    pub(super) fn lead_at(&self) -> u32 {
+        self.lead_at.load(Ordering::Relaxed)
+    }
+
+    /// Sets [`Prepared::lead_at`].
+    #[inline]
+    pub(super) fn set_lead_at(&self, at: u32) {
+        self.lead_at.store(at, Ordering::Relaxed);
+    }
+}
+
+impl Clone for Prepared {
+    fn clone(&self) -> Prepared {
+        Prepared {
+            lead_at: AtomicU32::new(self.lead_at()),
+            ..*self
+        }
+    }
+}
+
+impl PartialEq for Prepared {
+    fn eq(&self, other: &Prepared) -> bool {
+        // Not `lead_at`: a hint's memo, not part of what the event is.
+        (
+            self.key_hash,
+            self.id_hash,
+            self.candidates,
+            self.conditions,
+        ) == (
+            other.key_hash,
+            other.id_hash,
+            other.candidates,
+            other.conditions,
+        )
+    }
+}
+
+impl Eq for Prepared {}
 
 impl Prepared {
     /// The event's candidate rules (`Ruleset::candidate_rules`), by the list id worked out
@@ -121,6 +181,7 @@ mod tests {
     use super::*;
     use crate::config::Settings;
     use crate::model::event::EventFields;
+    use proptest::strategy::Strategy;
 
     /// `n` rules on web page views, each 1 point; the odd ones only for pricing pages.
     fn rules(n: usize) -> Arc<Ruleset> {
@@ -205,5 +266,83 @@ mod tests {
                 .len(),
             4
         );
+    }
+
+    /// What a hint's memo (`Prepared::lead_at`) may hold when the event is applied.
+    #[derive(Clone, Copy, Debug)]
+    enum Memo {
+        /// No hint ran.
+        None,
+        /// What `prefetch_lead` finds, as replay's hints leave it.
+        Hinted,
+        /// The lead's own position.
+        Right,
+        /// Another lead's position.
+        Other(usize),
+        /// A position past the leads.
+        Past(u32),
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// The memo is a guess: right, wrong, stale or missing, the state and the records are
+        /// those of `apply` (no memo at all). 150 keys against a limit of 100 leads, so leads
+        /// are evicted and others move into their positions between the hint and the apply.
+        #[test]
+        fn a_lead_memo_right_or_wrong_changes_nothing(
+            events in proptest::collection::vec(
+                (
+                    0usize..150,
+                    0u8..4,
+                    proptest::prop_oneof![
+                        proptest::strategy::Just(Memo::None),
+                        proptest::strategy::Just(Memo::Hinted),
+                        proptest::strategy::Just(Memo::Right),
+                        (0usize..200).prop_map(Memo::Other),
+                        proptest::prelude::any::<u32>().prop_map(Memo::Past),
+                    ],
+                ),
+                0..400,
+            ),
+        ) {
+            let toml = format!(
+                "{}\n[limits]\nmax_leads_per_partition = 100\n",
+                include_str!("../../examples/config.toml")
+            );
+            let rules = Settings::from_toml(&toml).expect("config").rules;
+            let mut plain = PartitionState::new(Arc::clone(&rules));
+            let mut memo = PartitionState::new(rules);
+            let (mut want, mut got) = (Vec::new(), Vec::new());
+            for (n, &(k, kind, m)) in events.iter().enumerate() {
+                let key = format!("lead{k}@x.io");
+                let t = 1_794_837_600_000 + n as i64 * 60_000;
+                let id = format!("e{n}");
+                let ev = match kind {
+                    0 => EventFields::from_parts(&id, &key, t, "crm", "lead_upsert", &[("title", "VP Sales")]),
+                    1 => EventFields::from_parts(&id, &key, t, "web", "page_view", &[("url", "https://x.io/pricing")]),
+                    2 => EventFields::from_parts(&id, &key, t, "web", "demo_request", &[]),
+                    _ => EventFields::from_parts(&id, &key, t, "email", "click", &[]),
+                }
+                .validate()
+                .expect("valid");
+                plain.apply(&ev, &mut want);
+                let p = memo.prepare(&ev);
+                match m {
+                    Memo::None => {}
+                    Memo::Hinted => memo.prefetch_lead(&p),
+                    Memo::Right => p.set_lead_at(memo.find(&key).map_or(NO_LEAD, |i| i as u32)),
+                    Memo::Other(i) => p.set_lead_at(i as u32),
+                    Memo::Past(i) => p.set_lead_at(i.max(200)),
+                }
+                memo.apply_prepared(&ev, &p, &mut got);
+                proptest::prop_assert_eq!(&got, &want, "after event {}", n);
+                proptest::prop_assert_eq!(memo.lead_count(), plain.lead_count());
+            }
+            for k in 0..150 {
+                let key = format!("lead{k}@x.io");
+                proptest::prop_assert_eq!(memo.find(&key), plain.find(&key), "{}", key);
+            }
+        }
     }
 }
