@@ -129,7 +129,11 @@ impl LeadIndex {
         }
         let b = h as usize & self.mask();
         super::lead::prefetch_bytes(self.words[b..].as_ptr().cast(), 4);
-        super::lead::prefetch_bytes(self.words[self.buckets + b / 4..].as_ptr().cast(), 1);
+        // Both tag words of the probe's first group (`group`): the second may start a line.
+        let (w, words) = (b / 4, self.buckets / 4);
+        super::lead::prefetch_bytes(self.words[self.buckets + w..].as_ptr().cast(), 1);
+        let next = self.buckets + ((w + 1) & (words - 1));
+        super::lead::prefetch_bytes(self.words[next..].as_ptr().cast(), 1);
     }
 
     /// The tags of the eight buckets from `a` on (a multiple of 4), wrapping around the
@@ -148,11 +152,11 @@ impl LeadIndex {
     /// The bucket holding the entry under `h` for which `eq` holds, if any.
     ///
     /// The probe is linear from the hash's home bucket to the first empty one, as one bucket
-    /// at a time would walk it (`tests::find_bucket_one_at_a_time`), but reads the tags eight
-    /// at a time and calls `eq` only where a tag is `h`'s. Why: at 7/8 full a linear probe's
-    /// runs are long (on average 8.5 buckets to an empty one at 3/4 full, 32.5 at 7/8: Knuth's estimate), and the hints walk
-    /// to the empty bucket on every event (docs/performance.md, "The index read eight tags
-    /// at a time").
+    /// at a time would walk it (`tests::probe_one_at_a_time`), but reads the tags eight at a
+    /// time and calls `eq` only where a tag is `h`'s. Why: near 7/8 full a linear probe's
+    /// runs are long (to an empty bucket, 8.5 buckets on average at 3/4 full, 32.5 at 7/8:
+    /// Knuth's estimate), and a hint walks to the empty bucket, unable to compare keys
+    /// (docs/performance.md, "The index read eight tags at a time").
     #[inline]
     fn find_bucket(&self, h: u64, mut eq: impl FnMut(u32) -> bool) -> Option<usize> {
         if self.buckets == 0 {
@@ -450,11 +454,18 @@ mod tests {
         #[test]
         fn zero_bytes_marks_exactly_the_zero_bytes(
             bytes in proptest::collection::vec(
-                prop_oneof![Just(0u8), Just(1u8), Just(0x80u8), Just(0x7fu8), Just(0xffu8), any::<u8>()],
+                prop_oneof![
+                    Just(0u8),
+                    Just(1u8),
+                    Just(0x80u8),
+                    Just(0x7fu8),
+                    Just(0xffu8),
+                    any::<u8>()
+                ],
                 8,
             ),
         ) {
-            let word = u64::from_le_bytes(bytes.clone().try_into().unwrap_or_default());
+            let word = u64::from_le_bytes(bytes.clone().try_into().expect("8 bytes"));
             let expected = bytes
                 .iter()
                 .enumerate()
@@ -745,6 +756,53 @@ mod tests {
         assert_eq!(index.find(hash(5), |x| x == 1005), Some(1005));
         for k in (0..20).filter(|&k| k != 5) {
             assert_eq!(index.find(hash(k), |x| x == k), Some(k));
+        }
+    }
+
+    /// Every 8-bucket table (each bucket empty, a tombstone, the key's tag or another tag;
+    /// at least one empty) and every home: the groups visit what one bucket at a time
+    /// visits, in its order, wrapping or not, and an insert takes the bucket it would.
+    #[test]
+    fn every_small_table_probes_as_one_bucket_at_a_time() {
+        const T: u8 = 0x9c;
+        for pattern in 0..4u32.pow(8) {
+            let mut index = LeadIndex {
+                words: vec![0; 8 + 2].into(),
+                buckets: 8,
+                len: 0,
+                used: 0,
+            };
+            for b in 0..8 {
+                let (tag, x) = match pattern >> (2 * b) & 3 {
+                    0 => (EMPTY, 0),
+                    1 => (DELETED, 0),
+                    2 => (T, 100 + b as u32),
+                    _ => (0xf0, 200 + b as u32),
+                };
+                index.set_tag(b, tag);
+                index.words[b] = x;
+            }
+            if (0..8).all(|b| index.tag_at(b) != EMPTY) {
+                continue;
+            }
+            for home in 0..8u64 {
+                let h = u64::from(T) << 56 | home;
+                let mut visited = Vec::new();
+                index.candidates(h, |x| visited.push(x));
+                let walk: Vec<u32> = probe_one_at_a_time(&index, h)
+                    .into_iter()
+                    .map(|b| index.words[b])
+                    .collect();
+                assert_eq!(visited, walk, "pattern {pattern:016b}, home {home}");
+                let mut placed = index.clone();
+                placed.place(h, 7);
+                let b = free_one_at_a_time(&index, h);
+                assert_eq!(
+                    (placed.words[b], placed.tag_at(b)),
+                    (7, T),
+                    "pattern {pattern:016b}, home {home}"
+                );
+            }
         }
     }
 

@@ -224,18 +224,20 @@ impl PartitionState {
     }
 
     /// Hint: the event prepared as `p` is about [`PREFETCH_FAR`] events ahead. Starts loading
-    /// the lead the index points to (its cache lines) without waiting for it. Changes no
-    /// state or output; a key not present, or a lead moved meanwhile, only wastes the hint.
+    /// the lead the index points to (its cache lines) without waiting for it, and notes it
+    /// in `p` (`Prepared::lead_at`) for the nearer hints and the apply, which take it as a
+    /// guess. Changes no state or output; a key not present, or a lead moved meanwhile, only
+    /// wastes the hint.
     ///
     /// Why: at 1M leads an event's time is mostly waiting on cold memory (index slot, lead,
     /// key allocation, out-of-line state; docs/performance.md); issued early, those loads
     /// overlap the events in between. Pair with [`Self::prefetch_state`] nearer.
     #[inline]
     pub fn prefetch_lead(&self, p: &Prepared) {
-        let mut first = prepare::NO_LEAD;
+        let mut first = prepare::NOT_FOUND;
         self.walk_candidates(p.key_hash, |i| {
             if let Some(lead) = self.leads.get(i) {
-                if first == prepare::NO_LEAD {
+                if first == prepare::NOT_FOUND {
                     first = i as u32;
                 }
                 lead::prefetch_bytes((lead as *const Lead).cast(), std::mem::size_of::<Lead>());
@@ -267,8 +269,12 @@ impl PartitionState {
     /// that does.
     #[inline]
     fn each_candidate(&self, p: &Prepared, f: impl Fn(&Lead)) {
-        if let Some(lead) = self.leads.get(p.lead_at() as usize) {
+        let at = p.lead_at();
+        if let Some(lead) = self.leads.get(at as usize) {
             return f(lead);
+        }
+        if at == prepare::NOT_FOUND {
+            return; // a new key 8 events ahead: nothing to load (or a lead made since)
         }
         self.walk_candidates(p.key_hash, |i| {
             if let Some(lead) = self.leads.get(i) {

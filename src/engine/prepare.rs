@@ -36,14 +36,14 @@ pub struct Prepared {
     /// The id of the event's candidate rules' list (`Ruleset::candidate_list_id`).
     pub(super) candidates: u32,
     /// Where [`PartitionState::prefetch_lead`] found a lead under the key's hash: a position
-    /// in the state's lead vector, or [`NO_LEAD`]. The nearer hints and the apply try it
-    /// first instead of walking the index again; it is only a guess (another key's lead on
-    /// the same tag, or a lead moved since), so the apply takes it only when that lead's key
-    /// is the event's. Written through `&self` because the hints read the events ahead while
-    /// the fold holds the batch, and atomic (relaxed: a plain load and store on x86-64) because
-    /// a batch may be shared between threads (`leadflow report` folds one batch per definition;
-    /// a memo from another state is only a wrong guess). It sits in the padding after
-    /// `candidates`: 40 bytes either way.
+    /// in the state's lead vector, [`NOT_FOUND`] when it found none, or [`NO_LEAD`] before
+    /// it ran. The nearer hints and the apply use it instead of walking the index again;
+    /// it is only a guess (another key's lead on the same tag, or a lead moved since), so
+    /// the apply takes it only when that lead's key is the event's. Written through `&self`
+    /// because the hints read the events ahead while the fold holds the batch; atomic
+    /// (relaxed: a plain load and store on x86-64) so that `Parsed` stays `Sync` for
+    /// `leadflow report`, which shares each batch between its definitions' threads (it
+    /// prepares nothing). 40 bytes with it as without (a `u32` where there was padding).
     pub(super) lead_at: AtomicU32,
     /// Bit `j` set: the conditions of the `j`-th of the event's candidate rules
     /// (`Ruleset::candidate_rules`) hold. `None` when there are more than 64 candidates: the
@@ -91,8 +91,14 @@ pub(super) fn prepare(rules: &Ruleset, hasher: &DefaultHashBuilder, ev: &Event) 
     }
 }
 
-/// [`Prepared::lead_at`] when no hint has found a lead.
+/// [`Prepared::lead_at`] before [`PartitionState::prefetch_lead`] has run.
 pub(super) const NO_LEAD: u32 = u32::MAX;
+/// [`Prepared::lead_at`] when [`PartitionState::prefetch_lead`] found no lead (a new key):
+/// the nearer hints skip the walk.
+pub(super) const NOT_FOUND: u32 = u32::MAX - 1;
+
+// The memo took padding: a `Prepared` is as large as before it (replay keeps a batch of them).
+const _: () = assert!(std::mem::size_of::<Prepared>() == 40);
 
 impl Prepared {
     /// [`Prepared::lead_at`]'s value.
@@ -273,11 +279,11 @@ mod tests {
     enum Memo {
         /// No hint ran.
         None,
-        /// What `prefetch_lead` finds, as replay's hints leave it.
+        /// What the hints left, as in replay.
         Hinted,
         /// The lead's own position.
         Right,
-        /// Another lead's position.
+        /// Another lead's position (or what a moved lead left behind).
         Other(usize),
         /// A position past the leads.
         Past(u32),
@@ -287,8 +293,9 @@ mod tests {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
 
         /// The memo is a guess: right, wrong, stale or missing, the state and the records are
-        /// those of `apply` (no memo at all). 150 keys against a limit of 100 leads, so leads
-        /// are evicted and others move into their positions between the hint and the apply.
+        /// those of `apply` (no memo at all). The hints run as in replay, 8 events ahead, and
+        /// 150 keys meet a limit of 100 leads and a 2-hour inactivity eviction, so new leads
+        /// and sweeps move leads between a hint and its event's apply.
         #[test]
         fn a_lead_memo_right_or_wrong_changes_nothing(
             events in proptest::collection::vec(
@@ -296,46 +303,58 @@ mod tests {
                     0usize..150,
                     0u8..4,
                     proptest::prop_oneof![
-                        proptest::strategy::Just(Memo::None),
-                        proptest::strategy::Just(Memo::Hinted),
-                        proptest::strategy::Just(Memo::Right),
-                        (0usize..200).prop_map(Memo::Other),
-                        proptest::prelude::any::<u32>().prop_map(Memo::Past),
+                        3 => proptest::strategy::Just(Memo::Hinted),
+                        1 => proptest::strategy::Just(Memo::None),
+                        1 => proptest::strategy::Just(Memo::Right),
+                        1 => (0usize..200).prop_map(Memo::Other),
+                        1 => proptest::prelude::any::<u32>().prop_map(Memo::Past),
                     ],
                 ),
                 0..400,
             ),
         ) {
             let toml = format!(
-                "{}\n[limits]\nmax_leads_per_partition = 100\n",
+                "{}\n[limits]\nmax_leads_per_partition = 100\nevict_inactive_after = \"2h\"\n",
                 include_str!("../../examples/config.toml")
             );
             let rules = Settings::from_toml(&toml).expect("config").rules;
             let mut plain = PartitionState::new(Arc::clone(&rules));
             let mut memo = PartitionState::new(rules);
+            let evs: Vec<Event> = events
+                .iter()
+                .enumerate()
+                .map(|(n, &(k, kind, _))| {
+                    let key = format!("lead{k}@x.io");
+                    let t = 1_794_837_600_000 + n as i64 * 60_000;
+                    let id = format!("e{n}");
+                    let (source, ty, attrs): (&str, &str, &[(&str, &str)]) = match kind {
+                        0 => ("crm", "lead_upsert", &[("title", "VP Sales")]),
+                        1 => ("web", "page_view", &[("url", "https://x.io/pricing")]),
+                        2 => ("web", "demo_request", &[]),
+                        _ => ("email", "click", &[]),
+                    };
+                    EventFields::from_parts(&id, &key, t, source, ty, attrs)
+                        .validate()
+                        .expect("valid")
+                })
+                .collect();
+            let prepared: Vec<Prepared> = evs.iter().map(|ev| memo.prepare(ev)).collect();
             let (mut want, mut got) = (Vec::new(), Vec::new());
-            for (n, &(k, kind, m)) in events.iter().enumerate() {
-                let key = format!("lead{k}@x.io");
-                let t = 1_794_837_600_000 + n as i64 * 60_000;
-                let id = format!("e{n}");
-                let ev = match kind {
-                    0 => EventFields::from_parts(&id, &key, t, "crm", "lead_upsert", &[("title", "VP Sales")]),
-                    1 => EventFields::from_parts(&id, &key, t, "web", "page_view", &[("url", "https://x.io/pricing")]),
-                    2 => EventFields::from_parts(&id, &key, t, "web", "demo_request", &[]),
-                    _ => EventFields::from_parts(&id, &key, t, "email", "click", &[]),
-                }
-                .validate()
-                .expect("valid");
-                plain.apply(&ev, &mut want);
-                let p = memo.prepare(&ev);
-                match m {
-                    Memo::None => {}
-                    Memo::Hinted => memo.prefetch_lead(&p),
-                    Memo::Right => p.set_lead_at(memo.find(&key).map_or(NO_LEAD, |i| i as u32)),
+            for (n, ev) in evs.iter().enumerate() {
+                plain.apply(ev, &mut want);
+                memo.hint_ahead(|d| prepared.get(n + d));
+                let p = &prepared[n];
+                match events[n].2 {
+                    Memo::Hinted => {}
+                    Memo::None => p.set_lead_at(NO_LEAD),
+                    Memo::Right => {
+                        let at = memo.find(&ev.lead_key).map_or(NOT_FOUND, |i| i as u32);
+                        p.set_lead_at(at);
+                    }
                     Memo::Other(i) => p.set_lead_at(i as u32),
                     Memo::Past(i) => p.set_lead_at(i.max(200)),
                 }
-                memo.apply_prepared(&ev, &p, &mut got);
+                memo.apply_prepared(ev, p, &mut got);
                 proptest::prop_assert_eq!(&got, &want, "after event {}", n);
                 proptest::prop_assert_eq!(memo.lead_count(), plain.lead_count());
             }
