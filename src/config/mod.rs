@@ -493,12 +493,12 @@ impl Settings {
         }
         let _ = writeln!(s, "calendars: {}", self.calendars.len());
         for c in &self.calendars {
-            let open_days = c.week.iter().filter(|d| !d.is_empty()).count();
+            let open_days = c.week().iter().filter(|d| !d.is_empty()).count();
             let _ = writeln!(
                 s,
                 "  {}: {}, open {open_days} days a week, {} holidays",
                 c.name,
-                c.tz.name(),
+                c.tz().name(),
                 c.holidays.len()
             );
         }
@@ -1067,12 +1067,7 @@ fn build_calendar(name: &str, c: &RawCalendar) -> Result<Calendar, ConfigError> 
             .map_err(|_| invalid(format!("{key}.holidays[{i}]"), h, "a local date YYYY-MM-DD"))?;
         holidays.insert(d);
     }
-    let cal = Calendar {
-        name: name.to_string(),
-        tz,
-        week,
-        holidays,
-    };
+    let cal = Calendar::new(name.to_string(), tz, week, holidays);
     if !cal.has_open_time() {
         return Err(invalid(
             format!("{key}.hours"),

@@ -2,6 +2,7 @@
 //! holidays. SLA durations with a calendar count only open time.
 
 use std::collections::BTreeSet;
+use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, Datelike, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone};
 use chrono_tz::Tz;
@@ -18,13 +19,37 @@ pub struct Range {
     pub close: u32,
 }
 
+/// The first year whose days a calendar keeps as UTC instants once worked out.
+const MEMO_FIRST_YEAR: i32 = 1970;
+/// How many years from [`MEMO_FIRST_YEAR`] on (to 2225); days outside are worked out each time.
+const MEMO_YEARS: usize = 256;
+
+/// One local year's opening ranges as UTC instants, `(opening, closing)` as
+/// [`Calendar::local_ms`] gives them, in day order: day `d`'s (from 0 for 1 January) are
+/// `spans[starts[d]..starts[d + 1]]`.
+#[derive(Debug)]
+struct YearSpans {
+    starts: Vec<u32>,
+    spans: Vec<(i64, i64)>,
+}
+
+/// A business-hours calendar. Built by [`Calendar::new`]: its time zone and weekly hours
+/// are fixed from then on, because the UTC instants of its openings and closings are
+/// remembered (a year at a time, on the year's first use). Why: each was a time zone lookup
+/// (a binary search of the zone's transitions, about 400 instructions), four or more per
+/// SLA clock started or met, 8% of replay's fold thread with the example config
+/// (docs/performance.md).
 #[derive(Clone, Debug)]
 pub struct Calendar {
     pub name: String,
-    pub tz: Tz,
+    tz: Tz,
     /// Index 0 = Monday.
-    pub week: [Vec<Range>; 7],
+    week: [Vec<Range>; 7],
     pub holidays: BTreeSet<NaiveDate>,
+    /// Year `MEMO_FIRST_YEAR + i` in slot `i`, filled on first use; `None` there if one of
+    /// the year's instants could not be worked out (then each day is worked out each time).
+    /// Shared by clones, which have the same zone and hours.
+    memo: Arc<[OnceLock<Option<YearSpans>>]>,
 }
 
 pub const WEEKDAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
@@ -73,6 +98,70 @@ fn parse_hhmm(s: &str) -> Result<u32, String> {
 }
 
 impl Calendar {
+    /// A calendar of `week`'s opening ranges (index 0 = Monday) in `tz`, closed on `holidays`.
+    pub fn new(
+        name: String,
+        tz: Tz,
+        week: [Vec<Range>; 7],
+        holidays: BTreeSet<NaiveDate>,
+    ) -> Calendar {
+        Calendar {
+            name,
+            tz,
+            week,
+            holidays,
+            memo: (0..MEMO_YEARS).map(|_| OnceLock::new()).collect(),
+        }
+    }
+
+    /// The IANA time zone.
+    pub fn tz(&self) -> Tz {
+        self.tz
+    }
+
+    /// The opening ranges of each weekday, index 0 = Monday.
+    pub fn week(&self) -> &[Vec<Range>; 7] {
+        &self.week
+    }
+
+    /// The opening ranges of local day `date` as UTC instants `(opening, closing)`, in order,
+    /// from the memo; `None` for a day outside it (or of a year it could not hold): then the
+    /// caller works each instant out itself, as it is needed.
+    fn remembered(&self, date: NaiveDate) -> Option<&[(i64, i64)]> {
+        let slot = usize::try_from(date.year() - MEMO_FIRST_YEAR).ok()?;
+        let year = self
+            .memo
+            .get(slot)?
+            .get_or_init(|| self.year_spans(date.year()))
+            .as_ref()?;
+        let d = date.ordinal0() as usize;
+        let (a, b) = (*year.starts.get(d)?, *year.starts.get(d + 1)?);
+        year.spans.get(a as usize..b as usize)
+    }
+
+    /// Every opening and closing of `year` as UTC instants; `None` if one has none.
+    fn year_spans(&self, year: i32) -> Option<YearSpans> {
+        let mut date = NaiveDate::from_yo_opt(year, 1)?;
+        let mut out = YearSpans {
+            starts: vec![0],
+            spans: Vec::with_capacity(366 * 2),
+        };
+        while date.year() == year {
+            for r in self.day(date) {
+                out.spans
+                    .push((self.local_ms(date, r.open)?, self.local_ms(date, r.close)?));
+            }
+            out.starts.push(out.spans.len() as u32);
+            date = date.succ_opt()?;
+        }
+        Some(out)
+    }
+
+    /// The opening ranges of `date`'s weekday.
+    fn day(&self, date: NaiveDate) -> &[Range] {
+        &self.week[date.weekday().num_days_from_monday() as usize]
+    }
+
     /// The instant (ms) reached by adding `business_ms` of open time to `start`. A start outside
     /// business hours counts from the next opening; an amount that ends exactly at a closing
     /// time ends there. `None` only when the times leave chrono's range (hostile input) or
@@ -86,20 +175,33 @@ impl Calendar {
         date = date.pred_opt()?;
         for _ in 0..SEARCH_DAYS {
             if !self.holidays.contains(&date) {
-                let day = &self.week[date.weekday().num_days_from_monday() as usize];
-                for r in day {
-                    // The closing time first: ranges over before `start` (the day before's,
-                    // always) need no opening time, a time zone lookup of its own.
-                    let close = self.local_ms(date, r.close)?;
-                    if close <= start {
-                        continue;
+                if let Some(spans) = self.remembered(date) {
+                    for &(open, close) in spans {
+                        if close <= start {
+                            continue;
+                        }
+                        let from = open.max(start);
+                        let available = close - from;
+                        if remaining <= available {
+                            return Some(from + remaining);
+                        }
+                        remaining -= available;
                     }
-                    let from = self.local_ms(date, r.open)?.max(start);
-                    let available = close - from;
-                    if remaining <= available {
-                        return Some(from + remaining);
+                } else {
+                    for r in self.day(date) {
+                        // The closing time first: ranges over before `start` (the day
+                        // before's, always) need no opening time, a lookup of its own.
+                        let close = self.local_ms(date, r.close)?;
+                        if close <= start {
+                            continue;
+                        }
+                        let from = self.local_ms(date, r.open)?.max(start);
+                        let available = close - from;
+                        if remaining <= available {
+                            return Some(from + remaining);
+                        }
+                        remaining -= available;
                     }
-                    remaining -= available;
                 }
             }
             date = date.succ_opt()?;
@@ -126,14 +228,24 @@ impl Calendar {
                 break;
             }
             if !self.holidays.contains(&date) {
-                for r in &self.week[date.weekday().num_days_from_monday() as usize] {
-                    // As in `add_business`: a range over before `start` adds nothing.
-                    let close = self.local_ms(date, r.close)?.min(end);
-                    if close <= start {
-                        continue;
+                if let Some(spans) = self.remembered(date) {
+                    for &(open, close) in spans {
+                        let close = close.min(end);
+                        if close <= start {
+                            continue;
+                        }
+                        total += (close - open.max(start)).max(0);
                     }
-                    let open = self.local_ms(date, r.open)?.max(start);
-                    total += (close - open).max(0);
+                } else {
+                    for r in self.day(date) {
+                        // As in `add_business`: a range over before `start` adds nothing.
+                        let close = self.local_ms(date, r.close)?.min(end);
+                        if close <= start {
+                            continue;
+                        }
+                        let open = self.local_ms(date, r.open)?.max(start);
+                        total += (close - open).max(0);
+                    }
                 }
             }
             date = date.succ_opt()?;
@@ -181,24 +293,29 @@ mod tests {
     }
 
     fn nine_to_five(tz: Tz, holidays: &[&str]) -> Calendar {
+        with_sunday(tz, holidays, vec![])
+    }
+
+    /// Nine to five on weekdays, `sunday`'s ranges on Sundays.
+    fn with_sunday(tz: Tz, holidays: &[&str], sunday: Vec<Range>) -> Calendar {
         let day = parse_hours("09:00-17:00").expect("valid hours");
-        Calendar {
-            name: "t".into(),
+        Calendar::new(
+            "t".into(),
             tz,
-            week: [
+            [
                 day.clone(),
                 day.clone(),
                 day.clone(),
                 day.clone(),
                 day,
                 vec![],
-                vec![],
+                sunday,
             ],
-            holidays: holidays
+            holidays
                 .iter()
                 .map(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").expect("date"))
                 .collect(),
-        }
+        )
     }
 
     const H: i64 = 3_600_000;
@@ -322,8 +439,11 @@ mod tests {
     #[test]
     fn opening_inside_a_dst_gap_opens_after_the_gap() {
         // 2026-03-08 in New York: 02:00-03:00 does not exist.
-        let mut c = nine_to_five(chrono_tz::America::New_York, &[]);
-        c.week[6] = parse_hours("02:30-04:00").expect("valid");
+        let c = with_sunday(
+            chrono_tz::America::New_York,
+            &[],
+            parse_hours("02:30-04:00").expect("valid"),
+        );
         let s = ms("2026-03-08T00:00:00-05:00");
         // Opens 03:00 EDT (07:00Z), one hour of business time to 04:00 EDT.
         assert_eq!(
@@ -334,13 +454,111 @@ mod tests {
 
     #[test]
     fn split_days_and_midnight_close() {
-        let mut c = nine_to_five(chrono_tz::UTC, &[]);
-        c.week[0] = parse_hours("09:00-12:00, 13:00-24:00").expect("valid");
+        let mut week = nine_to_five(chrono_tz::UTC, &[]).week().clone();
+        week[0] = parse_hours("09:00-12:00, 13:00-24:00").expect("valid");
+        let c = Calendar::new("t".into(), chrono_tz::UTC, week, BTreeSet::new());
         let s = ms("2026-11-23T11:00:00Z");
         assert_eq!(c.add_business(s, 2 * H), Some(ms("2026-11-23T14:00:00Z")));
         // 1h before lunch + 11h to midnight: ends exactly at Monday's 24:00 close.
         assert_eq!(c.add_business(s, 12 * H), Some(ms("2026-11-24T00:00:00Z")));
         assert_eq!(c.add_business(s, 13 * H), Some(ms("2026-11-24T10:00:00Z")));
+    }
+
+    /// `add_business` as it was before the memo: every instant worked out when needed (the
+    /// model for the property test below).
+    fn add_business_directly(c: &Calendar, start: i64, business_ms: i64) -> Option<i64> {
+        let mut remaining = business_ms.max(0);
+        let start_utc = DateTime::from_timestamp_millis(start)?;
+        let mut date = start_utc.with_timezone(&c.tz).date_naive().pred_opt()?;
+        for _ in 0..SEARCH_DAYS {
+            if !c.holidays.contains(&date) {
+                for r in c.day(date) {
+                    let close = c.local_ms(date, r.close)?;
+                    if close <= start {
+                        continue;
+                    }
+                    let from = c.local_ms(date, r.open)?.max(start);
+                    if remaining <= close - from {
+                        return Some(from + remaining);
+                    }
+                    remaining -= close - from;
+                }
+            }
+            date = date.succ_opt()?;
+        }
+        None
+    }
+
+    /// `business_between` as it was before the memo.
+    fn business_between_directly(c: &Calendar, start: i64, end: i64) -> Option<i64> {
+        if end <= start {
+            return Some(0);
+        }
+        let tz = |t: i64| DateTime::from_timestamp_millis(t).map(|u| u.with_timezone(&c.tz));
+        let mut date = tz(start)?.date_naive().pred_opt()?;
+        let last = tz(end)?.date_naive();
+        let mut total = 0i64;
+        while date <= last {
+            if !c.holidays.contains(&date) {
+                for r in c.day(date) {
+                    let close = c.local_ms(date, r.close)?.min(end);
+                    if close > start {
+                        total += (close - c.local_ms(date, r.open)?.max(start)).max(0);
+                    }
+                }
+            }
+            date = date.succ_opt()?;
+        }
+        Some(total)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+
+        /// The remembered instants give what working each one out gives: zones with DST
+        /// (gaps and repeated hours, a half-hour change, a day skipped by a date line move),
+        /// ranges opening in a gap or closing at 24:00, holidays, and instants from 1960 to
+        /// 2240, across both ends of the memo's years.
+        #[test]
+        fn remembered_instants_are_the_ones_worked_out(
+            zone in 0usize..7,
+            hours in 0usize..4,
+            holiday in proptest::option::of(0u32..2000),
+            start in -315_619_200_000i64..8_520_000_000_000,
+            amount in 0i64..40 * 86_400_000,
+        ) {
+            let tz = [
+                chrono_tz::UTC,
+                chrono_tz::America::New_York,
+                chrono_tz::Europe::Berlin,
+                chrono_tz::Australia::Lord_Howe,
+                chrono_tz::Asia::Kolkata,
+                chrono_tz::Pacific::Apia,
+                chrono_tz::America::Sao_Paulo,
+            ][zone];
+            let text = ["09:00-17:00", "00:00-24:00", "02:30-04:00, 13:00-24:00", "00:30-01:30"]
+                [hours];
+            let day = parse_hours(text).expect("valid");
+            let mut week: [Vec<Range>; 7] = std::array::from_fn(|_| day.clone());
+            week[5] = vec![];
+            // A holiday near the start, so that some runs cross it.
+            let holidays: BTreeSet<NaiveDate> = holiday
+                .and_then(|d| {
+                    let at = DateTime::from_timestamp_millis(start)?.date_naive();
+                    at.checked_add_days(chrono::Days::new(u64::from(d % 20)))
+                })
+                .into_iter()
+                .collect();
+            let c = Calendar::new("t".into(), tz, week, holidays);
+            proptest::prop_assert_eq!(
+                c.add_business(start, amount),
+                add_business_directly(&c, start, amount)
+            );
+            proptest::prop_assert_eq!(
+                c.business_between(start, start + amount),
+                business_between_directly(&c, start, start + amount)
+            );
+        }
     }
 
     #[test]
