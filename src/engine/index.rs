@@ -794,6 +794,10 @@ mod tests {
                     .map(|b| index.words[b])
                     .collect();
                 assert_eq!(visited, walk, "pattern {pattern:016b}, home {home}");
+                for &x in &walk {
+                    assert_eq!(index.find(h, |y| y == x), Some(x), "{pattern:016b}, {home}");
+                }
+                assert_eq!(index.find(h, |y| y == 7), None, "{pattern:016b}, {home}");
                 let mut placed = index.clone();
                 placed.place(h, 7);
                 let b = free_one_at_a_time(&index, h);
@@ -802,6 +806,13 @@ mod tests {
                     (7, T),
                     "pattern {pattern:016b}, home {home}"
                 );
+                for other in (0..8).filter(|&o| o != b) {
+                    assert_eq!(
+                        (placed.words[other], placed.tag_at(other)),
+                        (index.words[other], index.tag_at(other)),
+                        "{pattern:016b}, {home}: bucket {other} changed"
+                    );
+                }
             }
         }
     }

@@ -265,8 +265,8 @@ impl PartitionState {
     }
 
     /// Calls `f` with the lead [`Self::prefetch_lead`] found for `p` (`Prepared::lead_at`),
-    /// if it still exists; else with every lead `walk_candidates` finds under `p`'s key hash
-    /// that does.
+    /// if it still exists; with none if that hint found none (a new key); else (no hint
+    /// ran) with every lead `walk_candidates` finds under `p`'s key hash that does.
     #[inline]
     fn each_candidate(&self, p: &Prepared, f: impl Fn(&Lead)) {
         let at = p.lead_at();

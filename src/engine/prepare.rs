@@ -98,6 +98,7 @@ pub(super) const NO_LEAD: u32 = u32::MAX;
 pub(super) const NOT_FOUND: u32 = u32::MAX - 1;
 
 // The memo took padding: a `Prepared` is as large as before it (replay keeps a batch of them).
+#[cfg(target_pointer_width = "64")]
 const _: () = assert!(std::mem::size_of::<Prepared>() == 40);
 
 impl Prepared {

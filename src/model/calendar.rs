@@ -33,13 +33,18 @@ struct YearSpans {
     spans: Vec<(i64, i64)>,
 }
 
+/// Ranges per day up to which a calendar remembers its instants: a year then holds at most
+/// 366 × 4 pairs (23 KiB), all 256 years 6 MiB. More (hours cut into many ranges) are
+/// worked out each time.
+const MEMO_MAX_RANGES: usize = 4;
+
 /// A business-hours calendar. Built by [`Calendar::new`]: its time zone and weekly hours
 /// are fixed from then on, because the UTC instants of its openings and closings are
 /// remembered (a year at a time, on the year's first use). Why: each was a time zone lookup
-/// (a binary search of the zone's transitions, about 400 instructions), four or more per
-/// SLA clock started or met, 8% of replay's fold thread with the example config
-/// (docs/performance.md).
-#[derive(Clone, Debug)]
+/// (a binary search of the zone's transitions; about 600 instructions with chrono's own
+/// work), four or more per SLA clock started or met: 6.7% of replay's fold thread with the
+/// example config (docs/performance.md).
+#[derive(Clone)]
 pub struct Calendar {
     pub name: String,
     tz: Tz,
@@ -48,8 +53,25 @@ pub struct Calendar {
     pub holidays: BTreeSet<NaiveDate>,
     /// Year `MEMO_FIRST_YEAR + i` in slot `i`, filled on first use; `None` there if one of
     /// the year's instants could not be worked out (then each day is worked out each time).
-    /// Shared by clones, which have the same zone and hours.
+    /// Shared by clones, which have the same zone and hours. Empty when a day has more than
+    /// [`MEMO_MAX_RANGES`] ranges.
     memo: Arc<[OnceLock<Option<YearSpans>>]>,
+}
+
+/// The calendar as configured; of the memo, only how many years it holds.
+impl std::fmt::Debug for Calendar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Calendar")
+            .field("name", &self.name)
+            .field("tz", &self.tz)
+            .field("week", &self.week)
+            .field("holidays", &self.holidays)
+            .field(
+                "remembered_years",
+                &self.memo.iter().filter(|y| y.get().is_some()).count(),
+            )
+            .finish()
+    }
 }
 
 pub const WEEKDAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
@@ -105,12 +127,17 @@ impl Calendar {
         week: [Vec<Range>; 7],
         holidays: BTreeSet<NaiveDate>,
     ) -> Calendar {
+        let years = if week.iter().all(|d| d.len() <= MEMO_MAX_RANGES) {
+            MEMO_YEARS
+        } else {
+            0
+        };
         Calendar {
             name,
             tz,
             week,
             holidays,
-            memo: (0..MEMO_YEARS).map(|_| OnceLock::new()).collect(),
+            memo: (0..years).map(|_| OnceLock::new()).collect(),
         }
     }
 
@@ -558,6 +585,115 @@ mod tests {
                 c.business_between(start, start + amount),
                 business_between_directly(&c, start, start + amount)
             );
+        }
+    }
+
+    /// Every day of the remembered years is remembered (no silent fall back to the slow
+    /// path), with the instants `local_ms` gives; the days just outside are not. New York:
+    /// DST changes every year, and a range that closes at 24:00 (on 31 December, the next
+    /// year's midnight).
+    #[test]
+    fn every_day_of_the_remembered_years_is_remembered() {
+        let mut week = nine_to_five(chrono_tz::America::New_York, &[])
+            .week()
+            .clone();
+        week[5] = parse_hours("02:30-04:00, 20:00-24:00").expect("valid");
+        let c = Calendar::new(
+            "t".into(),
+            chrono_tz::America::New_York,
+            week,
+            BTreeSet::new(),
+        );
+        let first = NaiveDate::from_ymd_opt(MEMO_FIRST_YEAR, 1, 1).expect("date");
+        let last =
+            NaiveDate::from_ymd_opt(MEMO_FIRST_YEAR + MEMO_YEARS as i32 - 1, 12, 31).expect("date");
+        let mut date = first;
+        let mut days = 0;
+        while date <= last {
+            let worked_out: Vec<(i64, i64)> = c
+                .day(date)
+                .iter()
+                .map(|r| {
+                    let at = |m| c.local_ms(date, m).expect("an instant");
+                    (at(r.open), at(r.close))
+                })
+                .collect();
+            assert_eq!(c.remembered(date), Some(worked_out.as_slice()), "{date}");
+            days += 1;
+            date = date.succ_opt().expect("date");
+        }
+        assert_eq!(days, 93_502, "1970 to 2225");
+        assert_eq!(c.remembered(first.pred_opt().expect("date")), None);
+        assert_eq!(c.remembered(last.succ_opt().expect("date")), None);
+        // Too many ranges a day: nothing remembered, the same answers.
+        let many = parse_hours("01:00-02:00,03:00-04:00,05:00-06:00,07:00-08:00,09:00-10:00")
+            .expect("valid");
+        let busy = Calendar::new(
+            "t".into(),
+            chrono_tz::UTC,
+            std::array::from_fn(|_| many.clone()),
+            BTreeSet::new(),
+        );
+        assert_eq!(busy.remembered(first), None);
+        let s = ms("2026-11-23T01:30:00Z");
+        assert_eq!(
+            busy.add_business(s, 2 * H),
+            Some(ms("2026-11-23T05:30:00Z"))
+        );
+    }
+
+    /// Runs across both ends of the remembered years, and Apia's skipped 30 December 2011.
+    #[test]
+    fn runs_across_the_remembered_years_ends_are_the_ones_worked_out() {
+        for (tz, start, hours) in [
+            (
+                chrono_tz::America::New_York,
+                "1969-12-31T23:00:00-05:00",
+                "09:00-17:00",
+            ),
+            (
+                chrono_tz::America::New_York,
+                "1969-12-29T12:00:00-05:00",
+                "00:00-24:00",
+            ),
+            (
+                chrono_tz::Pacific::Apia,
+                "2225-12-31T20:00:00+13:00",
+                "00:00-24:00",
+            ),
+            (
+                chrono_tz::Australia::Lord_Howe,
+                "2225-12-30T09:00:00+11:00",
+                "09:00-17:00",
+            ),
+            (
+                chrono_tz::Pacific::Apia,
+                "2011-12-28T09:00:00-10:00",
+                "09:00-17:00",
+            ),
+            (
+                chrono_tz::Pacific::Apia,
+                "2011-12-28T09:00:00-10:00",
+                "00:00-24:00",
+            ),
+        ] {
+            let day = parse_hours(hours).expect("valid");
+            let c = Calendar::new("t".into(), tz, std::array::from_fn(|_| day.clone()), {
+                BTreeSet::new()
+            });
+            let s = ms(start);
+            for amount in [0, H / 2, 7 * H, 30 * H, 9 * 24 * H] {
+                assert_eq!(
+                    c.add_business(s, amount),
+                    add_business_directly(&c, s, amount),
+                    "{tz} {start} {hours} +{amount}"
+                );
+                assert_eq!(
+                    c.business_between(s, s + amount),
+                    business_between_directly(&c, s, s + amount),
+                    "{tz} {start} {hours} +{amount}"
+                );
+            }
         }
     }
 
