@@ -388,8 +388,13 @@ mod tests {
     fn line(kind: u8, n: usize) -> String {
         match kind {
             0 => format!(
-                r#"{{"event_id":"e{n}","lead_key":"l{n}@x.io","occurred_at":1794837600000,"source":"web","type":"page_view","attributes":{{"url":"https://x.io/{}"}}}}"#,
-                "p".repeat(n % 90)
+                concat!(
+                    r#"{{"event_id":"e{n}","lead_key":"l{n}@x.io","occurred_at":1794837600000,"#,
+                    r#""source":"web","type":"page_view","#,
+                    r#""attributes":{{"url":"https://x.io/{}"}}}}"#
+                ),
+                "p".repeat(n % 90),
+                n = n
             ),
             1 => String::new(),
             2 => "  \t ".into(),
