@@ -86,6 +86,15 @@ fn zero_bytes(v: u64) -> u64 {
     !(((v & LOW7) + LOW7) | v | LOW7)
 }
 
+/// Where a probe from bucket `home` starts reading groups: the group's first bucket (groups
+/// start on a multiple of 4, as the tag words do) and the mask of its bytes at or after
+/// `home` (the buckets before it are not on the probe).
+#[inline]
+fn first_group(home: usize) -> (usize, u64) {
+    let a = home & !3;
+    (a, !0u64 << ((home - a) * 8))
+}
+
 #[derive(Clone, Debug, Default)]
 pub(super) struct LeadIndex {
     /// One allocation, as hashbrown's (two measured 2 MiB more resident at any size): the
@@ -156,7 +165,7 @@ impl LeadIndex {
     /// time and calls `eq` only where a tag is `h`'s. Why: near 7/8 full a linear probe's
     /// runs are long (to an empty bucket, 8.5 buckets on average at 3/4 full, 32.5 at 7/8:
     /// Knuth's estimate), and a hint walks to the empty bucket, unable to compare keys
-    /// (docs/performance.md, "The index read eight tags at a time").
+    /// (docs/performance.md, "Index probes, the lead found once").
     #[inline]
     fn find_bucket(&self, h: u64, mut eq: impl FnMut(u32) -> bool) -> Option<usize> {
         if self.buckets == 0 {
@@ -164,10 +173,7 @@ impl LeadIndex {
         }
         let mask = self.mask();
         let wanted = ONES * u64::from(tag(h));
-        let home = h as usize & mask;
-        // Groups start on a multiple of 4; the first leaves out the buckets before home.
-        let mut a = home & !3;
-        let mut from = !0u64 << ((home - a) * 8);
+        let (mut a, mut from) = first_group(h as usize & mask);
         loop {
             let g = self.group(a);
             let empty = zero_bytes(g) & from;
@@ -252,9 +258,7 @@ impl LeadIndex {
     /// known).
     fn place(&mut self, h: u64, x: u32) {
         let mask = self.mask();
-        let home = h as usize & mask;
-        let mut a = home & !3;
-        let mut from = !0u64 << ((home - a) * 8);
+        let (mut a, mut from) = first_group(h as usize & mask);
         let b = loop {
             // EMPTY (0) and DELETED (1) are the tags whose bits above the lowest are zero.
             let free = zero_bytes(self.group(a) & !ONES) & from;

@@ -184,6 +184,23 @@ impl Calendar {
         Some(out)
     }
 
+    /// The UTC instant (ms) of the closing (`closing`) or the opening of range `k` of
+    /// `date`, `r`: from `spans`, the day's remembered instants, when given; else worked out.
+    #[inline]
+    fn instant(
+        &self,
+        spans: Option<&[(i64, i64)]>,
+        date: NaiveDate,
+        k: usize,
+        r: &Range,
+        closing: bool,
+    ) -> Option<i64> {
+        match spans.and_then(|s| s.get(k)) {
+            Some(&(open, close)) => Some(if closing { close } else { open }),
+            None => self.local_ms(date, if closing { r.close } else { r.open }),
+        }
+    }
+
     /// The opening ranges of `date`'s weekday.
     fn day(&self, date: NaiveDate) -> &[Range] {
         &self.week[date.weekday().num_days_from_monday() as usize]
@@ -202,33 +219,20 @@ impl Calendar {
         date = date.pred_opt()?;
         for _ in 0..SEARCH_DAYS {
             if !self.holidays.contains(&date) {
-                if let Some(spans) = self.remembered(date) {
-                    for &(open, close) in spans {
-                        if close <= start {
-                            continue;
-                        }
-                        let from = open.max(start);
-                        let available = close - from;
-                        if remaining <= available {
-                            return Some(from + remaining);
-                        }
-                        remaining -= available;
+                let spans = self.remembered(date);
+                for (k, r) in self.day(date).iter().enumerate() {
+                    // The closing time first: ranges over before `start` (the day before's,
+                    // always) need no opening time, a lookup of its own when not remembered.
+                    let close = self.instant(spans, date, k, r, true)?;
+                    if close <= start {
+                        continue;
                     }
-                } else {
-                    for r in self.day(date) {
-                        // The closing time first: ranges over before `start` (the day
-                        // before's, always) need no opening time, a lookup of its own.
-                        let close = self.local_ms(date, r.close)?;
-                        if close <= start {
-                            continue;
-                        }
-                        let from = self.local_ms(date, r.open)?.max(start);
-                        let available = close - from;
-                        if remaining <= available {
-                            return Some(from + remaining);
-                        }
-                        remaining -= available;
+                    let from = self.instant(spans, date, k, r, false)?.max(start);
+                    let available = close - from;
+                    if remaining <= available {
+                        return Some(from + remaining);
                     }
+                    remaining -= available;
                 }
             }
             date = date.succ_opt()?;
@@ -255,24 +259,15 @@ impl Calendar {
                 break;
             }
             if !self.holidays.contains(&date) {
-                if let Some(spans) = self.remembered(date) {
-                    for &(open, close) in spans {
-                        let close = close.min(end);
-                        if close <= start {
-                            continue;
-                        }
-                        total += (close - open.max(start)).max(0);
+                let spans = self.remembered(date);
+                for (k, r) in self.day(date).iter().enumerate() {
+                    // As in `add_business`: a range over before `start` adds nothing.
+                    let close = self.instant(spans, date, k, r, true)?.min(end);
+                    if close <= start {
+                        continue;
                     }
-                } else {
-                    for r in self.day(date) {
-                        // As in `add_business`: a range over before `start` adds nothing.
-                        let close = self.local_ms(date, r.close)?.min(end);
-                        if close <= start {
-                            continue;
-                        }
-                        let open = self.local_ms(date, r.open)?.max(start);
-                        total += (close - open).max(0);
-                    }
+                    let open = self.instant(spans, date, k, r, false)?.max(start);
+                    total += (close - open).max(0);
                 }
             }
             date = date.succ_opt()?;
