@@ -5,6 +5,7 @@
 mod checkpoint;
 mod evict;
 mod explain;
+mod fit;
 mod footprint;
 mod index;
 mod lead;
@@ -16,6 +17,7 @@ mod timer;
 pub use checkpoint::{CHUNK as SNAPSHOT_CHUNK, CHUNK_SLACK as SNAPSHOT_CHUNK_SLACK};
 pub use evict::{EvictReason, EvictedFilter};
 pub use explain::Explanation;
+use fit::FitMemo;
 pub use footprint::{malloc_chunk, Footprint};
 pub use lead::{
     event_id_hash, id_hash, static_reason, Clock, Cooldown, Extra, Ident, Lead, Lists, MqlMark,
@@ -101,11 +103,14 @@ pub struct PartitionState {
     last_sweep: Option<i64>,
     /// A snapshot in progress (copy-on-write, `checkpoint.rs`).
     pending: Option<Box<checkpoint::Pending>>,
+    /// The costly fit rules' answers for values seen lately (`fit.rs`).
+    fit_memo: FitMemo,
 }
 
 impl PartitionState {
     pub fn new(rules: Arc<Ruleset>) -> PartitionState {
         PartitionState {
+            fit_memo: FitMemo::new(&rules),
             rules,
             leads: Vec::new(),
             index: LeadIndex::default(),
@@ -484,6 +489,7 @@ impl PartitionState {
             stats,
             stage_counts,
             open_clocks,
+            fit_memo,
             ..
         } = self;
         let rules: &Ruleset = rules;
@@ -504,7 +510,7 @@ impl PartitionState {
         lead.push_id(h, rules.dedupe_ids);
         lead.last_seen = lead.last_seen.max(t);
 
-        update_profile(rules, lead, ev);
+        update_profile(rules, fit_memo, lead, ev);
         score_engagement(rules, lead, ev, p);
 
         // The event's own SLA `met` records (until-lists), before its transition.
@@ -550,7 +556,7 @@ impl PartitionState {
     }
 }
 
-fn update_profile(rules: &Ruleset, lead: &mut Lead, ev: &Event) {
+fn update_profile(rules: &Ruleset, fit_memo: &mut FitMemo, lead: &mut Lead, ev: &Event) {
     // Any change recomputes the fit and the grade, also one to an attribute no fit rule reads:
     // a new lead's grade is set by its first profile change (with a grade at `min <= 0` that
     // is a grade, not D), and a restored fit catches up with changed fit rules there.
@@ -564,48 +570,9 @@ fn update_profile(rules: &Ruleset, lead: &mut Lead, ev: &Event) {
         _ => false,
     };
     if changed {
-        lead.fit = fit_score(rules, lead.profile());
+        lead.fit = fit_memo.score(rules, lead.profile());
         lead.grade = rules.grade_for(lead.fit);
     }
-}
-
-/// The fit score of a profile (SPEC §4): the points of the fit rules whose attribute's value
-/// matches, summed in config order (so the float sum is the same whatever the walk's order).
-/// Up to 64 rules, one walk of the profile in name order finds every value; more fall back
-/// to one lookup per rule.
-fn fit_score(rules: &Ruleset, profile: Profile<'_>) -> f64 {
-    let fit = &rules.fit;
-    let order = rules.fit_by_attribute();
-    // The order is built with the ruleset; should `fit` (a public field) have changed since,
-    // the per-rule lookup is still right.
-    debug_assert_eq!(
-        order.len(),
-        fit.len(),
-        "fit rules changed after Ruleset::new"
-    );
-    if fit.len() > 64 || order.len() != fit.len() {
-        return fit
-            .iter()
-            .filter(|r| r.matches(profile.get(&r.attribute)))
-            .map(|r| r.points)
-            .sum();
-    }
-    // Bit i: rule i matches.
-    let mut matched = 0u64;
-    profile.get_sorted(
-        order.iter().map(|&i| fit[i].attribute.as_str()),
-        |k, value| {
-            let i = order[k];
-            if fit[i].matches(value) {
-                matched |= 1 << i;
-            }
-        },
-    );
-    fit.iter()
-        .enumerate()
-        .filter(|&(i, _)| matched & (1 << i) != 0)
-        .map(|(_, r)| r.points)
-        .sum()
 }
 
 fn score_engagement(rules: &Ruleset, lead: &mut Lead, ev: &Event, p: &Prepared) {
@@ -997,6 +964,7 @@ pub(crate) mod test_support {
 
 #[cfg(test)]
 mod tests {
+    use super::fit::fit_score;
     use super::lists::KEYED_INLINE_MAX;
     use super::test_support::{example_rules, upsert};
     use super::*;
