@@ -1023,15 +1023,6 @@ impl Lead {
         self.extra = (!extra.is_empty()).then(|| Box::new(extra));
     }
 
-    /// The lead part of record ids: the key, or `key/r{time}` for a lead created again after
-    /// an eviction (SPEC's ids restart per lead; this keeps them unique).
-    pub fn id_base(&self) -> std::borrow::Cow<'_, str> {
-        match self.extra().rare().reborn {
-            None => std::borrow::Cow::Borrowed(self.key()),
-            Some(t) => std::borrow::Cow::Owned(format!("{}/r{t}", self.key())),
-        }
-    }
-
     /// The lead's latest MQL, if it ever was one.
     pub fn mql(&self) -> Option<MqlMark> {
         let at = self.extra().mql_at;

@@ -723,9 +723,14 @@ fn transition(
     lead.transitions += 1;
     stats.transitions_to[to.index()] += 1;
     let now = eval_time(lead, t);
+    let key = lead.key();
     out.push(Output::Transition(Transition {
-        transition_id: record_id(lead, &["t", itoa::Buffer::new().format(lead.transitions)]),
-        lead_key: CompactString::new(lead.key()),
+        transition_id: record_id(
+            lead,
+            key,
+            &["t", itoa::Buffer::new().format(lead.transitions)],
+        ),
+        lead_key: CompactString::new(key),
         from_stage: from,
         to_stage: to,
         reason: CompactString::new(reason),
@@ -840,14 +845,25 @@ fn move_timers(timers: &mut BTreeSet<Timer>, lead: &Lead, from: u32, to: u32) {
     }
 }
 
-/// A record id of SPEC §7: the lead's id base, then `parts`, each after a `/`
-/// (`key/t/3`, `key/s/first_touch/1/met`). Built in one exact allocation: through `format!`
-/// the ids took about 5% of the fold thread in a 3M-event replay.
-fn record_id(lead: &Lead, parts: &[&str]) -> CompactString {
-    let base = lead.id_base();
-    let len = base.len() + parts.iter().map(|p| 1 + p.len()).sum::<usize>();
-    // `base/part/part…`, the same pieces whichever buffer takes them.
-    let pieces = std::iter::once(&*base).chain(parts.iter().flat_map(|&p| ["/", p]));
+/// A record id of SPEC §7: the lead's key, `/r{time}` for a lead created again after an
+/// eviction (SPEC's ids restart per lead; this keeps them unique), then `parts`, each after a
+/// `/` (`key/t/3`, `key/s/first_touch/1/met`). `key` is `lead.key()`, read once by the
+/// caller for the id and the record's `lead_key` (each read checks the key's UTF-8: 150
+/// instructions for a 28-byte key). Built in one exact allocation: through `format!` the ids
+/// took about 5% of the fold thread in a 3M-event replay.
+fn record_id(lead: &Lead, key: &str, parts: &[&str]) -> CompactString {
+    let mut time = itoa::Buffer::new();
+    let reborn: [&str; 2] = match lead.extra().rare().reborn {
+        Some(t) => ["/r", time.format(t)],
+        None => ["", ""],
+    };
+    let len = key.len()
+        + reborn.iter().map(|p| p.len()).sum::<usize>()
+        + parts.iter().map(|p| 1 + p.len()).sum::<usize>();
+    // `key[/r…]/part/part…`, the same pieces whichever buffer takes them.
+    let pieces = std::iter::once(key)
+        .chain(reborn)
+        .chain(parts.iter().flat_map(|&p| ["/", p]));
     if len <= INLINE_TEXT {
         // Inline: no allocation at all.
         let mut id = CompactString::with_capacity(len);
@@ -889,9 +905,11 @@ fn sla_record(
 ) -> Output {
     let policy = &rules.sla[clock.policy as usize];
     stats.sla[kind as usize] += 1;
+    let key = lead.key();
     Output::Sla(SlaRecord {
         sla_event_id: record_id(
             lead,
+            key,
             &[
                 "s",
                 &policy.name,
@@ -899,7 +917,7 @@ fn sla_record(
                 kind.as_str(),
             ],
         ),
-        lead_key: CompactString::new(lead.key()),
+        lead_key: CompactString::new(key),
         policy: CompactString::new(&policy.name),
         kind,
         stage: policy.stage,
