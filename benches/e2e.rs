@@ -392,7 +392,7 @@ fn measure(
             );
         }
         let value = leadflow::kafka::encode_source(ev, InputFormat::Avro)?;
-        sent_at.insert(ev.event_id.clone(), (Instant::now(), epoch_ms()));
+        sent_at.insert(ev.event_id.to_string(), (Instant::now(), epoch_ms()));
         support::send_event(&producer, topics, ev, &value);
         sent += 1;
     }

@@ -840,7 +840,7 @@ fn latency(
         let lead = format!("latency{}@peers.example", n / 4);
         let id = format!("lat-{n}");
         let ev = Event {
-            event_id: id.clone(),
+            event_id: id.as_str().into(),
             lead_key: lead.clone(),
             occurred_at: start_ms + n as i64,
             source: Source::Web,

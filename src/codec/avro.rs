@@ -126,9 +126,9 @@ fn read_datum(schema: &Schema, datum: &[u8]) -> Result<Value, Invalid> {
 /// string map that holds the attributes. Returns any other field's value.
 fn take_common(ev: &mut EventFields, name: &str, map_field: &str, value: Value) -> Option<Value> {
     match (name, value) {
-        ("event_id", Value::String(s)) => ev.event_id = Some(s),
+        ("event_id", Value::String(s)) => ev.event_id = Some(s.into()),
         ("lead_key", Value::String(s)) => ev.lead_key = Some(s),
-        ("type", Value::String(s)) => ev.event_type = Some(s),
+        ("type", Value::String(s)) => ev.event_type = Some(s.into()),
         ("occurred_at", Value::Long(t) | Value::TimestampMillis(t)) => ev.occurred_at = Some(t),
         (n, Value::Map(m)) if n == map_field => {
             for (k, v) in m {
@@ -202,7 +202,7 @@ fn event_from_value(source: Source, value: Value) -> Result<Event, Invalid> {
         return Err(Invalid::Undecodable("datum is not a record".into()));
     };
     let mut ev = EventFields {
-        source: Some(source.as_str().to_string()),
+        source: Some(source.as_str().into()),
         ..EventFields::default()
     };
     let mut typed = Vec::new();
@@ -235,13 +235,16 @@ fn opt_string(v: Option<&str>) -> Value {
 pub fn encode_input(ev: &Event, framing: Framing, schema_id: u32) -> anyhow::Result<Vec<u8>> {
     let typed = typed_fields(ev.source);
     let mut fields = vec![
-        ("event_id".to_string(), Value::String(ev.event_id.clone())),
+        (
+            "event_id".to_string(),
+            Value::String(ev.event_id.to_string()),
+        ),
         ("lead_key".to_string(), Value::String(ev.lead_key.clone())),
         (
             "occurred_at".to_string(),
             Value::TimestampMillis(ev.occurred_at),
         ),
-        ("type".to_string(), Value::String(ev.event_type.clone())),
+        ("type".to_string(), Value::String(ev.event_type.to_string())),
     ];
     let mut properties = HashMap::new();
     let mut typed_values: Vec<Value> = typed.iter().map(|_| opt_string(None)).collect();
@@ -311,14 +314,14 @@ fn encode_internal_event_generic(ev: &Event) -> anyhow::Result<Vec<u8>> {
     internal_datum(Value::Union(
         0,
         Box::new(Value::Record(vec![
-            ("event_id".into(), Value::String(ev.event_id.clone())),
+            ("event_id".into(), Value::String(ev.event_id.to_string())),
             ("lead_key".into(), Value::String(ev.lead_key.clone())),
             ("occurred_at".into(), Value::TimestampMillis(ev.occurred_at)),
             (
                 "source".into(),
                 Value::Enum(ev.source.index() as u32, ev.source.as_str().into()),
             ),
-            ("type".into(), Value::String(ev.event_type.clone())),
+            ("type".into(), Value::String(ev.event_type.to_string())),
             (
                 "attributes".into(),
                 Value::Map(
@@ -365,7 +368,7 @@ pub fn decode_internal_generic(bytes: &[u8]) -> Result<InternalRecord, Invalid> 
     let mut ev = EventFields::default();
     for (name, value) in fields {
         if let Some(Value::Enum(_, s)) = take_common(&mut ev, &name, "attributes", value) {
-            ev.source = Some(s);
+            ev.source = Some(s.into());
         }
     }
     ev.attributes.sort();

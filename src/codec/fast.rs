@@ -210,11 +210,11 @@ fn validated(
     attributes: Vec<(String, String)>,
 ) -> Result<Event, Invalid> {
     EventFields {
-        event_id: Some(event_id.to_string()),
+        event_id: Some(event_id.into()),
         lead_key: Some(lead_key.to_string()),
         occurred_at: Some(occurred_at),
-        source: Some(source.as_str().to_string()),
-        event_type: Some(event_type.to_string()),
+        source: Some(source.as_str().into()),
+        event_type: Some(event_type.into()),
         attributes,
     }
     .validate()

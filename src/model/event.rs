@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use compact_str::CompactString;
+
 use serde::{Deserialize, Serialize};
 
 /// Longest accepted `lead_key`, in bytes (SPEC §2).
@@ -119,11 +121,13 @@ pub const KNOWN_EMAIL_TYPES: [&str; 7] = [
 /// A validated event. Attributes keep their input order; keys are unique.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Event {
-    pub event_id: String,
+    /// Ids and types are short: inline up to 24 bytes (`CompactString`), so decoding an event
+    /// allocates for neither (docs/performance.md).
+    pub event_id: CompactString,
     pub lead_key: String,
     pub occurred_at: i64,
     pub source: Source,
-    pub event_type: String,
+    pub event_type: CompactString,
     /// `Some` exactly when `source` is crm.
     pub crm: Option<CrmType>,
     pub attributes: Vec<(String, String)>,
@@ -393,11 +397,11 @@ impl std::error::Error for Invalid {}
 /// Decoded but not yet validated fields, filled by the JSON and Avro decoders.
 #[derive(Clone, Debug, Default)]
 pub struct EventFields {
-    pub event_id: Option<String>,
+    pub event_id: Option<CompactString>,
     pub lead_key: Option<String>,
     pub occurred_at: Option<i64>,
-    pub source: Option<String>,
-    pub event_type: Option<String>,
+    pub source: Option<CompactString>,
+    pub event_type: Option<CompactString>,
     pub attributes: Vec<(String, String)>,
 }
 
@@ -424,11 +428,11 @@ impl EventFields {
         attributes: &[(&str, &str)],
     ) -> EventFields {
         EventFields {
-            event_id: Some(event_id.to_string()),
+            event_id: Some(event_id.into()),
             lead_key: Some(lead_key.to_string()),
             occurred_at: Some(occurred_at),
-            source: Some(source.to_string()),
-            event_type: Some(event_type.to_string()),
+            source: Some(source.into()),
+            event_type: Some(event_type.into()),
             attributes: attributes
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -453,12 +457,13 @@ impl EventFields {
             return Err(Invalid::NegativeTime(occurred_at));
         }
         let source_text = required(self.source, "source")?;
-        let source = Source::parse(&source_text).ok_or(Invalid::UnknownSource(source_text))?;
+        let source = Source::parse(&source_text)
+            .ok_or_else(|| Invalid::UnknownSource(source_text.to_string()))?;
         let event_type = required(self.event_type, "type")?;
         let crm = match source {
             Source::Crm => Some(
                 CrmType::parse(&event_type)
-                    .ok_or_else(|| Invalid::UnknownCrmType(event_type.clone()))?,
+                    .ok_or_else(|| Invalid::UnknownCrmType(event_type.to_string()))?,
             ),
             _ => None,
         };
@@ -476,10 +481,10 @@ impl EventFields {
     }
 }
 
-fn required(v: Option<String>, name: &'static str) -> Result<String, Invalid> {
+fn required<S: AsRef<str>>(v: Option<S>, name: &'static str) -> Result<S, Invalid> {
     match v {
         None => Err(Invalid::MissingField(name)),
-        Some(s) if s.is_empty() => Err(Invalid::EmptyField(name)),
+        Some(s) if s.as_ref().is_empty() => Err(Invalid::EmptyField(name)),
         Some(s) => Ok(s),
     }
 }

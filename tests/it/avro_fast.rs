@@ -36,11 +36,11 @@ fn event() -> impl Strategy<Value = EventFields> {
         prop::collection::vec((text(), text()), 0..8),
     )
         .prop_map(|(id, key, t, (source, ty), attrs)| EventFields {
-            event_id: Some(id),
+            event_id: Some(id.into()),
             lead_key: Some(key),
             occurred_at: Some(t),
-            source: Some(source.to_string()),
-            event_type: Some(ty.to_string()),
+            source: Some(source.into()),
+            event_type: Some(ty.into()),
             attributes: attrs,
         })
 }

@@ -1,6 +1,8 @@
 //! JSON event decoding (SPEC §2: one object per line; unknown fields ignored) and JSON Lines
 //! output of records.
 
+use compact_str::CompactString;
+
 use crate::model::event::{Event, EventFields, Invalid, Source};
 use crate::model::records::Output;
 
@@ -54,7 +56,7 @@ fn decode(bytes: &[u8], default_source: Option<Source>) -> Result<Event, Invalid
         attributes: Vec::new(),
     };
     if fields.source.is_none() {
-        fields.source = default_source.map(|s| s.as_str().to_string());
+        fields.source = default_source.map(|s| s.as_str().into());
     }
     fields.occurred_at = match top.occurred_at {
         Time::Absent => None,
@@ -113,17 +115,19 @@ fn serde_top(bytes: &[u8]) -> Result<Option<Top>, String> {
         .map_err(|e| format!("invalid JSON: {e}"))
 }
 
-/// A string field as last given: absent or null, a string, or another type.
+/// A string field as last given: absent or null, a string, or another type. The string is a
+/// `CompactString` for the fields that are short (ids, source, type: no allocation up to 24
+/// bytes), a `String` for the lead key.
 #[derive(Debug, Default, PartialEq)]
-enum Text {
+enum Text<S = CompactString> {
     #[default]
     Absent,
-    Value(String),
+    Value(S),
     WrongType,
 }
 
-impl Text {
-    fn into_field(self, name: &'static str) -> Result<Option<String>, Invalid> {
+impl<S> Text<S> {
+    fn into_field(self, name: &'static str) -> Result<Option<S>, Invalid> {
         match self {
             Text::Absent => Ok(None),
             Text::Value(s) => Ok(Some(s)),
@@ -158,7 +162,7 @@ enum Attributes {
 #[derive(Debug, Default, PartialEq)]
 struct Top {
     event_id: Text,
-    lead_key: Text,
+    lead_key: Text<String>,
     source: Text,
     event_type: Text,
     occurred_at: Time,
@@ -288,9 +292,9 @@ impl<'de> Visitor<'de> for StrOrVisitor {
 }
 
 impl StrOr {
-    fn text(self) -> Text {
+    fn text<S: From<String>>(self) -> Text<S> {
         match self {
-            StrOr::Str(s) => Text::Value(s),
+            StrOr::Str(s) => Text::Value(s.into()),
             StrOr::Kind(ValueKind::Null) => Text::Absent,
             StrOr::Kind(_) => Text::WrongType,
         }
@@ -511,15 +515,15 @@ mod tests {
             }),
         };
         let mut fields = EventFields {
-            event_id: string_field("event_id")?,
+            event_id: string_field("event_id")?.map(Into::into),
             lead_key: string_field("lead_key")?,
             occurred_at: None,
-            source: string_field("source")?,
-            event_type: string_field("type")?,
+            source: string_field("source")?.map(Into::into),
+            event_type: string_field("type")?.map(Into::into),
             attributes: Vec::new(),
         };
         if fields.source.is_none() {
-            fields.source = default_source.map(|s| s.as_str().to_string());
+            fields.source = default_source.map(|s| s.as_str().into());
         }
         fields.occurred_at = match obj.remove("occurred_at") {
             None | Some(Value::Null) => None,

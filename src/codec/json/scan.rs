@@ -71,9 +71,9 @@ enum Scalar {
 
 impl Scalar {
     /// As a string field (serde_json's path: `StrOr::text`).
-    fn text(self, text: &str) -> Text {
+    fn text<S: for<'s> From<&'s str>>(self, text: &str) -> Text<S> {
         match self {
-            Scalar::Str(a, b) => Text::Value(text[a..b].to_string()),
+            Scalar::Str(a, b) => Text::Value(S::from(&text[a..b])),
             Scalar::Null => Text::Absent,
             Scalar::Bool | Scalar::Int(..) => Text::WrongType,
         }

@@ -571,7 +571,7 @@ impl TestBroker {
     pub fn internal_event_ids(&self, log: &[Record]) -> std::collections::HashSet<String> {
         log.iter()
             .filter_map(|r| match avro::decode_internal(&r.value) {
-                Ok(InternalRecord::Event(e)) => Some(e.event_id),
+                Ok(InternalRecord::Event(e)) => Some(e.event_id.into_string()),
                 _ => None,
             })
             .collect()
