@@ -178,7 +178,6 @@ mod tests {
     /// Fit rules of every kind, two on one attribute, reading the attributes the profiles
     /// below set.
     fn rules() -> Ruleset {
-        let base = crate::engine::test_support::example_rules();
         let rule = |name: &str, attribute: &str, test: FitTest, points: f64| FitRule {
             name: name.into(),
             attribute: attribute.into(),
@@ -210,14 +209,7 @@ mod tests {
             rule("exact", "title", m("CTO"), 7.0),
             rule("empty", "title", m("regex:^$"), 1.0 / 3.0),
         ];
-        Ruleset::new(
-            Vec::new(),
-            base.decay,
-            fit,
-            Vec::new(),
-            base.funnel.clone(),
-            Vec::new(),
-        )
+        crate::engine::test_support::fit_only_rules(fit)
     }
 
     const TITLES: [&str; 9] = [

@@ -972,6 +972,19 @@ pub(crate) mod test_support {
             .rules
     }
 
+    /// The example config's decay and funnel with `fit` as the only rules.
+    pub fn fit_only_rules(fit: Vec<crate::model::rules::FitRule>) -> Ruleset {
+        let base = example_rules();
+        Ruleset::new(
+            Vec::new(),
+            base.decay,
+            fit,
+            Vec::new(),
+            base.funnel.clone(),
+            Vec::new(),
+        )
+    }
+
     /// A valid `lead_upsert` for `key` at `t` setting `country` to US.
     pub fn upsert(event_id: &str, key: &str, t: i64) -> Event {
         EventFields::from_parts(event_id, key, t, "crm", "lead_upsert", &[("country", "US")])
@@ -1117,15 +1130,7 @@ mod tests {
                     points: f64::from(points) / 3.0,
                 })
                 .collect();
-            let base = example_rules();
-            let rules = Ruleset::new(
-                Vec::new(),
-                base.decay,
-                fit,
-                Vec::new(),
-                base.funnel.clone(),
-                Vec::new(),
-            );
+            let rules = super::test_support::fit_only_rules(fit);
             let mut lead = Lead::new("lead@x.io", 0);
             let attrs: Vec<(&str, &str)> = profile.iter().map(|(k, v)| (*k, *v)).collect();
             lead.set_attributes(&attrs);
