@@ -10,17 +10,17 @@ use super::lead::Profile;
 use crate::model::matcher::Matcher;
 use crate::model::rules::{FitTest, Ruleset};
 
-/// The fit score of a profile (SPEC §4): the points of the fit rules whose attribute's value
-/// matches, summed in config order (so the float sum is the same whatever the walk's order).
-/// Up to 64 rules, one walk of the profile in name order finds every value; more fall back
-/// to one lookup per rule. Every rule is evaluated; [`FitMemo::score`] gives the same score
-/// with remembered answers; this, which evaluates every rule, is its reference in tests.
+/// The fit score evaluating every rule: the reference [`FitMemo::score`] is held to in tests.
 #[cfg(test)]
 pub(super) fn fit_score(rules: &Ruleset, profile: Profile<'_>) -> f64 {
     score_with(rules, profile, |i, value| rules.fit[i].matches(value))
 }
 
-/// `fit_score` with `matches(i, value)` answering whether rule `i` matches `value`.
+/// The fit score of a profile (SPEC §4), `matches(i, value)` answering whether fit rule `i`
+/// matches the profile's value of its attribute (`None`: absent): the points of the rules
+/// that match, summed in config order (so the float sum is the same whatever the walk's
+/// order). Up to 64 rules, one walk of the profile in name order finds every value; more
+/// fall back to one lookup per rule.
 fn score_with(
     rules: &Ruleset,
     profile: Profile<'_>,
@@ -72,8 +72,9 @@ fn score_with(
 /// Per memoized rule `SLOTS` slots, direct-mapped by the value's hash; a slot holds one value
 /// and the answer. A value in another value's slot replaces it. Values over
 /// `MAX_VALUE_BYTES` are not remembered (evaluated each time), so the memo's memory is
-/// bounded: 8 KiB per memoized rule and partition, more only by long values' text (at most
-/// 64 bytes each), allocated on the partition's first profile change.
+/// bounded by the config, not the traffic: 8 KiB of slots per memoized rule and partition,
+/// plus the text of values of 25 to 64 bytes (at most 16 KiB more), allocated at the first
+/// lookup of a value a memoized rule reads.
 ///
 /// A pure cache: the score with it is the score without it (`tests::the_memo_changes_no_score`).
 /// It lives with the partition's state, built from the state's rules (which never change under
@@ -111,7 +112,7 @@ impl FitMemo {
 
     /// `slots` per memoized rule (rounded up to a power of two; the tests use few, so values
     /// share slots).
-    fn with_slots(rules: &Ruleset, slots: usize) -> FitMemo {
+    pub(super) fn with_slots(rules: &Ruleset, slots: usize) -> FitMemo {
         let per_rule = slots.max(1).next_power_of_two();
         let mut n = 0;
         let first_slot = rules
@@ -128,16 +129,21 @@ impl FitMemo {
             .collect();
         FitMemo {
             first_slot,
-            // Allocated on the first profile change, so a partition without one holds none.
+            // Allocated at the first lookup, so a partition without one holds none.
             slots: Vec::new(),
             per_rule,
             hasher: DefaultHashBuilder::default(),
         }
     }
 
-    /// The fit score of `profile` under `rules`, which must be the rules the memo was made
-    /// for: [`fit_score`]'s, to the bit.
+    /// The fit score of `profile` under `rules` (SPEC §4), which must be the rules the memo
+    /// was made for: the score of evaluating every rule, to the bit.
     pub(super) fn score(&mut self, rules: &Ruleset, profile: Profile<'_>) -> f64 {
+        debug_assert_eq!(
+            self.first_slot.len(),
+            rules.fit.len(),
+            "a fit memo used with rules it was not made for"
+        );
         score_with(rules, profile, |i, value| self.matches(rules, i, value))
     }
 
@@ -212,7 +218,10 @@ mod tests {
         crate::engine::test_support::fit_only_rules(fit)
     }
 
-    const TITLES: [&str; 9] = [
+    /// Titles inline (up to 24 bytes), held on the heap (25 to 64), and over 64 (never
+    /// kept); pairs at 64 and 65 bytes that differ only in their last word, which `senior`
+    /// reads (a memo keyed by a prefix would answer both alike).
+    const TITLES: [&str; 14] = [
         "VP Sales",
         "vp",
         "Head of Growth",
@@ -222,6 +231,11 @@ mod tests {
         "Chief Executive Officer of a company with a very long name, over 64 bytes",
         "Chief Executive Officer of a company with a very long name, over 64 bytez",
         "chiefly",
+        "Director of Revenue Operations",
+        "Manager of Sales and Marketing Operations, Americas and Asia, vp",
+        "Manager of Sales and Marketing Operations, Americas and Asia, vq",
+        "Manager of Sales and Marketing Operations, Americas and Asias, vp",
+        "Manager of Sales and Marketing Operations, Americas and Asias, vq",
     ];
     const HEADCOUNTS: [&str; 8] = ["199", "200", "1999", "2000", " 2500 ", "1e3", "many", ""];
     const COUNTRIES: [&str; 4] = ["US", "UK", "FR", "USA"];
@@ -295,5 +309,22 @@ mod tests {
                 ("Head of Sales", Some(false))
             ]
         );
+    }
+
+    /// The memo is read, not only written: an answer changed in its slot is the answer given.
+    #[test]
+    fn a_remembered_answer_is_the_answer_given() {
+        let rules = rules();
+        let mut memo = FitMemo::with_slots(&rules, 4);
+        let mut lead = Lead::new("lead@x.io", 0);
+        lead.set_attributes(&[("title", "VP Sales")]);
+        assert_eq!(memo.score(&rules, lead.profile()), 30.0);
+        for slot in &mut memo.slots {
+            if slot.matched.is_some() {
+                slot.matched = slot.matched.map(|m| !m);
+            }
+        }
+        // `senior` now remembered as not matching, `empty` as matching.
+        assert_eq!(memo.score(&rules, lead.profile()), 1.0 / 3.0);
     }
 }

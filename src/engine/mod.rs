@@ -735,7 +735,7 @@ fn transition(
         to_stage: to,
         reason: CompactString::new(reason),
         occurred_at: t,
-        trigger_event_id: CompactString::new(&ev.event_id),
+        trigger_event_id: ev.event_id.clone(),
         engagement: round4(lead.engagement.at_time(now, &rules.decay)),
         fit: round4(lead.fit),
         grade: CompactString::new(rules.grade_name(lead.grade)),
@@ -852,6 +852,7 @@ fn move_timers(timers: &mut BTreeSet<Timer>, lead: &Lead, from: u32, to: u32) {
 /// instructions for a 28-byte key). Built in one exact allocation: through `format!` the ids
 /// took about 5% of the fold thread in a 3M-event replay.
 fn record_id(lead: &Lead, key: &str, parts: &[&str]) -> CompactString {
+    debug_assert_eq!(key, lead.key(), "record_id takes the lead's own key");
     let mut time = itoa::Buffer::new();
     let reborn: [&str; 2] = match lead.extra().rare().reborn {
         Some(t) => ["/r", time.format(t)],
@@ -1142,6 +1143,12 @@ mod tests {
                 .sum();
             let got = fit_score(&rules, lead.profile());
             proptest::prop_assert_eq!(got.to_bits(), want.to_bits(), "{} vs {}", got, want);
+            // Through a memo too (over 64 rules as well), the second time from what it kept.
+            let mut memo = super::fit::FitMemo::with_slots(&rules, 2);
+            for _ in 0..2 {
+                let got = memo.score(&rules, lead.profile());
+                proptest::prop_assert_eq!(got.to_bits(), want.to_bits(), "memo: {}", got);
+            }
         }
     }
 

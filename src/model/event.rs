@@ -121,12 +121,13 @@ pub const KNOWN_EMAIL_TYPES: [&str; 7] = [
 /// A validated event. Attributes keep their input order; keys are unique.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Event {
-    /// Ids and types are short: inline up to 24 bytes (`CompactString`), so decoding an event
-    /// allocates for neither (docs/performance.md).
+    /// Ids and types are short: held inline up to 24 bytes (`CompactString`), so the JSON
+    /// scanner and the Avro reader allocate for neither (docs/performance.md).
     pub event_id: CompactString,
     pub lead_key: String,
     pub occurred_at: i64,
     pub source: Source,
+    /// As `event_id`: inline up to 24 bytes.
     pub event_type: CompactString,
     /// `Some` exactly when `source` is crm.
     pub crm: Option<CrmType>,
@@ -394,7 +395,8 @@ impl fmt::Display for Invalid {
 
 impl std::error::Error for Invalid {}
 
-/// Decoded but not yet validated fields, filled by the JSON and Avro decoders.
+/// Decoded but not yet validated fields, filled by the JSON and Avro decoders. Ids, sources
+/// and types are `CompactString`s, as in [`Event`]: inline up to 24 bytes.
 #[derive(Clone, Debug, Default)]
 pub struct EventFields {
     pub event_id: Option<CompactString>,

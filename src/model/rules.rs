@@ -157,7 +157,7 @@ pub struct Ruleset {
     pub fit: Vec<FitRule>,
     /// Indices into `fit` sorted by attribute name (as bytes; config order among rules on one
     /// attribute): a lead's profile is sorted by name too, so one walk of it finds every
-    /// value the fit rules read (`engine::fit_score`).
+    /// value the fit rules read (`engine::fit`).
     fit_by_attribute: Vec<usize>,
     /// Highest minimum first.
     pub grades: Vec<Grade>,
@@ -383,6 +383,14 @@ mod tests {
 
     #[test]
     fn decimals_parse_strictly() {
+        // Past the digits-only path: padded, longer, other scripts' digits.
+        assert_eq!(parse_decimal(" 250"), Some(250.0));
+        assert_eq!(
+            parse_decimal("12345678901234567890"),
+            Some(1.2345678901234567e19)
+        );
+        assert_eq!(parse_decimal("٣"), None);
+        assert_eq!(parse_decimal("３"), None);
         assert_eq!(
             parse_decimal("999999999999999"),
             Some(999_999_999_999_999.0)
