@@ -83,6 +83,8 @@ pub(super) struct FitMemo {
     /// Per fit rule: the first of its slots in `slots`, or `NOT_MEMOIZED`.
     first_slot: Vec<usize>,
     slots: Vec<Slot>,
+    /// How many slots `slots` holds once allocated: `per_rule` for each memoized rule.
+    slot_count: usize,
     /// Slots per memoized rule, a power of two.
     per_rule: usize,
     hasher: DefaultHashBuilder,
@@ -131,6 +133,7 @@ impl FitMemo {
             first_slot,
             // Allocated at the first lookup, so a partition without one holds none.
             slots: Vec::new(),
+            slot_count: n * per_rule,
             per_rule,
             hasher: DefaultHashBuilder::default(),
         }
@@ -158,8 +161,7 @@ impl FitMemo {
             return rule.matches(Some(value));
         }
         if self.slots.is_empty() {
-            let memoized = self.first_slot.iter().filter(|&&f| f != NOT_MEMOIZED);
-            self.slots = vec![Slot::default(); memoized.count() * self.per_rule];
+            self.slots = vec![Slot::default(); self.slot_count];
         }
         let at = first + (self.hasher.hash_one(value) as usize & (self.per_rule - 1));
         let slot = &mut self.slots[at];
