@@ -614,7 +614,8 @@ mod tests {
         })
     }
 
-    /// Keys: the event's fields (one spelled with an escape), attribute names, unknown ones.
+    /// Keys: the event's fields (one spelled with an escape), names one byte off theirs,
+    /// attribute names, unknown ones.
     pub(super) fn key() -> impl Strategy<Value = String> {
         prop::sample::select(vec![
             r#""event_id""#,
@@ -624,6 +625,15 @@ mod tests {
             r#""type""#,
             r#""attributes""#,
             r#""event\u005fid""#,
+            // One byte more or less than a field's name: `scan`'s word compare must miss.
+            r#""event_idx""#,
+            r#""lead_ke""#,
+            r#""occurred_a""#,
+            r#""occurred_at_""#,
+            r#""sources""#,
+            r#""typ""#,
+            r#""types""#,
+            r#""attribute""#,
             r#""url""#,
             r#""b""#,
             r#""a""#,
