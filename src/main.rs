@@ -47,6 +47,11 @@ enum Command {
         /// Write records here instead of standard output.
         #[arg(long, short)]
         output: Option<PathBuf>,
+        /// Let the allocator back memory with transparent huge pages. Off by default for
+        /// replay: it builds its state from nothing, and the first touch of each fresh huge
+        /// page cost more than they saved on the machines measured (docs/performance.md).
+        #[arg(long)]
+        huge_pages: bool,
     },
     /// Report funnel conversion, cohorts, velocity, SLA compliance and revenue over a history,
     /// and compare lead definitions on it (docs/analytics.md).
@@ -131,8 +136,15 @@ fn main() -> ExitCode {
             until,
             now,
             output,
-        } => cmd_replay(config, input, until, now, output),
-        Command::Report(args) => cmd_report(args),
+            huge_pages,
+        } => {
+            huge_pages_unless_asked(huge_pages);
+            cmd_replay(config, input, until, now, output)
+        }
+        Command::Report(args) => {
+            huge_pages_unless_asked(args.huge_pages);
+            cmd_report(args)
+        }
         Command::CheckConfig { config } => load_settings(&config).map(|s| {
             print!("{}: ok\n{}", config.display(), s.summary());
         }),
@@ -231,6 +243,10 @@ struct ReportArgs {
     /// funnel.mql_threshold=60,80,100,120.
     #[arg(long, value_name = "KEY=V1,V2,...")]
     sweep: Option<String>,
+    /// Let the allocator back memory with transparent huge pages (off by default, as for
+    /// replay: see `leadflow replay --help`).
+    #[arg(long)]
+    huge_pages: bool,
 }
 
 fn cmd_report(a: ReportArgs) -> anyhow::Result<()> {
@@ -352,6 +368,19 @@ fn same_file(a: &Path, b: &Path) -> bool {
     match (std::fs::metadata(a), std::fs::metadata(b)) {
         (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
         _ => false,
+    }
+}
+
+/// The offline commands (replay, report) turn transparent huge pages off unless `asked`
+/// (`--huge-pages`), before their state exists, so every page it touches is a small one
+/// (`allocator::disable_transparent_huge_pages` says why). A failure is reported and the
+/// command goes on with them.
+fn huge_pages_unless_asked(asked: bool) {
+    if asked {
+        return;
+    }
+    if let Err(e) = leadflow::allocator::disable_transparent_huge_pages() {
+        eprintln!("leadflow: could not turn transparent huge pages off ({e}); going on with them");
     }
 }
 

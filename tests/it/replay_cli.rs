@@ -123,6 +123,13 @@ fn replay_is_byte_identical_across_runs_and_output_file_matches_stdout() {
     let a = replay(&[]);
     let b = replay(&[]);
     assert_eq!(a.stdout, b.stdout);
+    // Huge pages are the allocator's business: on or off (the default), the same records,
+    // and turning them off worked (no warning).
+    let huge = replay(&["--huge-pages"]);
+    assert!(huge.status.success());
+    assert_eq!(huge.stdout, a.stdout);
+    let stderr = String::from_utf8_lossy(&a.stderr);
+    assert!(!stderr.contains("huge pages"), "{stderr}");
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("out.jsonl");
     let c = replay(&["--output", path.to_str().expect("utf-8")]);
