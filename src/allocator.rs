@@ -74,22 +74,34 @@ unsafe impl GlobalAlloc for MiMalloc {
 }
 
 /// Turns transparent huge pages off for this process, for memory touched from now on: Linux's
-/// `prctl(PR_SET_THP_DISABLE)`, what mimalloc does at its start under `MIMALLOC_ALLOW_THP=0`
-/// (mimalloc otherwise asks for huge pages with `madvise`). A no-op elsewhere.
+/// `prctl(PR_SET_THP_DISABLE)`, the call mimalloc itself makes at its start under
+/// `MIMALLOC_ALLOW_THP=0` (mimalloc otherwise asks for huge pages with `madvise`). From
+/// Linux 4.13 the flag also overrides such `madvise` requests, made before or after it;
+/// older kernels honour it for new mappings only. Kept across `fork` and `execve`. A no-op
+/// off Linux.
 ///
 /// Why: `leadflow replay` and `leadflow report` build their state from nothing, and on the
-/// machines measured (2-vCPU VMs) the first touch of each fresh 2 MiB page kept replay's fold
-/// thread in the kernel (`clear_page_erms`) for about a third of its time; without them
-/// replay ran 1.3–1.4× faster (docs/performance.md, "Replay and report without huge pages").
-/// The service keeps the default: it touches its memory once and keeps it, and at 1M leads
-/// its engine ran faster with them (fewer TLB misses).
+/// 2-core development VM the first touch of each fresh 2 MiB page kept replay's fold thread
+/// in the kernel (`clear_page_erms`) for two fifths of its time; without them replay ran
+/// 1.3–1.4× faster (docs/performance.md, "Replay and report without huge pages"). The
+/// service keeps the default: it touches its memory once and keeps it, and at 1M leads its
+/// engine ran faster with them (fewer TLB misses).
 ///
-/// Errors: the `prctl` call's (e.g. a kernel before 3.15).
+/// Errors: the `prctl` call's (a kernel before 3.15, a seccomp filter refusing it).
 pub fn disable_transparent_huge_pages() -> std::io::Result<()> {
     #[cfg(target_os = "linux")]
     {
-        // SAFETY: `prctl` with integer arguments only; PR_SET_THP_DISABLE reads no memory.
-        let rc = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+        // SAFETY: PR_SET_THP_DISABLE reads no memory; prctl's variadic arguments are read as
+        // `unsigned long`, so they are passed as such (arg3..5 must be 0: the whole process).
+        let rc = unsafe {
+            libc::prctl(
+                libc::PR_SET_THP_DISABLE,
+                1 as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+            )
+        };
         if rc != 0 {
             return Err(std::io::Error::last_os_error());
         }
@@ -101,15 +113,22 @@ pub fn disable_transparent_huge_pages() -> std::io::Result<()> {
 mod tests {
     use super::*;
 
-    /// After the call the kernel reports huge pages off for the process (a test process:
-    /// nothing else here depends on them).
+    /// After the call the kernel reports huge pages off for the process; the flag as it was
+    /// is put back after (no other test here depends on it).
     #[cfg(target_os = "linux")]
     #[test]
     fn huge_pages_can_be_turned_off() {
+        let zero = 0 as libc::c_ulong;
+        // SAFETY: as in `disable_transparent_huge_pages`; PR_GET_THP_DISABLE returns the flag.
+        let flag = || unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, zero, zero, zero, zero) };
+        let before = flag();
         disable_transparent_huge_pages().expect("prctl");
-        // SAFETY: as above; PR_GET_THP_DISABLE returns the flag.
-        let flag = unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) };
-        assert_eq!(flag, 1);
+        assert_eq!(flag(), 1);
+        if before == 0 {
+            // SAFETY: as above, clearing the flag.
+            let rc = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, zero, zero, zero, zero) };
+            assert_eq!(rc, 0);
+        }
     }
 
     /// Sizes across mimalloc's small, medium, large (to 512 KiB) and huge classes, both sides

@@ -49,7 +49,8 @@ enum Command {
         output: Option<PathBuf>,
         /// Let the allocator back memory with transparent huge pages. Off by default for
         /// replay: it builds its state from nothing, and the first touch of each fresh huge
-        /// page cost more than they saved on the machines measured (docs/performance.md).
+        /// page cost more than they saved on the 2-core development VM (docs/performance.md).
+        /// Skips turning them off; cannot turn them on where they are off already.
         #[arg(long)]
         huge_pages: bool,
     },

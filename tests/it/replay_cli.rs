@@ -138,6 +138,61 @@ fn replay_is_byte_identical_across_runs_and_output_file_matches_stdout() {
     assert_eq!(std::fs::read(&path).expect("output written"), a.stdout);
 }
 
+/// Replay and report turn huge pages off in their own process unless `--huge-pages` asks for
+/// them: the kernel's `THP_enabled` of the running command, read once it has started its
+/// reader thread (after the choice is made) while it waits on standard input.
+#[cfg(target_os = "linux")]
+#[test]
+fn replay_and_report_run_without_huge_pages_unless_asked() {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let field = |status: &str, name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_string())
+    };
+    let own = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let Some(inherited) = field(&own, "THP_enabled:") else {
+        eprintln!("this kernel does not report THP_enabled (before 5.0): not checked");
+        return;
+    };
+    let cfg = common::examples_dir().join("config.toml");
+    let cfg = cfg.to_str().expect("utf-8 path");
+    for (command, huge, want) in [
+        ("replay", false, "0"),
+        ("replay", true, inherited.as_str()),
+        ("report", false, "0"),
+        ("report", true, inherited.as_str()),
+    ] {
+        let mut args = vec![command, "--config", cfg, "-"];
+        if huge {
+            args.push("--huge-pages");
+        }
+        let mut child = Command::new(env!("CARGO_BIN_EXE_leadflow"))
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the leadflow binary runs");
+        let path = format!("/proc/{}/status", child.id());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let seen = loop {
+            let status = std::fs::read_to_string(&path).unwrap_or_default();
+            let threads: usize = field(&status, "Threads:").map_or(0, |n| n.parse().unwrap_or(0));
+            if threads >= 2 || Instant::now() > deadline {
+                break (threads, field(&status, "THP_enabled:"));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        drop(child.stdin.take()); // end of input: the command finishes
+        let _ = child.wait();
+        assert!(seen.0 >= 2, "{args:?}: no reader thread within 30 s");
+        assert_eq!(seen.1.as_deref(), Some(want), "{args:?}");
+    }
+}
+
 #[test]
 fn until_fires_the_timers_due_before_it() {
     // di@deltafreight.com re-enters mql at 1801065600000 (Wed 2027-01-27 11:00 EST): its

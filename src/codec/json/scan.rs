@@ -600,8 +600,10 @@ mod tests {
     }
 
     /// Whatever std's UTF-8 check rejects, the scanner leaves to serde_json: overlong forms,
-    /// surrogates, code points past U+10FFFF, cut and stray sequences, inside the first 32
-    /// bytes and past them (where the SIMD check's blocks begin).
+    /// surrogates, code points past U+10FFFF, cut and stray sequences, in lines under 64
+    /// bytes (simdutf8 hands those to std) and longer ones (64-byte blocks, the tail copied
+    /// out), at every offset from 13 to 113 bytes: sequences crossing offset 32 (the two
+    /// registers of a block) and 64 (two blocks) included.
     #[test]
     fn invalid_utf8_anywhere_falls_back() {
         let bad: [&[u8]; 7] = [
@@ -613,14 +615,21 @@ mod tests {
             b"\xFF",
             b"\xF0\x9F\x98",
         ];
+        let long_key = format!(r#"","lead_key":"{}@b.c"}}"#, "b".repeat(60));
         for seq in bad {
-            for pad in [0usize, 5, 31, 40, 64, 100] {
-                let mut line = br#"{"event_id":""#.to_vec();
-                line.extend(std::iter::repeat_n(b'a', pad));
-                line.extend_from_slice(seq);
-                line.extend_from_slice(br#"","lead_key":"a@b.c"}"#);
-                assert!(std::str::from_utf8(&line).is_err());
-                assert!(top(&line).is_none(), "{seq:?} after {pad} bytes");
+            for pad in 0..=100usize {
+                for tail in [&br#"","lead_key":"a@b.c"}"#[..], long_key.as_bytes()] {
+                    let mut line = br#"{"event_id":""#.to_vec();
+                    line.extend(std::iter::repeat_n(b'a', pad));
+                    line.extend_from_slice(seq);
+                    line.extend_from_slice(tail);
+                    assert!(std::str::from_utf8(&line).is_err());
+                    assert!(
+                        top(&line).is_none(),
+                        "{seq:?} after {pad} bytes, {} in all",
+                        line.len()
+                    );
+                }
             }
         }
     }
