@@ -88,7 +88,15 @@ pub fn run(settings: &Settings, stop: Arc<AtomicBool>, stats: ServiceStats) -> a
         thread::Builder::new()
             .name("ingest".into())
             .spawn(move || {
-                let r = ingest::run(&svc, &layout, &limits, &stop, &st);
+                let r = ingest::run(
+                    &svc,
+                    &layout,
+                    &limits,
+                    &stop,
+                    &st.ingest,
+                    &st.metrics,
+                    &st.view.health,
+                );
                 let _ = tx.send(("ingest", r));
             })
             .context("starting the ingest thread")?
@@ -121,7 +129,14 @@ pub fn run(settings: &Settings, stop: Arc<AtomicBool>, stats: ServiceStats) -> a
         thread::Builder::new()
             .name("state".into())
             .spawn(move || {
-                let r = state::run(&settings, &layout, &stop, &st);
+                let r = state::run(
+                    &settings,
+                    &layout,
+                    &stop,
+                    Arc::clone(&st.state),
+                    Arc::clone(&st.metrics),
+                    &st.view,
+                );
                 let _ = tx.send(("state", r));
             })
             .context("starting the state thread")?

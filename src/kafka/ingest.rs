@@ -24,6 +24,8 @@ use crate::codec::avro::{self, Framing};
 use crate::codec::json;
 use crate::codec::registry::{SchemaRegistry, Unavailable};
 use crate::config::{InputFormat, KeyMismatch, Service};
+use crate::health::Health;
+use crate::metrics::Metrics;
 use crate::model::event::{Event, Invalid, Source};
 use crate::model::rules::Limits;
 use crate::partition::partition_for;
@@ -187,12 +189,11 @@ pub fn run(
     layout: &Layout,
     limits: &Limits,
     stop: &AtomicBool,
-    service_stats: &crate::service::ServiceStats,
+    stats: &IngestStats,
+    metrics: &Arc<Metrics>,
+    health: &Health,
 ) -> anyhow::Result<()> {
     avro::bound_generic_allocations(limits.max_message_bytes);
-    let stats: &IngestStats = &service_stats.ingest;
-    let metrics = &service_stats.metrics;
-    let health = &service_stats.view.health;
     let t = &svc.topics;
     let context = IngestContext {
         metrics: Arc::clone(metrics),

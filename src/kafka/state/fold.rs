@@ -13,8 +13,8 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::BaseRecord;
 
-use super::checkpoint::Commit;
-use super::{lock, recovery, txn, Shared, StateContext};
+use super::txn::Commit;
+use super::{lock, recovery, txn, Shared, StateContext, StateStats, StateView};
 use crate::analytics::live::{self, WonAmount};
 use crate::codec::avro::{self, InternalRecord};
 use crate::config::{OutputFormat, Settings};
@@ -24,6 +24,7 @@ use crate::engine::{
 };
 use crate::kafka::producer;
 use crate::kafka::{H_SRC_INDEX, H_SRC_OFFSET};
+use crate::metrics::Metrics;
 use crate::model::event::{CrmType, Event};
 use crate::model::records::{Output, Transition};
 use crate::snapshot::SnapshotStore;
@@ -399,11 +400,11 @@ pub fn run(
     settings: &Settings,
     layout: &crate::kafka::admin::Layout,
     stop: &AtomicBool,
-    service_stats: &crate::service::ServiceStats,
+    stats: Arc<StateStats>,
+    metrics: Arc<Metrics>,
+    view: &StateView,
 ) -> anyhow::Result<()> {
     let svc = &settings.service;
-    let metrics = Arc::clone(&service_stats.metrics);
-    let stats = Arc::clone(&service_stats.state);
     let txn = layout.transactions;
     let id = txn.then(|| transactional_id(svc));
     match &id {
@@ -423,7 +424,7 @@ pub fn run(
         metrics.snapshots_skipped.with_label_values(&[reason]);
     }
     {
-        let mut shared = lock(&service_stats.view.shared);
+        let mut shared = lock(&view.shared);
         shared.internal_partitions = layout.internal_partitions;
         shared.lead_key = settings.rules.limits.lead_key;
     }
@@ -457,8 +458,8 @@ pub fn run(
         skew: Mutex::new(None),
         tail,
         hw,
-        shared: Arc::clone(&service_stats.view.shared),
-        view: service_stats.view.clone(),
+        shared: Arc::clone(&view.shared),
+        view: view.clone(),
         metrics,
         fatal: Mutex::new(None),
         snapshot_retry: Mutex::new(None),
