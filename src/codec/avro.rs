@@ -8,6 +8,7 @@ use std::sync::LazyLock;
 use apache_avro::types::Value;
 use apache_avro::Schema;
 
+pub use super::InternalRecord;
 use crate::model::event::{Event, EventFields, Invalid, Source};
 use crate::model::funnel::Stage;
 use crate::model::records::{Output, SlaKind, SlaRecord, Transition};
@@ -275,13 +276,6 @@ pub fn encode_input(ev: &Event, framing: Framing, schema_id: u32) -> anyhow::Res
         Framing::Plain => datum,
         Framing::Confluent => frame(schema_id, &datum),
     })
-}
-
-/// A record of the internal log `leadflow.events`.
-#[derive(Clone, Debug, PartialEq)]
-pub enum InternalRecord {
-    Event(Event),
-    Tick(i64),
 }
 
 pub fn encode_internal(rec: &InternalRecord) -> anyhow::Result<Vec<u8>> {

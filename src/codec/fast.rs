@@ -12,7 +12,7 @@
 use crate::model::event::{Event, EventFields, Invalid, Source};
 use crate::model::records::{Output, SlaRecord, Transition};
 
-use super::avro::InternalRecord;
+use super::InternalRecord;
 
 fn bad(why: impl Into<String>) -> Invalid {
     Invalid::Undecodable(why.into())
