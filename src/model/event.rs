@@ -6,6 +6,9 @@ use compact_str::CompactString;
 
 use serde::{Deserialize, Serialize};
 
+pub use super::limits::LeadKeyMode;
+use super::limits::Limits;
+
 /// Longest accepted `lead_key`, in bytes (SPEC §2).
 pub const MAX_LEAD_KEY_BYTES: usize = 256;
 /// Longest raw `lead_key` read before normalization (SPEC §2 limits the normalized key).
@@ -139,11 +142,7 @@ impl Event {
     /// normalized (`input.lead_key`) and checked again (non-empty, at most 256 bytes), the
     /// time checked against `now + limits.max_future` when `now` is given (Kafka ingest; replay
     /// with `--now`), then the input bounds of `limits`.
-    pub fn admit(
-        mut self,
-        limits: &crate::model::rules::Limits,
-        now: Option<i64>,
-    ) -> Result<Event, Invalid> {
+    pub fn admit(mut self, limits: &Limits, now: Option<i64>) -> Result<Event, Invalid> {
         if limits.lead_key == LeadKeyMode::Lowercase {
             if let std::borrow::Cow::Owned(k) = normalize_lead_key(limits.lead_key, &self.lead_key)
             {
@@ -170,7 +169,7 @@ impl Event {
     }
 
     /// The input bounds of `limits` on a decoded event (attribute count and sizes).
-    pub fn check_limits(&self, limits: &crate::model::rules::Limits) -> Result<(), Invalid> {
+    pub fn check_limits(&self, limits: &Limits) -> Result<(), Invalid> {
         if self.attributes.len() > limits.max_attributes {
             return Err(Invalid::TooManyAttributes(
                 self.attributes.len(),
@@ -196,16 +195,6 @@ impl Event {
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     }
-}
-
-/// How lead keys are read (`input.lead_key`, SPEC §2).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum LeadKeyMode {
-    /// As sent (v1).
-    #[default]
-    Exact,
-    /// Surrounding whitespace trimmed, then lowercased (Unicode default case mapping).
-    Lowercase,
 }
 
 /// A lead key as `mode` reads it; borrowed when unchanged.
@@ -573,7 +562,7 @@ mod tests {
         assert_eq!(f.validate(), Err(Invalid::EmptyField("lead_key")));
         let mut f = fields();
         f.lead_key = Some("x".repeat(257));
-        let limits = crate::model::rules::Limits::default();
+        let limits = Limits::default();
         assert_eq!(
             f.clone().validate().and_then(|e| e.admit(&limits, None)),
             Err(Invalid::LeadKeyTooLong(257))

@@ -3,6 +3,7 @@
 pub mod calendar;
 pub mod event;
 pub mod funnel;
+pub mod limits;
 pub mod matcher;
 pub mod records;
 pub mod rules;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use super::calendar::Calendar;
 use super::event::{Event, Source};
 use super::funnel::Stage;
+pub use super::limits::Limits;
 use super::matcher::Matcher;
 use super::score::Decay;
 
@@ -422,59 +423,5 @@ mod tests {
         assert!(!r.matches(Some("2000")));
         assert!(!r.matches(Some("lots")));
         assert!(!r.matches(None));
-    }
-}
-
-/// Resource bounds (the `[limits]` config section). The input bounds make oversized events
-/// invalid; the state bounds evict leads or refuse new SLA clocks, deterministically in event
-/// time, so replay and Kafka mode still agree.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Limits {
-    /// Largest accepted input message (ingest; a replay line), in bytes.
-    pub max_message_bytes: usize,
-    /// Most attributes per event.
-    pub max_attributes: usize,
-    /// Longest attribute name or value, in bytes.
-    pub max_attribute_bytes: usize,
-    /// Most leads held per partition; beyond it the least recently active are evicted.
-    pub max_leads: Option<u64>,
-    /// Leads with no event for this long (event time) and no running SLA clock are evicted.
-    pub evict_inactive_after_ms: Option<i64>,
-    /// Leads in a terminal stage (won, lost, disqualified) with no event for this long are
-    /// evicted.
-    pub evict_terminal_after_ms: Option<i64>,
-    /// Most pending SLA timers (warnings and breaches) per partition; beyond it no new clock
-    /// starts.
-    pub max_pending_timers: u64,
-    /// `limits.max_future` (ms; 0: off): events further ahead of ingest's clock are invalid
-    /// (SPEC §2, v2).
-    pub max_future_ms: i64,
-    /// `input.lead_key` (SPEC §2, v2).
-    pub lead_key: super::event::LeadKeyMode,
-}
-
-impl Default for Limits {
-    fn default() -> Limits {
-        Limits {
-            // librdkafka's default message.max.bytes: what the producer can write back out.
-            max_message_bytes: 1_000_000,
-            max_attributes: 256,
-            max_attribute_bytes: 64 * 1024,
-            max_leads: None,
-            evict_inactive_after_ms: None,
-            evict_terminal_after_ms: None,
-            max_pending_timers: 10_000_000,
-            max_future_ms: 86_400_000,
-            lead_key: super::event::LeadKeyMode::Exact,
-        }
-    }
-}
-
-impl Limits {
-    /// Whether any eviction rule is on.
-    pub fn evicts(&self) -> bool {
-        self.max_leads.is_some()
-            || self.evict_inactive_after_ms.is_some()
-            || self.evict_terminal_after_ms.is_some()
     }
 }
