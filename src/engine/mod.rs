@@ -127,6 +127,16 @@ impl PartitionState {
         }
     }
 
+    /// Encodes the whole state (format: `snapshot.rs`); `position` is the caller's log position
+    /// the state covers (the next internal offset to read). The same bytes as a
+    /// [`PartitionState::begin_snapshot`] at this point, stepped to the end however the state
+    /// changes meanwhile.
+    pub fn encode_snapshot(&self, position: i64) -> Vec<u8> {
+        let mut pending = checkpoint::Pending::start(self, position);
+        pending.step(&self.rules, &self.leads, usize::MAX);
+        pending.finish().concat()
+    }
+
     /// Starts a snapshot of the state as it is now, at log `position` (the next offset to
     /// fold), replacing any in progress. The state goes on folding; [`Self::snapshot_step`]
     /// encodes it a slice at a time, and the result is what [`Self::encode_snapshot`] returns

@@ -8,7 +8,6 @@
 use std::fmt;
 use std::sync::Arc;
 
-use super::checkpoint::Pending;
 use super::{
     static_reason, timer_slots, Clock, Cooldown, EvictedFilter, Extra, Lead, Lists, MqlMark,
     PartitionState, Rare, RecentTransition, SlaCount, Stats, Timer, TimerKind, RECENT_IDS,
@@ -191,15 +190,6 @@ fn stage_from(code: u8) -> Result<Stage, SnapshotError> {
 }
 
 impl PartitionState {
-    /// Encodes the whole state; `position` is the caller's log position the state covers
-    /// (the next internal offset to read). The same bytes as a [`PartitionState::begin_snapshot`]
-    /// at this point, stepped to the end however the state changes meanwhile.
-    pub fn encode_snapshot(&self, position: i64) -> Vec<u8> {
-        let mut pending = Pending::start(self, position);
-        pending.step(&self.rules, &self.leads, usize::MAX);
-        pending.finish().concat()
-    }
-
     /// Header and everything but the leads and the timers: magic, version, position, clock,
     /// counters, the evicted-key filter, and the lead count (`leads` in the order they follow).
     pub(super) fn encode_head(&self, w: &mut W, position: i64) {

@@ -18,15 +18,12 @@ use futures_util::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, RetryConfig, WriteMultipart};
 
-use super::stream::{Gauge, Piece, Report, Running, SnapshotStream};
+use super::stream::{Gauge, Piece, Report, Running, SnapshotStream, PART_BYTES};
 use crate::engine::PartitionState;
 use crate::model::rules::Ruleset;
 
 const PREFIX: &str = "snapshot-";
 const SUFFIX: &str = ".lfsn";
-/// Above this size a snapshot is uploaded in parts of this size (S3 allows 10,000 parts of at
-/// least 5 MiB, so up to 160 GiB), four at a time.
-pub(super) const PART_BYTES: usize = 16 << 20;
 const PARTS_IN_FLIGHT: usize = 4;
 /// Leads encoded between two looks at the upload by [`SnapshotStore::write_state`]: about a
 /// chunk (1 MiB) at the example config's size per lead.

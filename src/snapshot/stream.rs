@@ -4,8 +4,12 @@
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::store::PART_BYTES;
 use super::Written;
+
+/// Above this size a snapshot is uploaded in parts of this size (S3 allows 10,000 parts of at
+/// least 5 MiB, so up to 160 GiB), four at a time (`store.rs`). Here because the stream's
+/// look-ahead is counted in parts too.
+pub(super) const PART_BYTES: usize = 16 << 20;
 
 /// How far a [`SnapshotStream`] may run ahead of its upload (bytes sent, not yet handed to a
 /// part) before [`SnapshotStream::backed_up`] asks the encoder to wait.

@@ -22,7 +22,7 @@ use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::txn::{InFlight, Positions};
+use super::txn::{Commit, InFlight, Positions};
 use super::{lock, Part, Shared, StateContext};
 use crate::snapshot::SnapshotStream;
 
@@ -53,16 +53,6 @@ pub(super) struct WriteTag {
     leads: usize,
 }
 use crate::snapshot::Written;
-
-/// How a commit ended.
-#[derive(Debug, PartialEq, Eq)]
-pub(super) enum Commit {
-    /// Every output before the committed positions is durable and visible.
-    Done,
-    /// The transaction was aborted (e.g. this instance's group generation is stale): nothing
-    /// since the previous commit happened, and the in-memory state is ahead of the log.
-    Aborted,
-}
 
 impl StateContext {
     /// Opens a transaction before the first record of one is produced (transactions only).

@@ -22,7 +22,7 @@ mod txn;
 
 pub use fold::run;
 
-use checkpoint::Commit;
+use txn::Commit;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -32,11 +32,20 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::Producer;
 use rdkafka::TopicPartitionList;
 
-use super::checkpoint::Commit;
 use super::{lock, StateStats};
 use crate::config::Service;
 use crate::kafka::producer::{self, Deliveries, LfProducer};
 use crate::metrics::Metrics;
+
+/// How a commit ended.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Commit {
+    /// Every output before the committed positions is durable and visible.
+    Done,
+    /// The transaction was aborted (e.g. this instance's group generation is stale): nothing
+    /// since the previous commit happened, and the in-memory state is ahead of the log.
+    Aborted,
+}
 
 /// One producer and whether a transaction is open on it.
 pub(super) struct Slot {
