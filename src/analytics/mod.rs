@@ -8,7 +8,7 @@
 //! are pure.
 
 mod collect;
-pub mod config;
+pub use crate::config::report as config;
 pub mod html;
 pub mod live;
 mod measures;

@@ -24,61 +24,19 @@ use crate::model::rules::{
 };
 use crate::model::score::Decay;
 
+pub(crate) mod error;
+pub mod notify;
+pub mod report;
 mod service;
 
+pub use error::ConfigError;
+pub(crate) use error::{invalid, parse_duration, positive_duration};
 pub use service::{
     producer_max_bytes, InputFormat, KeyMismatch, OutputFormat, Service, Topics, Transactions,
 };
 
 /// Environment variables with this prefix (then `__`) override file settings.
 pub const ENV_PREFIX: &str = "LEADFLOW";
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ConfigError {
-    /// The file could not be read or parsed as TOML.
-    Source(String),
-    /// A key has the wrong type, is unknown, or is missing.
-    Shape { key: String, message: String },
-    /// A value is well-typed but not allowed.
-    Invalid {
-        key: String,
-        value: String,
-        allowed: String,
-    },
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ConfigError::Source(m) => write!(f, "config error: {m}"),
-            ConfigError::Shape { key, message } => {
-                write!(f, "config error at `{key}`: {message}")
-            }
-            ConfigError::Invalid {
-                key,
-                value,
-                allowed,
-            } => write!(
-                f,
-                "config error at `{key}`: invalid value {value}: {allowed}"
-            ),
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
-pub(crate) fn invalid(
-    key: impl Into<String>,
-    value: impl fmt::Debug,
-    allowed: impl Into<String>,
-) -> ConfigError {
-    ConfigError::Invalid {
-        key: key.into(),
-        value: format!("{value:?}"),
-        allowed: allowed.into(),
-    }
-}
 
 // ---- raw shape (what serde reads) ----
 
@@ -119,9 +77,9 @@ struct RawConfig {
     #[serde(default)]
     limits: RawLimits,
     #[serde(default)]
-    notify: crate::notify::config::RawNotify,
+    notify: notify::RawNotify,
     #[serde(default)]
-    report: crate::analytics::config::RawReport,
+    report: report::RawReport,
 }
 
 #[derive(Deserialize, Default)]
@@ -368,9 +326,9 @@ pub struct Settings {
     /// Kafka service settings (defaults when absent).
     pub service: Service,
     /// Notifications (`[notify]`; off without routes).
-    pub notify: crate::notify::NotifyConfig,
+    pub notify: notify::NotifyConfig,
     /// `leadflow report` settings (`[report]`).
-    pub report: crate::analytics::ReportSettings,
+    pub report: report::ReportSettings,
     /// A short hash of the `[scoring]` and `[funnel]` sections as loaded (overrides
     /// included): which lead definition a report measured (docs/analytics.md).
     pub definition: String,
@@ -610,26 +568,6 @@ fn definition_hash(cfg: &config::Config) -> String {
 
 fn fmt_ms(ms: i64) -> String {
     humantime::format_duration(Duration::from_millis(ms.max(0) as u64)).to_string()
-}
-
-const DURATION_HELP: &str = "a duration such as 90s, 15m, 4h or 30d";
-
-pub(crate) fn parse_duration(key: &str, text: &str) -> Result<i64, ConfigError> {
-    let d = humantime::parse_duration(text)
-        .map_err(|e| invalid(key, text, format!("expected {DURATION_HELP} ({e})")))?;
-    i64::try_from(d.as_millis()).map_err(|_| invalid(key, text, "duration is too long"))
-}
-
-pub(crate) fn positive_duration(key: &str, text: &str) -> Result<i64, ConfigError> {
-    let ms = parse_duration(key, text)?;
-    if ms <= 0 {
-        return Err(invalid(
-            key,
-            text,
-            format!("expected {DURATION_HELP}, greater than 0"),
-        ));
-    }
-    Ok(ms)
 }
 
 fn parse_source(key: &str, text: &str) -> Result<Source, ConfigError> {
@@ -1022,8 +960,8 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
     };
     service::check_together(&service, &rules.limits)?;
     let policies: Vec<String> = rules.sla.iter().map(|p| p.name.clone()).collect();
-    let notify = crate::notify::config::validate(raw.notify, &policies)?;
-    let report = crate::analytics::config::validate(raw.report)?;
+    let notify = notify::validate(raw.notify, &policies)?;
+    let report = report::validate(raw.report)?;
     Ok(Settings {
         rules: Arc::new(rules),
         calendars: calendars.into_values().collect(),

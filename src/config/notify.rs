@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use chrono_tz::Tz;
 use serde::Deserialize;
 
-use crate::config::{invalid, parse_duration, ConfigError};
+use super::error::{invalid, parse_duration, ConfigError};
 use crate::model::funnel::Stage;
 use crate::model::records::SlaKind;
 

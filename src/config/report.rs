@@ -6,7 +6,7 @@ use std::str::FromStr;
 use chrono_tz::Tz;
 use serde::Deserialize;
 
-use crate::config::{invalid, parse_duration, ConfigError};
+use super::error::{invalid, parse_duration, ConfigError};
 
 /// What `[report]` holds, as written.
 #[derive(Deserialize, Default)]

@@ -2,13 +2,14 @@
 //! group on the output topics) routes transition and SLA records to Slack incoming webhooks
 //! and JSON webhooks, at least once, in order per lead (docs/notifications.md).
 //!
-//! - `config.rs`: `[notify]`, targets, routes, owner routing; secrets from env or files;
+//! - `config` (`src/config/notify.rs`, beside the other sections): `[notify]`, targets, routes,
+//!   owner routing; secrets from env or files;
 //! - `route.rs`: pure: which targets a record goes to, and the message each gets;
 //! - `sign.rs`: the HMAC-SHA256 signature of webhook bodies;
 //! - `deliver.rs`: HTTP delivery with retries, backoff, rate limits;
 //! - `stage.rs`: the Kafka consumer, offsets committed after delivery, the dead-letter topic.
 
-pub mod config;
+pub use crate::config::notify as config;
 mod deliver;
 pub mod route;
 pub mod sign;
