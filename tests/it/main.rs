@@ -23,6 +23,7 @@ mod history;
 mod hostile;
 mod interop;
 mod kafka_pipeline;
+mod layers;
 mod limits;
 mod notify;
 mod object_store;
