@@ -498,7 +498,7 @@ pub fn run(
     let result = (|| -> anyhow::Result<()> {
         while !stop.load(Ordering::Relaxed) {
             if let Some(e) = ctx.take_fatal() {
-                anyhow::bail!("state stage failed: {e}");
+                return Err(e.context("state stage failed"));
             }
             // While a snapshot is encoded, an idle moment goes to it rather than to waiting.
             let wait = Duration::from_millis(if encoding { 1 } else { 20 });

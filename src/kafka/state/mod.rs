@@ -281,8 +281,9 @@ pub struct StateContext {
     shared: Arc<Mutex<Shared>>,
     view: StateView,
     metrics: Arc<Metrics>,
-    /// An error raised inside a rebalance callback, reported by the main loop.
-    fatal: Mutex<Option<String>>,
+    /// An error raised inside a rebalance callback, reported by the main loop: the error
+    /// itself, so its chain and source (e.g. a `KafkaError`) reach the caller intact.
+    fatal: Mutex<Option<anyhow::Error>>,
     /// Set while snapshots fail: the backoff (`None`: they do not fail).
     snapshot_retry: Mutex<Option<checkpoint::SnapshotRetry>>,
     /// Outcomes of the background snapshot writes, and how many are in flight.
@@ -337,9 +338,7 @@ impl ConsumerContext for StateContext {
         if let Err(e) = result {
             self.failed.store(true, Ordering::SeqCst);
             tracing::error!(error = %format!("{e:#}"), "rebalance failed");
-            if let Ok(mut f) = self.fatal.lock() {
-                *f = Some(format!("{e:#}"));
-            }
+            *lock(&self.fatal) = Some(e);
         }
     }
 }
@@ -443,7 +442,7 @@ impl StateContext {
         outcome.and(unassigned)
     }
 
-    fn take_fatal(&self) -> Option<String> {
+    fn take_fatal(&self) -> Option<anyhow::Error> {
         lock(&self.fatal).take()
     }
 }
