@@ -223,6 +223,15 @@ pub fn run(
         held: HashMap::new(),
         backoff: FIRST_BACKOFF,
     };
+    let forwarder = Forwarder {
+        svc,
+        layout,
+        limits,
+        producer: &producer,
+        registry: registry.as_ref(),
+        stats,
+        metrics,
+    };
     tracing::info!(topics = ?[&t.web, &t.email, &t.crm], group = %svc.ingest_group, "ingest started");
 
     let assigned = metrics.assigned_partitions.with_label_values(&["ingest"]);
@@ -260,17 +269,7 @@ pub fn run(
                     if holds.is_held(m.topic(), m.partition()) {
                         continue; // fetched before the pause; read again on resume
                     }
-                    match forward(
-                        svc,
-                        layout,
-                        limits,
-                        &producer,
-                        registry.as_ref(),
-                        source,
-                        &m,
-                        stats,
-                        metrics,
-                    )? {
+                    match forwarder.forward(source, &m)? {
                         Outcome::Done => {
                             stats.consumed.fetch_add(1, Ordering::Relaxed);
                             next.insert((m.topic().to_string(), m.partition()), m.offset() + 1);
@@ -316,98 +315,183 @@ pub fn run(
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn forward<M: Message>(
-    svc: &Service,
-    layout: &Layout,
-    limits: &Limits,
-    producer: &LfProducer,
-    registry: Option<&SchemaRegistry>,
-    source: Source,
-    m: &M,
-    stats: &IngestStats,
-    metrics: &crate::metrics::Metrics,
-) -> anyhow::Result<Outcome> {
-    let Some(bytes) = m.payload() else {
-        dead_letter(
+/// What forwarding a source message needs: the settings, the producer of the internal and
+/// dead-letter topics, the schema registry, the stage's counters.
+struct Forwarder<'a> {
+    svc: &'a Service,
+    layout: &'a Layout,
+    limits: &'a Limits,
+    producer: &'a LfProducer,
+    registry: Option<&'a SchemaRegistry>,
+    stats: &'a IngestStats,
+    metrics: &'a Metrics,
+}
+
+impl Forwarder<'_> {
+    /// Decodes, admits and forwards one message of `source` to the internal topic, or writes
+    /// it to the dead-letter topic with its reason; `Held` when the registry did not answer.
+    fn forward<M: Message>(&self, source: Source, m: &M) -> anyhow::Result<Outcome> {
+        let Forwarder {
+            svc,
+            layout,
+            limits,
+            producer,
+            registry,
+            stats: _,
+            metrics,
+        } = *self;
+        let Some(bytes) = m.payload() else {
+            self.dead_letter(m, None, &Invalid::NullValue)?;
+            return Ok(Outcome::Done);
+        };
+        let format = svc.input_formats[source.index()];
+        let decoded = match (format, registry) {
+            // Checked before decoding: an oversized message is never parsed.
+            _ if bytes.len() > limits.max_message_bytes => {
+                Err(Invalid::TooLarge(bytes.len(), limits.max_message_bytes))
+            }
+            // An unreachable registry is not bad input: the message waits, nothing is
+            // dead-lettered.
+            (InputFormat::AvroConfluent, Some(reg)) => match reg.decode(source, bytes) {
+                Ok(r) => r,
+                Err(why) => return Ok(Outcome::Held(why)),
+            },
+            _ => decode(source, format, bytes),
+        }
+        .and_then(|ev| ev.admit(limits, Some(crate::metrics::now_ms())))
+        .and_then(|ev| match m.key() {
+            Some(k) if key_disagrees(k, &ev.lead_key, limits.lead_key) => {
+                metrics.key_mismatch.inc();
+                match svc.key_mismatch {
+                    KeyMismatch::Count => Ok(ev),
+                    KeyMismatch::DeadLetter => {
+                        let shown = String::from_utf8_lossy(&k[..k.len().min(64)]).into_owned();
+                        Err(Invalid::KeyMismatch(shown, ev.lead_key.to_string()))
+                    }
+                }
+            }
+            _ => Ok(ev),
+        });
+        let encoded = match decoded {
+            Ok(ev) => {
+                let value = avro::encode_internal_event(&ev)?;
+                // Every record must fit what the producer and the topic accept, or the send
+                // fails for good and the stage with it: such an event is a dead letter instead.
+                let size = value.len() + ev.lead_key.len();
+                if size > layout.record_limits.internal {
+                    Err(Invalid::EncodedTooLarge(
+                        size,
+                        layout.record_limits.internal,
+                    ))
+                } else {
+                    Ok((ev, value))
+                }
+            }
+            Err(why) => Err(why),
+        };
+        match encoded {
+            Ok((ev, value)) => {
+                metrics
+                    .events
+                    .with_label_values(&[
+                        source.as_str(),
+                        crate::metrics::type_label(source, &ev.event_type),
+                    ])
+                    .inc();
+                let partition =
+                    partition_for(ev.lead_key.as_bytes(), layout.internal_partitions as u32) as i32;
+                producer::send(
+                    producer,
+                    BaseRecord::to(&svc.topics.internal)
+                        .partition(partition)
+                        .key(ev.lead_key.as_bytes())
+                        .payload(&value[..]),
+                )?;
+                self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(why) => self.dead_letter(m, Some(bytes), &why)?,
+        }
+        Ok(Outcome::Done)
+    }
+
+    /// Writes `m` to the dead-letter topic with its reason and origin. The value is cut to what
+    /// the topic accepts (and an oversized input to its first 64 KiB); `lf-original-size` keeps
+    /// the full size and `lf-truncated` says that it was cut. A null value (`None`) stays null; a
+    /// key too long for the topic is cut too.
+    fn dead_letter<M: Message>(
+        &self,
+        m: &M,
+        value: Option<&[u8]>,
+        why: &Invalid,
+    ) -> anyhow::Result<()> {
+        let Forwarder {
             svc,
             layout,
             producer,
-            m,
-            None,
-            &Invalid::NullValue,
             stats,
             metrics,
-        )?;
-        return Ok(Outcome::Done);
-    };
-    let format = svc.input_formats[source.index()];
-    let decoded = match (format, registry) {
-        // Checked before decoding: an oversized message is never parsed.
-        _ if bytes.len() > limits.max_message_bytes => {
-            Err(Invalid::TooLarge(bytes.len(), limits.max_message_bytes))
-        }
-        // An unreachable registry is not bad input: the message waits, nothing is dead-lettered.
-        (InputFormat::AvroConfluent, Some(reg)) => match reg.decode(source, bytes) {
-            Ok(r) => r,
-            Err(why) => return Ok(Outcome::Held(why)),
-        },
-        _ => decode(source, format, bytes),
-    }
-    .and_then(|ev| ev.admit(limits, Some(crate::metrics::now_ms())))
-    .and_then(|ev| match m.key() {
-        Some(k) if key_disagrees(k, &ev.lead_key, limits.lead_key) => {
-            metrics.key_mismatch.inc();
-            match svc.key_mismatch {
-                KeyMismatch::Count => Ok(ev),
-                KeyMismatch::DeadLetter => {
-                    let shown = String::from_utf8_lossy(&k[..k.len().min(64)]).into_owned();
-                    Err(Invalid::KeyMismatch(shown, ev.lead_key.to_string()))
-                }
+            ..
+        } = *self;
+        let bytes = value.unwrap_or_default();
+        stats.invalid.fetch_add(1, Ordering::Relaxed);
+        metrics.invalid.with_label_values(&[why.code()]).inc();
+        let mut reason = why.to_string();
+        let partition = m.partition().to_string();
+        let offset = m.offset().to_string();
+        let size = bytes.len().to_string();
+        let key = m.key().unwrap_or_default();
+        // The headers are bounded but for the reason and the source topic name: keep them short.
+        if reason.len() > 4096 {
+            let mut cut = 4096;
+            while !reason.is_char_boundary(cut) {
+                cut -= 1;
             }
+            reason.truncate(cut);
         }
-        _ => Ok(ev),
-    });
-    let encoded = match decoded {
-        Ok(ev) => {
-            let value = avro::encode_internal_event(&ev)?;
-            // Every record must fit what the producer and the topic accept, or the send fails
-            // for good and the stage with it: such an event is a dead letter instead.
-            let size = value.len() + ev.lead_key.len();
-            if size > layout.record_limits.internal {
-                Err(Invalid::EncodedTooLarge(
-                    size,
-                    layout.record_limits.internal,
-                ))
-            } else {
-                Ok((ev, value))
-            }
+        let fixed: [(&str, &[u8]); 6] = [
+            (H_ERROR, reason.as_bytes()),
+            (H_ERROR_CODE, why.code().as_bytes()),
+            (H_SOURCE_TOPIC, m.topic().as_bytes()),
+            (H_SOURCE_PARTITION, partition.as_bytes()),
+            (H_SOURCE_OFFSET, offset.as_bytes()),
+            (H_ORIGINAL_SIZE, size.as_bytes()),
+        ];
+        let header_bytes: usize =
+            fixed.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() + H_TRUNCATED.len() + 4;
+        let limit = layout.record_limits.dlq;
+        // The headers come first, then the key, then as much of the value as fits.
+        let key = &key[..key.len().min(limit.saturating_sub(header_bytes))];
+        let room = limit.saturating_sub(key.len() + header_bytes);
+        let keep = match why {
+            Invalid::TooLarge(..) => bytes.len().min(DLQ_SAMPLE_BYTES),
+            _ => bytes.len(),
         }
-        Err(why) => Err(why),
-    };
-    match encoded {
-        Ok((ev, value)) => {
-            metrics
-                .events
-                .with_label_values(&[
-                    source.as_str(),
-                    crate::metrics::type_label(source, &ev.event_type),
-                ])
-                .inc();
-            let partition =
-                partition_for(ev.lead_key.as_bytes(), layout.internal_partitions as u32) as i32;
-            producer::send(
-                producer,
-                BaseRecord::to(&svc.topics.internal)
-                    .partition(partition)
-                    .key(ev.lead_key.as_bytes())
-                    .payload(&value[..]),
-            )?;
-            stats.forwarded.fetch_add(1, Ordering::Relaxed);
+        .min(room);
+        let mut headers = OwnedHeaders::new();
+        for (k, v) in fixed {
+            headers = headers.insert(Header {
+                key: k,
+                value: Some(v),
+            });
         }
-        Err(why) => dead_letter(svc, layout, producer, m, Some(bytes), &why, stats, metrics)?,
+        let key_cut = m.key().is_some_and(|k| k.len() > key.len());
+        if keep < bytes.len() || key_cut {
+            headers = headers.insert(Header {
+                key: H_TRUNCATED,
+                value: Some(b"true".as_slice()),
+            });
+        }
+        let mut rec = BaseRecord::to(&svc.topics.dlq).headers(headers);
+        if value.is_some() {
+            rec = rec.payload(&bytes[..keep]);
+        }
+        if m.key().is_some() {
+            rec = rec.key(key);
+        }
+        producer::send(producer, rec)?;
+        tracing::debug!(topic = m.topic(), partition = m.partition(), offset = m.offset(), %reason, "dead-lettered");
+        Ok(())
     }
-    Ok(Outcome::Done)
 }
 
 /// Whether a message key names another lead than the payload's `lead_key` (the key read
@@ -417,80 +501,4 @@ fn key_disagrees(key: &[u8], lead_key: &str, mode: crate::model::event::LeadKeyM
         Ok(k) => crate::model::event::normalize_lead_key(mode, k) != lead_key,
         Err(_) => true,
     }
-}
-
-/// Writes `m` to the dead-letter topic with its reason and origin. The value is cut to what
-/// the topic accepts (and an oversized input to its first 64 KiB); `lf-original-size` keeps
-/// the full size and `lf-truncated` says that it was cut. A null value (`None`) stays null; a
-/// key too long for the topic is cut too.
-#[allow(clippy::too_many_arguments)]
-fn dead_letter<M: Message>(
-    svc: &Service,
-    layout: &Layout,
-    producer: &LfProducer,
-    m: &M,
-    value: Option<&[u8]>,
-    why: &Invalid,
-    stats: &IngestStats,
-    metrics: &crate::metrics::Metrics,
-) -> anyhow::Result<()> {
-    let bytes = value.unwrap_or_default();
-    stats.invalid.fetch_add(1, Ordering::Relaxed);
-    metrics.invalid.with_label_values(&[why.code()]).inc();
-    let mut reason = why.to_string();
-    let partition = m.partition().to_string();
-    let offset = m.offset().to_string();
-    let size = bytes.len().to_string();
-    let key = m.key().unwrap_or_default();
-    // The headers are bounded but for the reason and the source topic name: keep them short.
-    if reason.len() > 4096 {
-        let mut cut = 4096;
-        while !reason.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        reason.truncate(cut);
-    }
-    let fixed: [(&str, &[u8]); 6] = [
-        (H_ERROR, reason.as_bytes()),
-        (H_ERROR_CODE, why.code().as_bytes()),
-        (H_SOURCE_TOPIC, m.topic().as_bytes()),
-        (H_SOURCE_PARTITION, partition.as_bytes()),
-        (H_SOURCE_OFFSET, offset.as_bytes()),
-        (H_ORIGINAL_SIZE, size.as_bytes()),
-    ];
-    let header_bytes: usize =
-        fixed.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() + H_TRUNCATED.len() + 4;
-    let limit = layout.record_limits.dlq;
-    // The headers come first, then the key, then as much of the value as fits.
-    let key = &key[..key.len().min(limit.saturating_sub(header_bytes))];
-    let room = limit.saturating_sub(key.len() + header_bytes);
-    let keep = match why {
-        Invalid::TooLarge(..) => bytes.len().min(DLQ_SAMPLE_BYTES),
-        _ => bytes.len(),
-    }
-    .min(room);
-    let mut headers = OwnedHeaders::new();
-    for (k, v) in fixed {
-        headers = headers.insert(Header {
-            key: k,
-            value: Some(v),
-        });
-    }
-    let key_cut = m.key().is_some_and(|k| k.len() > key.len());
-    if keep < bytes.len() || key_cut {
-        headers = headers.insert(Header {
-            key: H_TRUNCATED,
-            value: Some(b"true".as_slice()),
-        });
-    }
-    let mut rec = BaseRecord::to(&svc.topics.dlq).headers(headers);
-    if value.is_some() {
-        rec = rec.payload(&bytes[..keep]);
-    }
-    if m.key().is_some() {
-        rec = rec.key(key);
-    }
-    producer::send(producer, rec)?;
-    tracing::debug!(topic = m.topic(), partition = m.partition(), offset = m.offset(), %reason, "dead-lettered");
-    Ok(())
 }
