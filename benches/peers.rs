@@ -24,7 +24,8 @@
 //! PEER_EVENTS (3000000), PEER_PARTITIONS (4), PEER_RATE (20000), PEER_LATENCY_SECS (30),
 //! PEER_CPUS (1), PEER_ONLY (leadflow | streams), PEER_JAR, PEER_JVM_OPTS (-Xmx1g),
 //! PEER_LOG (leadflow's log filter, warn), PEER_BROKER_PID (the broker's CPU over the same
-//! window is printed too), LEADFLOW_BIN.
+//! window is printed too), LEADFLOW_BIN, PEER_EXTRA (TOML appended to leadflow's config, e.g.
+//! `[kafka.properties]` to try librdkafka settings: docs/performance.md).
 
 mod support;
 
@@ -422,7 +423,7 @@ fn leadflow_processor(
         None,
         support::free_port()?,
         &run,
-        "",
+        &std::env::var("PEER_EXTRA").unwrap_or_default(),
     );
     Settings::from_toml(&config).context("the leadflow config of the peer bench")?;
     let path = dir.join("leadflow.toml");
