@@ -1,6 +1,6 @@
-//! The crate's layers, checked on its source: every `crate::` path under `src/` names a module
-//! of the same layer or one below, and no two modules use each other, directly or around a
-//! loop (../shared/STYLE.md, habit 6). The pure domain stays at the bottom, the I/O at the
+//! The crate's layers, checked on its source: every `crate::` and `super::` path under `src/`
+//! names a module of the same layer or one below, and no two modules, nor two files, use each
+//! other, directly or around a loop (../shared/STYLE.md, habit 6). The pure domain stays at the bottom, the I/O at the
 //! edge, and each part reads without the ones above it.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -34,14 +34,6 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
             out.push(path);
         }
     }
-}
-
-/// The top-level module a file under `src/` belongs to (`src/kafka/state/fold.rs`: `kafka`).
-fn module_of(src: &Path, file: &Path) -> String {
-    let rel = file.strip_prefix(src).expect("a file under src/");
-    let first = rel.components().next().expect("a path");
-    let name = first.as_os_str().to_string_lossy();
-    name.trim_end_matches(".rs").to_string()
 }
 
 /// The source without line comments (docs name modules freely) and without its test-only
@@ -89,79 +81,219 @@ fn code_of(text: &str) -> String {
     kept
 }
 
-/// The top-level modules that `code` names through `crate::`: `crate::engine::X` and each
-/// first name of a group, `crate::{engine::X, model::{..}}`.
-fn used_modules(code: &str) -> BTreeSet<String> {
-    let ident = |s: &str| -> String {
-        s.chars()
-            .take_while(|c| c.is_alphanumeric() || *c == '_')
-            .collect()
-    };
-    let mut used = BTreeSet::new();
-    for (i, _) in code.match_indices("crate::") {
-        // `$crate::` (macros) is not a use of this crate's module tree.
-        if code[..i].ends_with('$') {
-            continue;
-        }
-        let rest = &code[i + "crate::".len()..];
+/// The module path of a file under `src/`: `kafka/state/fold.rs` is `kafka::state::fold`,
+/// `kafka/state/mod.rs` is `kafka::state`.
+fn module_path(src: &Path, file: &Path) -> Vec<String> {
+    let rel = file.strip_prefix(src).expect("a file under src/");
+    let mut path: Vec<String> = rel
+        .components()
+        .map(|c| {
+            c.as_os_str()
+                .to_string_lossy()
+                .trim_end_matches(".rs")
+                .to_string()
+        })
+        .collect();
+    if path.last().is_some_and(|l| l == "mod") {
+        path.pop();
+    }
+    path
+}
+
+fn ident(s: &str) -> &str {
+    let end = s
+        .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .unwrap_or(s.len());
+    &s[..end]
+}
+
+/// The paths of a `use` tree or a path expression starting at `text`, under `prefix`:
+/// `a::b::{c, d::{e, self}}` gives `a::b::c`, `a::b::d::e` and `a::b::d`.
+fn tree(text: &str, prefix: &[String], out: &mut Vec<Vec<String>>) {
+    let mut path = prefix.to_vec();
+    let mut rest = text.trim_start();
+    loop {
         if let Some(group) = rest.strip_prefix('{') {
             let mut depth = 0usize;
-            let mut at_name = true;
-            let mut end = group.len();
+            let mut start = 0;
             for (j, c) in group.char_indices() {
                 match c {
                     '{' => depth += 1,
                     '}' if depth == 0 => {
-                        end = j;
-                        break;
+                        tree(&group[start..j], &path, out);
+                        return;
                     }
                     '}' => depth -= 1,
-                    ',' if depth == 0 => at_name = true,
-                    c if at_name && !c.is_whitespace() => {
-                        at_name = false;
-                        let name = ident(&group[j..end.min(group.len())]);
-                        if !name.is_empty() && name != "self" {
-                            used.insert(name);
-                        }
+                    ',' if depth == 0 => {
+                        tree(&group[start..j], &path, out);
+                        start = j + 1;
                     }
                     _ => {}
                 }
             }
-        } else {
-            let name = ident(rest);
-            if !name.is_empty() {
-                used.insert(name);
-            }
+            return;
+        }
+        let name = ident(rest);
+        if name.is_empty() {
+            break;
+        }
+        if name != "self" {
+            path.push(name.to_string());
+        }
+        match rest[name.len()..].strip_prefix("::") {
+            Some(more) => rest = more,
+            None => break,
         }
     }
-    used
+    if !text.trim().is_empty() {
+        out.push(path);
+    }
 }
 
-/// Module -> (module it uses -> the files that use it).
-fn graph() -> BTreeMap<String, BTreeMap<String, BTreeSet<String>>> {
+/// Every path `code` (the code of module `module`) names through `crate::` or `super::`,
+/// from the crate root. `$crate::` (macros) is left out.
+fn used_paths(code: &str, module: &[String]) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    for start in ["crate::", "super::"] {
+        for (i, _) in code.match_indices(start) {
+            let before = code[..i].chars().next_back();
+            if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '$' || c == ':') {
+                continue;
+            }
+            let mut rest = &code[i + start.len()..];
+            let mut base: Vec<String> = Vec::new();
+            if start == "super::" {
+                base = module[..module.len().saturating_sub(1)].to_vec();
+                while let Some(more) = rest.strip_prefix("super::") {
+                    base.pop();
+                    rest = more;
+                }
+            }
+            tree(rest, &base, &mut out);
+        }
+    }
+    out
+}
+
+/// The top-level modules that `code` (of module `module`) names: `crate::engine::X`, each
+/// first name of a group (`crate::{engine::X, model::{..}}`), what `super::` reaches.
+fn used_modules(code: &str, module: &[String]) -> BTreeSet<String> {
+    used_paths(code, module)
+        .into_iter()
+        .filter_map(|p| p.into_iter().next())
+        .collect()
+}
+
+struct Source {
+    /// E.g. `["kafka", "state", "fold"]`.
+    module: Vec<String>,
+    /// The path under `src/`.
+    shown: String,
+    code: String,
+}
+
+fn sources() -> Vec<Source> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
     rust_files(&src, &mut files);
-    let mut graph: BTreeMap<String, BTreeMap<String, BTreeSet<String>>> = BTreeMap::new();
-    for file in files {
-        let module = module_of(&src, &file);
-        if module == "main" || module == "lib" {
-            continue;
-        }
-        let text = std::fs::read_to_string(&file).expect("read a source file");
-        let shown = file
-            .strip_prefix(&src)
-            .unwrap_or(&file)
-            .display()
-            .to_string();
+    files
+        .iter()
+        .map(|file| {
+            let text = std::fs::read_to_string(file).expect("read a source file");
+            Source {
+                module: module_path(&src, file),
+                shown: file
+                    .strip_prefix(&src)
+                    .unwrap_or(file)
+                    .display()
+                    .to_string(),
+                code: code_of(&text),
+            }
+        })
+        .filter(|s| s.module != ["main"] && s.module != ["lib"])
+        .collect()
+}
+
+/// Node -> (node it uses -> the files that use it).
+type Graph = BTreeMap<String, BTreeMap<String, BTreeSet<String>>>;
+
+/// Between top-level modules.
+fn graph() -> Graph {
+    let sources = sources();
+    let known: BTreeSet<&str> = sources.iter().map(|s| s.module[0].as_str()).collect();
+    let mut graph = Graph::new();
+    for s in &sources {
+        let module = &s.module[0];
         let uses = graph.entry(module.clone()).or_default();
-        for used in used_modules(&code_of(&text)) {
-            if used != module {
-                uses.entry(used).or_default().insert(shown.clone());
+        for used in used_modules(&s.code, &s.module) {
+            if &used != module && known.contains(used.as_str()) {
+                uses.entry(used).or_default().insert(s.shown.clone());
             }
         }
     }
     graph
+}
+
+/// Between files. A path goes to the deepest module file it names. A file and the `mod.rs`
+/// files above it are no edge either way: a parent re-exports its children and holds what
+/// they share.
+fn file_graph() -> Graph {
+    let sources = sources();
+    let by_module: BTreeMap<&[String], &str> = sources
+        .iter()
+        .map(|s| (s.module.as_slice(), s.shown.as_str()))
+        .collect();
+    let mut graph = Graph::new();
+    for s in &sources {
+        let uses = graph.entry(s.shown.clone()).or_default();
+        for path in used_paths(&s.code, &s.module) {
+            let Some(target) = (1..=path.len())
+                .rev()
+                .map(|n| &path[..n])
+                .find(|m| by_module.contains_key(m))
+            else {
+                continue;
+            };
+            if s.module.starts_with(target) || target.starts_with(&s.module) {
+                continue;
+            }
+            uses.entry(by_module[target].to_string())
+                .or_default()
+                .insert(s.shown.clone());
+        }
+    }
+    graph
+}
+
+/// The loops of `graph`, each as `a -> b -> a`.
+fn loops(graph: &Graph) -> Vec<String> {
+    // Depth-first search; a node met again on the current path closes a loop.
+    fn visit<'a>(
+        node: &'a str,
+        graph: &'a Graph,
+        path: &mut Vec<&'a str>,
+        done: &mut BTreeSet<&'a str>,
+        loops: &mut Vec<String>,
+    ) {
+        if let Some(i) = path.iter().position(|p| *p == node) {
+            loops.push([&path[i..], &[node]].concat().join(" -> "));
+            return;
+        }
+        if !done.insert(node) {
+            return;
+        }
+        path.push(node);
+        for used in graph.get(node).into_iter().flat_map(|u| u.keys()) {
+            visit(used, graph, path, done, loops);
+        }
+        path.pop();
+    }
+    let mut found = Vec::new();
+    let mut done = BTreeSet::new();
+    for node in graph.keys() {
+        visit(node, graph, &mut Vec::new(), &mut done, &mut found);
+    }
+    found
 }
 
 #[test]
@@ -174,7 +306,7 @@ fn test_modules_are_left_out() {
                 }\n\
                 // crate::service is named in a comment only\n\
                 fn g() { crate::codec::json::decode(); }\n";
-    let found: Vec<String> = used_modules(&code_of(code)).into_iter().collect();
+    let found: Vec<String> = used_modules(&code_of(code), &[]).into_iter().collect();
     assert_eq!(found, ["codec", "model"]);
 }
 
@@ -184,7 +316,7 @@ fn the_parser_finds_plain_and_grouped_paths() {
                 use crate::{codec::avro, model::{event::Event, rules}, self};\n\
                 let x = crate::metrics::Metrics::new();\n\
                 macro_rules! m { () => { $crate::kafka::x() } }";
-    let found: Vec<String> = used_modules(code).into_iter().collect();
+    let found: Vec<String> = used_modules(code, &[]).into_iter().collect();
     assert_eq!(found, ["codec", "engine", "metrics", "model"]);
 }
 
@@ -213,33 +345,41 @@ fn every_module_uses_only_its_layer_and_below() {
 }
 
 #[test]
+fn paths_resolve_from_the_crate_root() {
+    let module = ["kafka".to_string(), "state".to_string(), "txn".to_string()];
+    let code = "use super::{lock, checkpoint::Commit};\n\
+                use super::super::producer::{self, Deliveries};\n\
+                let m = crate::metrics::Metrics::new();";
+    let mut found: Vec<String> = used_paths(code, &module)
+        .iter()
+        .map(|p| p.join("::"))
+        .collect();
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            "kafka::producer",
+            "kafka::producer::Deliveries",
+            "kafka::state::checkpoint::Commit",
+            "kafka::state::lock",
+            "metrics::Metrics::new",
+        ]
+    );
+}
+
+#[test]
 fn no_modules_use_each_other() {
-    let graph = graph();
-    // Depth-first search; a module met again on the current path closes a loop.
-    fn visit<'a>(
-        m: &'a str,
-        graph: &'a BTreeMap<String, BTreeMap<String, BTreeSet<String>>>,
-        path: &mut Vec<&'a str>,
-        done: &mut BTreeSet<&'a str>,
-        loops: &mut Vec<String>,
-    ) {
-        if let Some(i) = path.iter().position(|p| *p == m) {
-            loops.push([&path[i..], &[m]].concat().join(" -> "));
-            return;
-        }
-        if !done.insert(m) {
-            return;
-        }
-        path.push(m);
-        for used in graph.get(m).into_iter().flat_map(|u| u.keys()) {
-            visit(used, graph, path, done, loops);
-        }
-        path.pop();
-    }
-    let mut loops = Vec::new();
-    let mut done = BTreeSet::new();
-    for module in graph.keys() {
-        visit(module, &graph, &mut Vec::new(), &mut done, &mut loops);
-    }
-    assert!(loops.is_empty(), "import loops: {loops:?}");
+    let found = loops(&graph());
+    assert!(found.is_empty(), "import loops: {found:?}");
+}
+
+#[test]
+fn no_files_use_each_other() {
+    let graph = file_graph();
+    let found = loops(&graph);
+    assert!(found.is_empty(), "import loops between files: {found:?}");
+    // The graph was read at all: the fold uses the engine, the engine's snapshot encoder
+    // the lead layout.
+    assert!(graph["kafka/state/fold.rs"].contains_key("engine/mod.rs"));
+    assert!(graph["engine/checkpoint.rs"].contains_key("engine/snapshot.rs"));
 }
