@@ -8,7 +8,7 @@ use chrono::TimeZone;
 use serde::Serialize;
 
 use super::collect::{Amount, Change, Collector, Facts, LeadTrack};
-use super::config::ReportSettings;
+use crate::config::report::ReportSettings;
 use crate::model::funnel::Stage;
 use crate::model::rules::Ruleset;
 

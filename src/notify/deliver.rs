@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::config::{Target, TargetKind};
+use crate::config::notify::{Target, TargetKind};
 use crate::metrics::Metrics;
 
 /// One message for one target, and where its record came from.

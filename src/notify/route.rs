@@ -4,7 +4,7 @@
 use chrono::{TimeZone, Utc};
 use chrono_tz::Tz;
 
-use super::config::{NotifyConfig, RecordKind, RouteTo, TargetKind};
+use crate::config::notify::{NotifyConfig, RecordKind, RouteTo, TargetKind};
 use crate::model::records::{Output, SlaKind};
 
 /// The record's id: its transition or SLA event id (the idempotency key).

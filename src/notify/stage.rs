@@ -15,10 +15,10 @@ use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::BaseRecord;
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::config::Start;
 use super::deliver::{self, Done, Job, Outcome};
 use super::route;
 use crate::codec::avro;
+use crate::config::notify::Start;
 use crate::config::{OutputFormat, Settings};
 use crate::kafka::producer;
 use crate::metrics::Metrics;

@@ -7,7 +7,5 @@
 mod store;
 mod stream;
 
-pub use store::{
-    check_url, Skipped, SnapshotStore, StoreConfig, StoreIo, Written, SCHEMES, SKIP_CODES,
-};
-pub use stream::SnapshotStream;
+pub use store::{check_url, Skipped, SnapshotStore, StoreConfig, StoreIo, SCHEMES, SKIP_CODES};
+pub use stream::{SnapshotStream, Written};

@@ -18,7 +18,7 @@ use futures_util::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, RetryConfig, WriteMultipart};
 
-use super::stream::{Gauge, Piece, Report, Running, SnapshotStream, PART_BYTES};
+use super::stream::{Gauge, Piece, Report, Running, SnapshotStream, Written, PART_BYTES};
 use crate::engine::PartitionState;
 use crate::model::rules::Ruleset;
 
@@ -95,15 +95,6 @@ pub const SKIP_CODES: [&str; 4] = [
 /// What recovery finds: the newest snapshot that decodes (state and position), and the newer
 /// ones it passed over.
 pub type Loaded = (Option<(PartitionState, i64)>, Vec<Skipped>);
-
-/// A snapshot written: where, how many bytes, and how many objects of its partition are named
-/// above its position (not snapshots of this log: left over or put there; see `prune`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Written {
-    pub path: String,
-    pub bytes: u64,
-    pub above: usize,
-}
 
 /// A store error as one readable line: what was being done, the store's message once (its
 /// `Display` already holds its causes; the error chain would repeat them, response bodies

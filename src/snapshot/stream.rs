@@ -4,7 +4,15 @@
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::Written;
+/// A snapshot written: where, how many bytes, and how many objects of its partition are named
+/// above its position (not snapshots of this log: left over or put there; see `prune` in
+/// `store.rs`). Here, with the stream that reports it, so the two files import one way.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Written {
+    pub path: String,
+    pub bytes: u64,
+    pub above: usize,
+}
 
 /// Above this size a snapshot is uploaded in parts of this size (S3 allows 10,000 parts of at
 /// least 5 MiB, so up to 160 GiB), four at a time (`store.rs`). Here because the stream's
