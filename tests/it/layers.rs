@@ -36,23 +36,132 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// The source without line comments (docs name modules freely) and without its test-only
-/// modules (`#[cfg(test)]` then `mod ...{`, to the matching brace): tests may reach further.
+/// The identifier characters right before `chars[i]` (`b` for a raw byte string's `br"`).
+fn word_before(chars: &[char], i: usize) -> String {
+    let start = chars[..i]
+        .iter()
+        .rposition(|c| !(c.is_alphanumeric() || *c == '_'))
+        .map_or(0, |p| p + 1);
+    chars[start..i].iter().collect()
+}
+
+/// `text` with the contents of comments, string literals (raw ones too) and character
+/// literals blanked out (newlines kept), so that a brace, a `//` or a `crate::` inside them
+/// counts for nothing.
+fn blank_literals(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let blank = |c: char| if c == '\n' { '\n' } else { ' ' };
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let next = chars.get(i + 1).copied();
+        if c == '/' && next == Some('/') {
+            while i < chars.len() && chars[i] != '\n' {
+                out.push(' ');
+                i += 1;
+            }
+        } else if c == '/' && next == Some('*') {
+            // Block comments nest.
+            let mut depth = 0;
+            while i < chars.len() {
+                if chars[i] == '/' && chars.get(i + 1) == Some(&'*') {
+                    depth += 1;
+                    out.push_str("  ");
+                    i += 2;
+                } else if chars[i] == '*' && chars.get(i + 1) == Some(&'/') {
+                    depth -= 1;
+                    out.push_str("  ");
+                    i += 2;
+                    if depth == 0 {
+                        break;
+                    }
+                } else {
+                    out.push(blank(chars[i]));
+                    i += 1;
+                }
+            }
+        } else if c == 'r'
+            && matches!(next, Some('"' | '#'))
+            && matches!(word_before(&chars, i).as_str(), "" | "b")
+            && chars[i + 1..].iter().find(|&&h| h != '#') == Some(&'"')
+        {
+            // A raw string: r"…", r#"…"#, …
+            let hashes = chars[i + 1..].iter().take_while(|&&h| h == '#').count();
+            out.push('r');
+            i += 1;
+            for _ in 0..hashes + 1 {
+                out.push(chars[i]);
+                i += 1;
+            }
+            while i < chars.len() {
+                if chars[i] == '"' && chars[i + 1..].iter().take(hashes).all(|&h| h == '#') {
+                    // The closing quote and its hashes.
+                    for &h in &chars[i..(i + 1 + hashes).min(chars.len())] {
+                        out.push(h);
+                    }
+                    i += 1 + hashes;
+                    break;
+                }
+                out.push(blank(chars[i]));
+                i += 1;
+            }
+        } else if c == '"' {
+            out.push('"');
+            i += 1;
+            while i < chars.len() && chars[i] != '"' {
+                if chars[i] == '\\' {
+                    out.push(' ');
+                    i += 1;
+                }
+                if i < chars.len() {
+                    out.push(blank(chars[i]));
+                    i += 1;
+                }
+            }
+            if i < chars.len() {
+                out.push('"');
+                i += 1;
+            }
+        } else if c == '\'' && (chars.get(i + 2) == Some(&'\'') || next == Some('\\')) {
+            // A character literal ('x', '\n', '\u{7f}'); a lifetime ('a) has no closing quote.
+            out.push('\'');
+            i += 1;
+            while i < chars.len() && chars[i] != '\'' {
+                if chars[i] == '\\' {
+                    out.push(' ');
+                    i += 1;
+                }
+                if i < chars.len() {
+                    out.push(' ');
+                    i += 1;
+                }
+            }
+            if i < chars.len() {
+                out.push('\'');
+                i += 1;
+            }
+        } else {
+            out.push(c);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// The source without comments and literals (`blank_literals`) and without its test-only
+/// modules (`#[cfg(test)]` then `mod … {`, to the matching brace; `mod …;` declares a file):
+/// tests may reach further.
 fn code_of(text: &str) -> String {
-    let code: Vec<&str> = text
-        .lines()
-        .map(|l| match l.find("//") {
-            Some(i) => &l[..i],
-            None => l,
-        })
-        .collect();
+    let code = blank_literals(text);
     let mut kept = String::new();
-    let mut lines = code.iter().peekable();
+    let mut lines = code.lines().peekable();
     while let Some(line) = lines.next() {
         let test_module = line.trim() == "#[cfg(test)]"
             && lines.peek().is_some_and(|next| {
                 let next = next.trim_start();
-                next.starts_with("mod ") || next.starts_with("pub(crate) mod ")
+                (next.starts_with("mod ") || next.starts_with("pub(crate) mod "))
+                    && !next.trim_end().ends_with(';')
             });
         if !test_module {
             kept.push_str(line);
@@ -100,7 +209,9 @@ fn module_path(src: &Path, file: &Path) -> Vec<String> {
     path
 }
 
+/// The identifier at the start of `s`, without a raw identifier's `r#`.
 fn ident(s: &str) -> &str {
+    let s = s.strip_prefix("r#").unwrap_or(s);
     let end = s
         .find(|c: char| !(c.is_alphanumeric() || c == '_'))
         .unwrap_or(s.len());
@@ -108,8 +219,9 @@ fn ident(s: &str) -> &str {
 }
 
 /// The paths of a `use` tree or a path expression starting at `text`, under `prefix`:
-/// `a::b::{c, d::{e, self}}` gives `a::b::c`, `a::b::d::e` and `a::b::d`.
-fn tree(text: &str, prefix: &[String], out: &mut Vec<Vec<String>>) {
+/// `a::b::{c, d::{e, self}}` gives `a::b::c`, `a::b::d::e` and `a::b::d`. Each comes with the
+/// name it is known by where it is imported: its `as` name, else its last segment.
+fn tree(text: &str, prefix: &[String], out: &mut Vec<(String, Vec<String>)>) {
     let mut path = prefix.to_vec();
     let mut rest = text.trim_start();
     loop {
@@ -133,6 +245,7 @@ fn tree(text: &str, prefix: &[String], out: &mut Vec<Vec<String>>) {
             }
             return;
         }
+        let raw = if rest.starts_with("r#") { 2 } else { 0 };
         let name = ident(rest);
         if name.is_empty() {
             break;
@@ -140,14 +253,24 @@ fn tree(text: &str, prefix: &[String], out: &mut Vec<Vec<String>>) {
         if name != "self" {
             path.push(name.to_string());
         }
-        match rest[name.len()..].strip_prefix("::") {
+        rest = &rest[raw + name.len()..];
+        match rest.strip_prefix("::") {
             Some(more) => rest = more,
             None => break,
         }
     }
-    if !text.trim().is_empty() {
-        out.push(path);
+    if text.trim().is_empty() {
+        return;
     }
+    let alias = rest
+        .trim_start()
+        .strip_prefix("as ")
+        .map(|a| ident(a.trim_start()));
+    let name = match alias {
+        Some(a) if !a.is_empty() => a.to_string(),
+        _ => path.last().cloned().unwrap_or_default(),
+    };
+    out.push((name, path));
 }
 
 /// Every path `code` (the code of module `module`) names through `crate::` or `super::`,
@@ -172,7 +295,48 @@ fn used_paths(code: &str, module: &[String]) -> Vec<Vec<String>> {
             tree(rest, &base, &mut out);
         }
     }
-    out
+    out.into_iter().map(|(_, path)| path).collect()
+}
+
+/// What the `use` items of `code` (module `module`, whose child modules are `children`) bring
+/// in, by the name they are known by there, as paths from the crate root:
+/// `pub use stream::{SnapshotStream, Written};` in `snapshot/mod.rs` gives `Written` ->
+/// `snapshot::stream::Written`. Paths of other crates are left out.
+fn imports(
+    code: &str,
+    module: &[String],
+    children: &BTreeSet<String>,
+) -> BTreeMap<String, Vec<String>> {
+    let mut found = Vec::new();
+    for (i, _) in code.match_indices("use ") {
+        if code[..i]
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_alphanumeric() || c == '_')
+        {
+            continue;
+        }
+        let item = &code[i + "use ".len()..];
+        let item = item[..item.find(';').unwrap_or(item.len())].trim_start();
+        let (base, rest) = if let Some(rest) = item.strip_prefix("crate::") {
+            (Vec::new(), rest)
+        } else if let Some(mut rest) = item.strip_prefix("super::") {
+            let mut base = module[..module.len().saturating_sub(1)].to_vec();
+            while let Some(more) = rest.strip_prefix("super::") {
+                base.pop();
+                rest = more;
+            }
+            (base, rest)
+        } else if let Some(rest) = item.strip_prefix("self::") {
+            (module.to_vec(), rest)
+        } else if children.contains(ident(item)) {
+            (module.to_vec(), item)
+        } else {
+            continue;
+        };
+        tree(rest, &base, &mut found);
+    }
+    found.into_iter().collect()
 }
 
 /// The top-level modules that `code` (of module `module`) names: `crate::engine::X`, each
@@ -234,30 +398,66 @@ fn graph() -> Graph {
     graph
 }
 
-/// Between files. A path goes to the deepest module file it names. A file and the `mod.rs`
-/// files above it are no edge either way: a parent re-exports its children and holds what
-/// they share.
+/// Between files. A path goes to the file that defines what it names: the deepest module
+/// file in it, and on through that file's `use` items when they bring the name in from
+/// elsewhere (`crate::snapshot::Written`, which `snapshot/mod.rs` re-exports, is
+/// `snapshot/stream.rs`'s). A file and the `mod.rs` files above it are no edge either way: a
+/// parent declares its children and holds what they share.
 fn file_graph() -> Graph {
     let sources = sources();
     let by_module: BTreeMap<&[String], &str> = sources
         .iter()
         .map(|s| (s.module.as_slice(), s.shown.as_str()))
         .collect();
+    let imports_of: BTreeMap<&[String], BTreeMap<String, Vec<String>>> = sources
+        .iter()
+        .map(|s| {
+            let children: BTreeSet<String> = sources
+                .iter()
+                .filter(|c| c.module.len() == s.module.len() + 1 && c.module.starts_with(&s.module))
+                .map(|c| c.module[s.module.len()].clone())
+                .collect();
+            (s.module.as_slice(), imports(&s.code, &s.module, &children))
+        })
+        .collect();
+    let deepest = |path: &[String]| -> Option<Vec<String>> {
+        (1..=path.len())
+            .rev()
+            .map(|n| path[..n].to_vec())
+            .find(|m| by_module.contains_key(m.as_slice()))
+    };
     let mut graph = Graph::new();
     for s in &sources {
         let uses = graph.entry(s.shown.clone()).or_default();
-        for path in used_paths(&s.code, &s.module) {
-            let Some(target) = (1..=path.len())
-                .rev()
-                .map(|n| &path[..n])
-                .find(|m| by_module.contains_key(m))
-            else {
+        for mut path in used_paths(&s.code, &s.module) {
+            let Some(mut target) = deepest(&path) else {
                 continue;
             };
-            if s.module.starts_with(target) || target.starts_with(&s.module) {
+            // Through re-exports, a few steps at most.
+            for _ in 0..8 {
+                let Some(name) = path.get(target.len()) else {
+                    break;
+                };
+                let Some(to) = imports_of[target.as_slice()].get(name) else {
+                    break;
+                };
+                let next: Vec<String> = to
+                    .iter()
+                    .chain(&path[target.len() + 1..])
+                    .cloned()
+                    .collect();
+                match deepest(&next) {
+                    Some(t) if next != path => {
+                        path = next;
+                        target = t;
+                    }
+                    _ => break,
+                }
+            }
+            if s.module.starts_with(&target) || target.starts_with(&s.module) {
                 continue;
             }
-            uses.entry(by_module[target].to_string())
+            uses.entry(by_module[target.as_slice()].to_string())
                 .or_default()
                 .insert(s.shown.clone());
         }
@@ -382,4 +582,68 @@ fn no_files_use_each_other() {
     // the lead layout.
     assert!(graph["kafka/state/fold.rs"].contains_key("engine/mod.rs"));
     assert!(graph["engine/checkpoint.rs"].contains_key("engine/snapshot.rs"));
+}
+
+#[test]
+fn literals_and_comments_count_for_nothing() {
+    let code = "let a = \"crate::service } // {\";\n\
+                let b = r#\"crate::kafka \"quoted\" }\"#;\n\
+                let c = b'{'; let d = '\\''; let e: &'static str = \"\";\n\
+                /* crate::demo /* nested */ crate::http */\n\
+                fn f<'a>(x: &'a str) { crate::codec::json::decode(x); }\n\
+                let url = \"http://example.com\"; crate::model::event::Event::new();\n";
+    let found: Vec<String> = used_modules(&code_of(code), &[]).into_iter().collect();
+    assert_eq!(found, ["codec", "model"]);
+    // Braces inside literals do not end a test module early.
+    let code = "#[cfg(test)]\nmod tests {\n    const X: &str = \"}\";\n    use crate::kafka;\n}\n\
+                use crate::engine;\n";
+    let found: Vec<String> = used_modules(&code_of(code), &[]).into_iter().collect();
+    assert_eq!(found, ["engine"]);
+}
+
+#[test]
+fn re_exports_are_followed_to_where_they_point() {
+    let module = ["snapshot".to_string()];
+    let children: BTreeSet<String> = ["store", "stream"].map(String::from).into();
+    let code = "mod store;\nmod stream;\n\
+                pub use store::{check_url, SnapshotStore};\n\
+                pub use stream::{SnapshotStream, Written};\n\
+                pub use crate::config::report as config;\n\
+                use std::sync::Arc;\n";
+    let found = imports(code, &module, &children);
+    let shown: Vec<String> = found
+        .iter()
+        .map(|(name, path)| format!("{name}={}", path.join("::")))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            "SnapshotStore=snapshot::store::SnapshotStore",
+            "SnapshotStream=snapshot::stream::SnapshotStream",
+            "Written=snapshot::stream::Written",
+            "check_url=snapshot::store::check_url",
+            "config=config::report",
+        ]
+    );
+}
+
+/// `super::` is resolved from the file's module: an inline module outside the tests would
+/// move it, so there are none.
+#[test]
+fn no_inline_modules_outside_tests() {
+    let inline: Vec<String> = sources()
+        .iter()
+        .filter(|s| {
+            s.code.lines().any(|l| {
+                let l = l.trim_start();
+                let l = l
+                    .strip_prefix("pub ")
+                    .or_else(|| l.strip_prefix("pub(crate) "))
+                    .unwrap_or(l);
+                l.starts_with("mod ") && l.trim_end().ends_with('{')
+            })
+        })
+        .map(|s| s.shown.clone())
+        .collect();
+    assert!(inline.is_empty(), "inline modules in {inline:?}");
 }
