@@ -5,7 +5,8 @@
 //! definitions' threads); a collector keeps what the engine emits, and `measures` turns that
 //! into the report. Reading files and folding are here (the Kafka reader is
 //! `kafka::history`, so this module needs nothing of Kafka); the measures and the renderings
-//! are pure.
+//! are pure. Its settings, `[report]`, are `config` (`src/config/report.rs`, beside the other
+//! sections).
 
 mod collect;
 pub use crate::config::report as config;

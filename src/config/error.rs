@@ -1,6 +1,6 @@
 //! What every part of the configuration reports a bad value with, and the duration parser
-//! they share. A leaf: `config` and the components' own config files (`notify/config.rs`,
-//! `analytics/config.rs`) use it, and it uses neither, so they do not import each other back.
+//! they share. A leaf: `config/mod.rs` and the section files (`service.rs`, `notify.rs`,
+//! `report.rs`) use it, and it uses none of them, so they do not import each other back.
 
 use std::fmt;
 

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::{invalid, parse_duration, positive_duration, ConfigError};
+use super::error::{invalid, parse_duration, positive_duration, ConfigError};
 use crate::model::event::Source;
 
 #[derive(Deserialize, Default)]

@@ -337,7 +337,7 @@ impl Forwarder<'_> {
             limits,
             producer,
             registry,
-            stats: _,
+            stats,
             metrics,
         } = *self;
         let Some(bytes) = m.payload() else {
@@ -407,7 +407,7 @@ impl Forwarder<'_> {
                         .key(ev.lead_key.as_bytes())
                         .payload(&value[..]),
                 )?;
-                self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
+                stats.forwarded.fetch_add(1, Ordering::Relaxed);
             }
             Err(why) => self.dead_letter(m, Some(bytes), &why)?,
         }
