@@ -489,7 +489,13 @@ impl Forwarder<'_> {
             rec = rec.key(key);
         }
         producer::send(producer, rec)?;
-        tracing::debug!(topic = m.topic(), partition = m.partition(), offset = m.offset(), %reason, "dead-lettered");
+        tracing::debug!(
+            topic = m.topic(),
+            partition = m.partition(),
+            offset = m.offset(),
+            %reason,
+            "dead-lettered"
+        );
         Ok(())
     }
 }

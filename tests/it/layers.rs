@@ -1,7 +1,8 @@
-//! The crate's layers, checked on its source: every `crate::` and `super::` path under `src/`
-//! names a module of the same layer or one below, and no two modules, nor two files, use each
-//! other, directly or around a loop (../shared/STYLE.md, habit 6). The pure domain stays at the bottom, the I/O at the
-//! edge, and each part reads without the ones above it.
+//! The crate's layers, checked on its source: every `crate::`, `super::` and `use` path under
+//! `src/` names a module of the same layer or one below, and no two modules, nor two files,
+//! use each other, directly or around a loop (the project's style notes, habit 6). The pure
+//! domain stays at the bottom, the I/O at the edge, and each part reads without the ones
+//! above it. Named paths only: a method call on a type of another file is not seen.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -43,6 +44,27 @@ fn word_before(chars: &[char], i: usize) -> String {
         .rposition(|c| !(c.is_alphanumeric() || *c == '_'))
         .map_or(0, |p| p + 1);
     chars[start..i].iter().collect()
+}
+
+/// Blanks the quoted literal that opens at `chars[i]` (a string or a character) to its
+/// closing quote, escapes included (newlines kept); the index after it.
+fn blank_quoted(chars: &[char], mut i: usize, out: &mut String) -> usize {
+    let quote = chars[i];
+    out.push(quote);
+    i += 1;
+    while i < chars.len() && chars[i] != quote {
+        // An escape's next character is part of it (`\"`, `\'`).
+        let n = if chars[i] == '\\' { 2 } else { 1 };
+        for &c in &chars[i..(i + n).min(chars.len())] {
+            out.push(if c == '\n' { '\n' } else { ' ' });
+        }
+        i += n;
+    }
+    if i < chars.len() {
+        out.push(quote);
+        i += 1;
+    }
+    i
 }
 
 /// `text` with the contents of comments, string literals (raw ones too) and character
@@ -107,40 +129,10 @@ fn blank_literals(text: &str) -> String {
                 i += 1;
             }
         } else if c == '"' {
-            out.push('"');
-            i += 1;
-            while i < chars.len() && chars[i] != '"' {
-                if chars[i] == '\\' {
-                    out.push(' ');
-                    i += 1;
-                }
-                if i < chars.len() {
-                    out.push(blank(chars[i]));
-                    i += 1;
-                }
-            }
-            if i < chars.len() {
-                out.push('"');
-                i += 1;
-            }
+            i = blank_quoted(&chars, i, &mut out);
         } else if c == '\'' && (chars.get(i + 2) == Some(&'\'') || next == Some('\\')) {
             // A character literal ('x', '\n', '\u{7f}'); a lifetime ('a) has no closing quote.
-            out.push('\'');
-            i += 1;
-            while i < chars.len() && chars[i] != '\'' {
-                if chars[i] == '\\' {
-                    out.push(' ');
-                    i += 1;
-                }
-                if i < chars.len() {
-                    out.push(' ');
-                    i += 1;
-                }
-            }
-            if i < chars.len() {
-                out.push('\'');
-                i += 1;
-            }
+            i = blank_quoted(&chars, i, &mut out);
         } else {
             out.push(c);
             i += 1;
@@ -273,6 +265,24 @@ fn tree(text: &str, prefix: &[String], out: &mut Vec<(String, Vec<String>)>) {
     out.push((name, path));
 }
 
+/// Where a path that starts `text`, in module `module`, begins from the crate root, and the
+/// rest of it: `crate::`, `self::`, or one `super::` for each level up. `None` otherwise.
+fn anchored<'t>(text: &'t str, module: &[String]) -> Option<(Vec<String>, &'t str)> {
+    if let Some(rest) = text.strip_prefix("crate::") {
+        return Some((Vec::new(), rest));
+    }
+    if let Some(rest) = text.strip_prefix("self::") {
+        return Some((module.to_vec(), rest));
+    }
+    let mut rest = text.strip_prefix("super::")?;
+    let mut base = module[..module.len().saturating_sub(1)].to_vec();
+    while let Some(more) = rest.strip_prefix("super::") {
+        base.pop();
+        rest = more;
+    }
+    Some((base, rest))
+}
+
 /// Every path `code` (the code of module `module`) names through `crate::` or `super::`,
 /// from the crate root. `$crate::` (macros) is left out.
 fn used_paths(code: &str, module: &[String]) -> Vec<Vec<String>> {
@@ -283,16 +293,9 @@ fn used_paths(code: &str, module: &[String]) -> Vec<Vec<String>> {
             if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '$' || c == ':') {
                 continue;
             }
-            let mut rest = &code[i + start.len()..];
-            let mut base: Vec<String> = Vec::new();
-            if start == "super::" {
-                base = module[..module.len().saturating_sub(1)].to_vec();
-                while let Some(more) = rest.strip_prefix("super::") {
-                    base.pop();
-                    rest = more;
-                }
+            if let Some((base, rest)) = anchored(&code[i..], module) {
+                tree(rest, &base, &mut out);
             }
-            tree(rest, &base, &mut out);
         }
     }
     out.into_iter().map(|(_, path)| path).collect()
@@ -318,21 +321,11 @@ fn imports(
         }
         let item = &code[i + "use ".len()..];
         let item = item[..item.find(';').unwrap_or(item.len())].trim_start();
-        let (base, rest) = if let Some(rest) = item.strip_prefix("crate::") {
-            (Vec::new(), rest)
-        } else if let Some(mut rest) = item.strip_prefix("super::") {
-            let mut base = module[..module.len().saturating_sub(1)].to_vec();
-            while let Some(more) = rest.strip_prefix("super::") {
-                base.pop();
-                rest = more;
-            }
-            (base, rest)
-        } else if let Some(rest) = item.strip_prefix("self::") {
-            (module.to_vec(), rest)
-        } else if children.contains(ident(item)) {
-            (module.to_vec(), item)
-        } else {
-            continue;
+        let (base, rest) = match anchored(item, module) {
+            Some(start) => start,
+            // A path from a child module of this one (`use store::X` in a `mod.rs`).
+            None if children.contains(ident(item)) => (module.to_vec(), item),
+            None => continue,
         };
         tree(rest, &base, &mut found);
     }
