@@ -17,7 +17,7 @@ use crate::codec::avro;
 use crate::config::Settings;
 use crate::gen::{self, GenSpec};
 use crate::kafka::dev::DevBroker;
-use crate::kafka::{client_config, encode_source, producer};
+use crate::kafka::{consumer_config, encode_source, producer};
 use crate::model::records::{Output, SlaKind};
 use crate::service::{self, ServiceStats};
 
@@ -198,7 +198,7 @@ pub fn run(opts: &DemoOptions, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
 
 fn print_feed(settings: &Settings, stop: &AtomicBool) -> anyhow::Result<()> {
     let svc = &settings.service;
-    let consumer: BaseConsumer = client_config(svc)
+    let consumer: BaseConsumer = consumer_config(svc)
         .set("group.id", "leadflow-demo-feed")
         .set("auto.offset.reset", "earliest")
         .create()

@@ -18,7 +18,7 @@ pub fn read_internal_log(
 
     let svc = &settings.service;
     let topic = &svc.topics.internal;
-    let consumer: BaseConsumer = super::client_config(svc)
+    let consumer: BaseConsumer = super::consumer_config(svc)
         .set("group.id", "leadflow-report")
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")

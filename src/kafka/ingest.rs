@@ -199,7 +199,7 @@ pub fn run(
         metrics: Arc::clone(metrics),
         topics: vec![t.web.clone(), t.email.clone(), t.crm.clone()],
     };
-    let consumer: BaseConsumer<IngestContext> = super::client_config(svc)
+    let consumer: BaseConsumer<IngestContext> = super::consumer_config(svc)
         .set("group.id", &svc.ingest_group)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")

@@ -100,7 +100,7 @@ pub fn run(
     drop(done_tx);
 
     let (dlq, deliveries) = producer::idempotent(svc, 5, Some(metrics.producer_errors.clone()))?;
-    let consumer: BaseConsumer = crate::kafka::client_config(svc)
+    let consumer: BaseConsumer = crate::kafka::consumer_config(svc)
         .set("group.id", &cfg.group)
         .set("enable.auto.commit", "false")
         .set(

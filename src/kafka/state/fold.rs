@@ -471,7 +471,7 @@ pub fn run(
         epoch: AtomicU64::new(0),
         stats,
     };
-    let consumer: BaseConsumer<StateContext> = crate::kafka::client_config(svc)
+    let consumer: BaseConsumer<StateContext> = crate::kafka::consumer_config(svc)
         .set("group.id", &svc.state_group)
         .set("enable.auto.commit", "false")
         // Start positions are always explicit (a snapshot's, or the beginning): a position
