@@ -68,12 +68,21 @@ enum Command {
         /// Config file (TOML); LEADFLOW__SECTION__KEY environment variables override it.
         #[arg(long)]
         config: PathBuf,
+        /// Let the allocator back memory with transparent huge pages (off by default: at a
+        /// million leads' traffic the service took less CPU per event, less memory and had
+        /// a lower p99 without them; docs/performance.md).
+        #[arg(long)]
+        huge_pages: bool,
     },
     /// Run only the notify stage: deliver [notify] routes' messages from the output topics.
     Notify {
         /// Config file (TOML); LEADFLOW__SECTION__KEY environment variables override it.
         #[arg(long)]
         config: PathBuf,
+        /// Let the allocator back memory with transparent huge pages (off by default, as for
+        /// `run`).
+        #[arg(long)]
+        huge_pages: bool,
     },
     /// Generate deterministic, realistic lead traffic (JSON Lines, or to Kafka topics).
     Gen {
@@ -149,8 +158,14 @@ fn main() -> ExitCode {
         Command::CheckConfig { config } => load_settings(&config).map(|s| {
             print!("{}: ok\n{}", config.display(), s.summary());
         }),
-        Command::Run { config } => cmd_run(config),
-        Command::Notify { config } => cmd_notify(config),
+        Command::Run { config, huge_pages } => {
+            huge_pages_unless_asked(huge_pages);
+            cmd_run(config)
+        }
+        Command::Notify { config, huge_pages } => {
+            huge_pages_unless_asked(huge_pages);
+            cmd_notify(config)
+        }
         Command::Demo {
             seed,
             leads,
@@ -372,7 +387,7 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// The offline commands (replay, report) turn transparent huge pages off unless `asked`
+/// Replay, report, run and notify turn transparent huge pages off unless `asked`
 /// (`--huge-pages`), before their state exists, so every page it touches is a small one
 /// (`allocator::disable_transparent_huge_pages` says why). A failure is reported and the
 /// command goes on with them.

@@ -138,12 +138,13 @@ fn replay_is_byte_identical_across_runs_and_output_file_matches_stdout() {
     assert_eq!(std::fs::read(&path).expect("output written"), a.stdout);
 }
 
-/// Replay and report turn huge pages off in their own process unless `--huge-pages` asks for
-/// them: the kernel's `THP_enabled` of the running command, read once it has started its
-/// reader thread (after the choice is made) while it waits on standard input.
+/// Replay, report and the service turn huge pages off in their own process unless
+/// `--huge-pages` asks for them: the kernel's `THP_enabled` of the running command, read once
+/// it has started a second thread (after the choice is made): replay and report wait on
+/// standard input, the service on a broker that is not there (it is killed after).
 #[cfg(target_os = "linux")]
 #[test]
-fn replay_and_report_run_without_huge_pages_unless_asked() {
+fn replay_report_and_run_go_without_huge_pages_unless_asked() {
     use std::process::Stdio;
     use std::time::{Duration, Instant};
     let field = |status: &str, name: &str| {
@@ -164,13 +165,20 @@ fn replay_and_report_run_without_huge_pages_unless_asked() {
         ("replay", true, inherited.as_str()),
         ("report", false, "0"),
         ("report", true, inherited.as_str()),
+        ("run", false, "0"),
+        ("run", true, inherited.as_str()),
     ] {
-        let mut args = vec![command, "--config", cfg, "-"];
+        let mut args = vec![command, "--config", cfg];
+        if command != "run" {
+            args.push("-");
+        }
         if huge {
             args.push("--huge-pages");
         }
         let mut child = Command::new(env!("CARGO_BIN_EXE_leadflow"))
             .args(&args)
+            // No broker listens on port 1: the service waits for one.
+            .env("LEADFLOW__KAFKA__BROKERS", "127.0.0.1:1")
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -186,9 +194,12 @@ fn replay_and_report_run_without_huge_pages_unless_asked() {
             }
             std::thread::sleep(Duration::from_millis(5));
         };
-        drop(child.stdin.take()); // end of input: the command finishes
+        drop(child.stdin.take()); // end of input: replay and report finish
+        if command == "run" {
+            let _ = child.kill();
+        }
         let _ = child.wait();
-        assert!(seen.0 >= 2, "{args:?}: no reader thread within 30 s");
+        assert!(seen.0 >= 2, "{args:?}: no second thread within 30 s");
         assert_eq!(seen.1.as_deref(), Some(want), "{args:?}");
     }
 }
